@@ -1,0 +1,165 @@
+"""Benchmark data files: declared in a problem's manifest, fetched once, always verified.
+
+Each file is pinned by a public URL (at a fixed commit) and a checksum. Files are looked up in a
+local mirror when `ENGRAM_DATA_DIR` is set (how tests and CI run), otherwise in a per-user cache
+(`$XDG_CACHE_HOME/engram/data`), downloading on first use. A file is re-hashed whenever its inode
+metadata changes, so a file edited behind Engram's back (for example by a candidate program run
+without isolation) is caught before it is used again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engram.errors import DataError
+
+DATA_DIR_ENV = "ENGRAM_DATA_DIR"
+CACHE_DIR_ENV = "ENGRAM_CACHE_DIR"
+DOWNLOAD_TIMEOUT_S = 60
+
+Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Hex40 = Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
+
+
+class DataFile(BaseModel):
+    """One entry of a problem's data manifest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(description="Path relative to the data root, e.g. cloudcast/profiles/cost.csv")
+    url: str = Field(description="Public URL pinned to a commit, so the bytes never change")
+    sha256: Hex64 | None = None
+    git_blob: Hex40 | None = Field(default=None, description="git blob id, for files known only by it")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _needs_a_checksum(self) -> DataFile:
+        if not self.sha256 and not self.git_blob:
+            raise ValueError("give sha256 (or git_blob) so the file can be verified")
+        if Path(self.path).is_absolute() or ".." in Path(self.path).parts:
+            raise ValueError("path must be relative to the data root and stay inside it")
+        return self
+
+    def checksum_label(self) -> str:
+        return f"sha256 {self.sha256}" if self.sha256 else f"git blob {self.git_blob}"
+
+
+def cache_root() -> Path:
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]) / "data"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "engram" / "data"
+
+
+def mirror_root() -> Path | None:
+    value = os.environ.get(DATA_DIR_ENV)
+    return Path(value).expanduser().resolve() if value else None
+
+
+@dataclass(frozen=True)
+class _StatKey:
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: Path) -> _StatKey:
+        st = path.stat()
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+_verified: dict[Path, _StatKey] = {}
+
+
+def digest_matches(entry: DataFile, path: Path) -> bool:
+    if entry.sha256:
+        return _sha256(path) == entry.sha256
+    return _git_blob_id(path) == entry.git_blob
+
+
+def verify(entry: DataFile, path: Path) -> None:
+    """Raise `DataError` unless `path` holds exactly the bytes the manifest pins."""
+    key = _StatKey.of(path)
+    if _verified.get(path) == key:
+        return
+    if not digest_matches(entry, path):
+        _verified.pop(path, None)
+        raise DataError(
+            f"data file {entry.path} at {path} is corrupt: its checksum does not match the manifest "
+            f"({entry.checksum_label()}). Delete it so Engram downloads it again from {entry.url}, "
+            f"or restore the original file."
+        )
+    _verified[path] = key
+
+
+def resolve(entry: DataFile) -> Path:
+    """Return the verified local path of a data file, fetching it into the cache if needed."""
+    mirror = mirror_root()
+    if mirror is not None:
+        path = mirror / entry.path
+        if not path.is_file():
+            raise DataError(
+                f"data file {entry.path} not found at {path} ({DATA_DIR_ENV}={mirror}). Put the file there "
+                f"(it is published at {entry.url}), or unset {DATA_DIR_ENV} to let Engram download it."
+            )
+        verify(entry, path)
+        return path
+    path = cache_root() / entry.path
+    if not path.is_file():
+        _download(entry, path)
+    verify(entry, path)
+    return path
+
+
+def _download(entry: DataFile, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    print(f"engram: fetching {entry.path} from {entry.url}", file=sys.stderr)
+    fd, partial = tempfile.mkstemp(dir=destination.parent, prefix=destination.name, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if not digest_matches(entry, Path(partial)):
+            raise DataError(
+                f"downloaded {entry.url} but its checksum does not match the manifest ({entry.checksum_label()}); "
+                f"the file was not saved. Check that the URL is pinned to the right commit."
+            )
+        os.replace(partial, destination)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise DataError(
+            f"cannot fetch data file {entry.path} from {entry.url}: {exc}. Download it by hand to {destination}, "
+            f"or point {DATA_DIR_ENV} at a directory that holds it as {entry.path}."
+        ) from None
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _git_blob_id(path: Path) -> str:
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(f"blob {path.stat().st_size}\0".encode())
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

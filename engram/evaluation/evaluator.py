@@ -1,0 +1,283 @@
+"""Evaluating candidates: the trusted loop around one sandboxed run per candidate.
+
+`CandidateEvaluator` is built once per problem (it loads the trusted scorer and its data once) and
+then evaluates many programs. For each it makes a clean working directory, runs the candidate via
+`child.py` in the sandbox, reads the answers the child wrote, and scores them with the trusted
+scorer. Before every run it checks that the problem's trusted files and the shared inputs are
+unchanged, so a candidate that tampers with them (possible only without isolation) is caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from engram.errors import IntegrityError
+from engram.evaluation.result import ErrorKind, Evaluation, ScenarioResult, Timings
+from engram.evaluation.scoring import InvalidAnswer, ScenarioScore
+from engram.problem import Problem, ScenarioSpec
+from engram.sandbox import Limits, Mount, Sandbox, SandboxResult, clean_environment
+from engram.sandbox.base import KiB, MiB
+
+_CHILD_SOURCE = Path(__file__).with_name("child.py")
+_MAX_ANSWERS_BYTES = 64 * MiB
+
+
+class CandidateEvaluator:
+    """Scores candidate programs for one problem; see the module docstring."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        sandbox: Sandbox,
+        *,
+        scenarios: list[str] | None = None,
+        time_limit_s: float | None = None,
+        work_root: Path | None = None,
+    ) -> None:
+        self.problem = problem
+        self.sandbox = sandbox
+        self.scenarios = problem.select_scenarios(scenarios)
+        self.limits = _limits_for(problem, time_limit_s)
+        self.fingerprint = problem.fingerprint()
+        self.scorer = problem.make_scorer()
+        self._work_root = work_root
+        self._session = Path(tempfile.mkdtemp(prefix="engram-session-", dir=work_root))
+        self._shared_files = self._write_shared_files()
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def evaluate(self, program: str | Path, *, artifacts_dir: Path | None = None) -> Evaluation:
+        """Score one program (its source text or a path to it). Never raises for candidate faults."""
+        source = program.read_text(encoding="utf-8") if isinstance(program, Path) else program
+        self._check_integrity()
+        workdir = Path(tempfile.mkdtemp(prefix="engram-eval-", dir=self._work_root))
+        try:
+            return self._evaluate_in(workdir, source, artifacts_dir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def close(self) -> None:
+        shutil.rmtree(self._session, ignore_errors=True)
+
+    def __enter__(self) -> CandidateEvaluator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def _write_shared_files(self) -> dict[Path, str]:
+        child = self._session / "child.py"
+        shutil.copyfile(_CHILD_SOURCE, child)
+        files = [child]
+        shared = self.scorer.shared_input()
+        if shared is not None:
+            shared_path = self._session / "shared.json"
+            shared_path.write_text(json.dumps(shared, allow_nan=True), encoding="utf-8")
+            files.append(shared_path)
+        return {path: _sha256_bytes(path.read_bytes()) for path in files}
+
+    def _check_integrity(self) -> None:
+        if self.problem.fingerprint() != self.fingerprint:
+            raise IntegrityError(
+                f"the trusted files of problem {self.problem.name} in {self.problem.root} changed while "
+                f"Engram was running; scores from here on would not be comparable. Restore them and start again."
+            )
+        if any(not p.exists() or _sha256_bytes(p.read_bytes()) != h for p, h in self._shared_files.items()):
+            self._shared_files = self._write_shared_files()
+
+    # -- one evaluation -------------------------------------------------------------------------
+
+    def _evaluate_in(self, workdir: Path, source: str, artifacts_dir: Path | None) -> Evaluation:
+        started = time.monotonic()
+        (workdir / "tmp").mkdir()
+        program_path = workdir / "program.py"
+        program_path.write_text(source, encoding="utf-8")
+        answers_path = workdir / "answers.jsonl"
+        request = {
+            "program": str(program_path),
+            "adapter": str(self.problem.adapter_path),
+            "entry_point": self.problem.config.entry_point,
+            "shared_input": str(self._session / "shared.json")
+            if (self._session / "shared.json") in self._shared_files else None,
+            "scenarios": [{"name": s.name, "input": self.scorer.scenario_input(s)} for s in self.scenarios],
+            "answers": str(answers_path),
+        }
+        request_path = workdir / "request.json"
+        request_path.write_text(json.dumps(request, allow_nan=True), encoding="utf-8")
+        spawned_at = time.time()
+        run = self.sandbox.run(
+            [sys.executable, "-P", str(self._session / "child.py"), str(request_path)],
+            workdir=workdir,
+            mounts=[Mount(self._session), Mount(self.problem.root)],
+            limits=self.limits,
+            env=clean_environment(workdir),
+        )
+        events = _read_events(answers_path)
+        scoring_started = time.monotonic()
+        evaluation, scored = self._judge(run, events)
+        scoring_s = time.monotonic() - scoring_started
+        evaluation.program_sha256 = _sha256_bytes(source.encode())
+        evaluation.duration_s = time.monotonic() - started
+        evaluation.timings = Timings(
+            sandbox_start_s=max(0.0, float(_first(events, "started").get("t", spawned_at)) - spawned_at),
+            candidate_s=sum(r.candidate_seconds or 0.0 for r in evaluation.scenarios.values())
+            + float(_first(events, "loaded").get("seconds", 0.0) or 0.0),
+            scoring_s=scoring_s,
+        )
+        if artifacts_dir is not None:
+            evaluation.artifacts = _write_artifacts(artifacts_dir, scored)
+        return evaluation
+
+    def _judge(
+        self, run: SandboxResult, events: list[dict[str, Any]]
+    ) -> tuple[Evaluation, dict[str, ScenarioScore]]:
+        evaluation = Evaluation(
+            problem=self.problem.name, score=None, ok=False, stdout=run.stdout.text(), stderr=run.stderr.text(),
+            sandbox=self.sandbox.name, problem_fingerprint=self.fingerprint, notes=list(run.notes),
+        )
+        answers = {e["name"]: e for e in events if e.get("event") == "scenario" and isinstance(e.get("name"), str)}
+        failures = {e.get("scenario"): e for e in events if e.get("event") == "failure"}
+        if None in failures:  # the program could not even be loaded
+            failure = failures[None]
+            return _failed(evaluation, _error_kind(failure.get("kind")), str(failure.get("error"))), {}
+        scored: dict[str, ScenarioScore] = {}
+        for scenario in self.scenarios:
+            result, score = self._judge_scenario(
+                scenario, answers.get(scenario.name), failures.get(scenario.name), run
+            )
+            evaluation.scenarios[scenario.name] = result
+            if score is not None:
+                scored[scenario.name] = score
+        broken = [r for r in evaluation.scenarios.values() if not r.ok]
+        if broken:
+            first = broken[0]
+            names = ", ".join(r.name for r in broken)
+            message = (f"{len(broken)} of {len(self.scenarios)} scenario(s) failed ({names}); "
+                       f"first, {first.name}: {first.error}")
+            return _failed(evaluation, first.error_kind or ErrorKind.RUNTIME, message), scored
+        score, totals = self.scorer.combine(scored)
+        evaluation.score, evaluation.metrics, evaluation.ok = score, totals, True
+        return evaluation, scored
+
+    def _judge_scenario(
+        self, scenario: ScenarioSpec, answer: dict[str, Any] | None, failure: dict[str, Any] | None,
+        run: SandboxResult,
+    ) -> tuple[ScenarioResult, ScenarioScore | None]:
+        if answer is not None:
+            seconds = answer.get("seconds")
+            seconds = float(seconds) if isinstance(seconds, int | float) and math.isfinite(seconds) else None
+            try:
+                scored = self.scorer.score_scenario(scenario, answer.get("answer"))
+            except InvalidAnswer as exc:
+                return ScenarioResult(name=scenario.name, ok=False, error_kind=ErrorKind.INVALID_OUTPUT,
+                                      error=str(exc), candidate_seconds=seconds), None
+            return ScenarioResult(name=scenario.name, ok=True, metrics=scored.metrics,
+                                  candidate_seconds=seconds), scored
+        if failure is not None:
+            return ScenarioResult(name=scenario.name, ok=False, error_kind=_error_kind(failure.get("kind")),
+                                  error=str(failure.get("error"))), None
+        kind, message = _abnormal_end(run, self.limits)
+        return ScenarioResult(name=scenario.name, ok=False, error_kind=kind, error=message), None
+
+
+def _write_artifacts(directory: Path, scored: dict[str, ScenarioScore]) -> list[str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for score in scored.values():
+        for name, text in score.artifacts.items():
+            (directory / name).write_text(text, encoding="utf-8")
+            written.append(name)
+    return sorted(written)
+
+
+def _limits_for(problem: Problem, time_limit_s: float | None) -> Limits:
+    limits = problem.config.limits
+    return Limits(
+        wall_seconds=time_limit_s or problem.config.time_limit_s,
+        memory_bytes=limits.memory_mb * MiB,
+        max_processes=limits.max_processes,
+        output_bytes=limits.output_kb * KiB,
+        file_size_bytes=limits.file_size_mb * MiB,
+    )
+
+
+def _failed(evaluation: Evaluation, kind: ErrorKind, message: str) -> Evaluation:
+    evaluation.ok, evaluation.score, evaluation.error_kind, evaluation.error = False, None, kind, message
+    return evaluation
+
+
+def _error_kind(value: object) -> ErrorKind:
+    try:
+        return ErrorKind(str(value))
+    except ValueError:
+        return ErrorKind.RUNTIME
+
+
+def _abnormal_end(run: SandboxResult, limits: Limits) -> tuple[ErrorKind, str]:
+    """Why a scenario got no answer, from how the sandboxed process ended."""
+    if run.timed_out == "wall":
+        return ErrorKind.TIMEOUT, f"the program did not finish within the time limit of {limits.wall_seconds:g} s"
+    if run.timed_out == "cpu":
+        return ErrorKind.TIMEOUT, f"the program used more than {limits.effective_cpu_seconds:g} s of CPU time"
+    stderr = run.stderr.text()
+    if "MemoryError" in stderr:
+        return ErrorKind.MEMORY, f"the program ran out of memory (limit {_mb(limits.memory_bytes)})\n{_tail(stderr)}"
+    if run.signal is not None:
+        name = _signal_name(run.signal)
+        if run.signal == signal.SIGXFSZ:
+            return ErrorKind.KILLED, f"the program wrote a file larger than {_mb(limits.file_size_bytes)} ({name})"
+        return ErrorKind.KILLED, f"the program was killed by {name}\n{_tail(stderr)}".rstrip()
+    if run.returncode != 0:
+        return ErrorKind.RUNTIME, f"the program exited with code {run.returncode}\n{_tail(stderr)}".rstrip()
+    return ErrorKind.RUNTIME, "the program exited before answering (did it call os._exit?)"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _mb(value: int | None) -> str:
+    return "none" if value is None else f"{value // MiB} MB"
+
+
+def _tail(text: str, limit: int = 2000) -> str:
+    return text[-limit:]
+
+
+def _read_events(path: Path) -> list[dict[str, Any]]:
+    """Parse the child's event lines, skipping anything malformed (the file is untrusted)."""
+    if not path.is_file():
+        return []
+    with path.open("rb") as handle:
+        raw = handle.read(_MAX_ANSWERS_BYTES)
+    events = []
+    for line in raw.splitlines():
+        try:
+            event = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def _first(events: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next((e for e in events if e.get("event") == name), {})
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,230 @@
+"""Problems: a directory that says what to optimise and how a candidate is scored.
+
+A problem directory holds `problem.yaml` (validated by `ProblemConfig`), the task prompt agents
+read, an initial program, a trusted `evaluator.py` (a `Scorer` subclass that runs in Engram's
+process), an `adapter.py` (runs next to the candidate inside the sandbox and turns its result into
+plain data), optional `baselines/*.py`, and a data manifest. Built-in problems live in the
+`evaluators` package; any directory on disk with the same layout works the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+from engram import data as data_files
+from engram.config_files import load_model
+from engram.errors import ConfigError, DataError, ProblemNotFoundError
+
+if TYPE_CHECKING:
+    from engram.evaluation.scoring import Scorer
+
+PROBLEM_FILE = "problem.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScoreSpec(_Strict):
+    direction: Literal["maximize", "minimize"] = "maximize"
+    unit: str = Field(description="What the score measures, e.g. '1 / (1 + total dollars)'")
+    natural_unit: str | None = Field(default=None, description="Unit of the underlying quantity, e.g. dollars")
+
+
+class ScenarioSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict, description="Read by the problem's evaluator")
+
+
+class SandboxLimits(_Strict):
+    memory_mb: PositiveInt = 4096
+    max_processes: PositiveInt = 64
+    output_kb: PositiveInt = 64
+    file_size_mb: PositiveInt = 256
+
+
+class ProblemConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    description: str = Field(max_length=200, description="One line, shown by `engram problems`")
+    score: ScoreSpec
+    entry_point: str = Field(description="Function the candidate program must define")
+    task: str = "task.md"
+    initial_program: str = "initial_program.py"
+    evaluator: str = "evaluator.py"
+    adapter: str = "adapter.py"
+    baselines_dir: str = "baselines"
+    time_limit_s: PositiveFloat = 300
+    limits: SandboxLimits = SandboxLimits()
+    scenarios: list[ScenarioSpec] = Field(min_length=1)
+    scenario_sets: dict[str, list[str]] = Field(default_factory=dict)
+    default_scenarios: str | None = Field(default=None, description="Scenario set used when none is chosen")
+    data: list[data_files.DataFile] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names_are_consistent(self) -> ProblemConfig:
+        names = [s.name for s in self.scenarios]
+        if len(set(names)) != len(names):
+            raise ValueError(f"scenario names must be unique, got {names}")
+        for set_name, members in self.scenario_sets.items():
+            if set_name in names:
+                raise ValueError(f"scenario set {set_name!r} has the name of a scenario")
+            unknown = [m for m in members if m not in names]
+            if unknown:
+                raise ValueError(f"scenario set {set_name!r} names unknown scenarios {unknown}")
+        if self.default_scenarios and self.default_scenarios not in self.scenario_sets:
+            raise ValueError(f"default_scenarios {self.default_scenarios!r} is not a scenario set")
+        paths = [d.path for d in self.data]
+        if len(set(paths)) != len(paths):
+            raise ValueError("each data file may be listed once")
+        return self
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A loaded problem directory."""
+
+    root: Path
+    config: ProblemConfig
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def description(self) -> str:
+        return self.config.description
+
+    def file(self, relative: str) -> Path:
+        return self.root / relative
+
+    @property
+    def task_prompt(self) -> str:
+        return self.file(self.config.task).read_text(encoding="utf-8")
+
+    @property
+    def initial_program(self) -> Path:
+        return self.file(self.config.initial_program)
+
+    @property
+    def adapter_path(self) -> Path:
+        return self.file(self.config.adapter)
+
+    def baselines(self) -> dict[str, Path]:
+        """Known reference algorithms, by file stem, for agents to read and for comparisons."""
+        directory = self.file(self.config.baselines_dir)
+        if not directory.is_dir():
+            return {}
+        return {p.stem: p for p in sorted(directory.glob("*.py")) if not p.name.startswith("_")}
+
+    def data_file(self, relative: str) -> Path:
+        """Verified local path of a manifest entry, fetched on first use."""
+        for entry in self.config.data:
+            if entry.path == relative:
+                return data_files.resolve(entry)
+        raise DataError(f"problem {self.name}: {relative} is not in the data manifest of {self.root / PROBLEM_FILE}")
+
+    def ensure_data(self) -> list[Path]:
+        return [data_files.resolve(entry) for entry in self.config.data]
+
+    def select_scenarios(self, selection: list[str] | None = None) -> list[ScenarioSpec]:
+        """Scenarios by name or scenario-set name, in the problem's order; all when none given."""
+        if not selection:
+            if self.config.default_scenarios:
+                selection = [self.config.default_scenarios]
+            else:
+                return list(self.config.scenarios)
+        by_name = {s.name: s for s in self.config.scenarios}
+        wanted: set[str] = set()
+        for item in selection:
+            if item in self.config.scenario_sets:
+                wanted.update(self.config.scenario_sets[item])
+            elif item in by_name or item == "all":
+                wanted.update(by_name if item == "all" else [item])
+            else:
+                choices = sorted([*by_name, *self.config.scenario_sets, "all"])
+                raise ConfigError(f"problem {self.name} has no scenario or scenario set {item!r}; "
+                                  f"choose from: {', '.join(choices)}")
+        return [s for s in self.config.scenarios if s.name in wanted]
+
+    def trusted_files(self) -> list[Path]:
+        """Files whose content decides a score: any change to them invalidates comparisons."""
+        files = [self.root / PROBLEM_FILE, self.file(self.config.evaluator), self.adapter_path]
+        files += sorted(p for p in self.root.glob("*.py") if p not in files)
+        return files
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for path in self.trusted_files():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        return digest.hexdigest()
+
+    @cached_property
+    def scorer_class(self) -> type[Scorer]:
+        from engram.evaluation.scoring import Scorer
+
+        path = self.file(self.config.evaluator)
+        module_name = f"engram_problem_{self.name.replace('-', '_')}_evaluator"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"{path}: cannot be imported as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        found = [obj for obj in vars(module).values()
+                 if inspect.isclass(obj) and issubclass(obj, Scorer) and obj is not Scorer
+                 and obj.__module__ == module_name]
+        if len(found) != 1:
+            raise ConfigError(f"{path}: must define exactly one subclass of engram.evaluation.Scorer, "
+                              f"found {len(found)}")
+        return found[0]
+
+    def make_scorer(self) -> Scorer:
+        return self.scorer_class(self)
+
+
+def builtin_problems_dir() -> Path:
+    import evaluators
+
+    return Path(evaluators.__file__).resolve().parent
+
+
+def load_problem(name_or_path: str | Path) -> Problem:
+    """Load a built-in problem by name, or a problem directory (or its problem.yaml) by path."""
+    text = str(name_or_path)
+    candidate = Path(text).expanduser()
+    if candidate.name == PROBLEM_FILE and candidate.is_file():
+        candidate = candidate.parent
+    if (candidate / PROBLEM_FILE).is_file():
+        root = candidate.resolve()
+    elif "/" not in text and (builtin_problems_dir() / text / PROBLEM_FILE).is_file():
+        root = builtin_problems_dir() / text
+    else:
+        known = ", ".join(p.name for p in list_problems()) or "none"
+        raise ProblemNotFoundError(
+            f"no problem {text!r}: not a built-in problem (built-in: {known}) and not a directory "
+            f"containing {PROBLEM_FILE}"
+        )
+    config = load_model(root / PROBLEM_FILE, ProblemConfig)
+    problem = Problem(root=root, config=config)
+    for relative in (config.task, config.initial_program, config.evaluator, config.adapter):
+        if not problem.file(relative).is_file():
+            raise ConfigError(f"{root / PROBLEM_FILE}: names {relative}, which does not exist in {root}")
+    return problem
+
+
+def list_problems() -> list[Problem]:
+    problems = []
+    for directory in sorted(builtin_problems_dir().iterdir()):
+        if (directory / PROBLEM_FILE).is_file():
+            problems.append(load_problem(directory))
+    return problems

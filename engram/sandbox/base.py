@@ -1,0 +1,164 @@
+"""The sandbox interface: run one untrusted command under limits and report what happened.
+
+Every backend (plain process, bubblewrap, and later Docker) takes the same request -- an argv, a
+working directory, the paths the command may see, resource limits and an environment -- and returns
+a `SandboxResult` of plain data. Callers never learn how the isolation is done, so a candidate's
+score cannot depend on the backend.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one sandboxed command. `None` means "no limit of that kind"."""
+
+    wall_seconds: float = 60.0
+    cpu_seconds: float | None = None
+    memory_bytes: int | None = 4 * GiB
+    file_size_bytes: int | None = 256 * MiB
+    max_processes: int | None = 64
+    output_bytes: int = 64 * KiB
+    """How much of stdout and of stderr is kept (half from the start, half from the end)."""
+
+    @property
+    def effective_cpu_seconds(self) -> float:
+        # A single-threaded candidate cannot use more CPU than wall time; allow two cores' worth.
+        return self.cpu_seconds if self.cpu_seconds is not None else 2 * self.wall_seconds
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path made visible inside the sandbox at the same path."""
+
+    path: Path
+    writable: bool = False
+
+
+@dataclass
+class CapturedStream:
+    """Start and end of one output stream, with the total size, so a flood cannot exhaust memory."""
+
+    head: bytes = b""
+    tail: bytes = b""
+    total_bytes: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.total_bytes > len(self.head) + len(self.tail)
+
+    def text(self) -> str:
+        head = self.head.decode("utf-8", errors="replace")
+        tail = self.tail.decode("utf-8", errors="replace")
+        if not self.truncated:
+            return head + tail
+        skipped = self.total_bytes - len(self.head) - len(self.tail)
+        return f"{head}\n[... {skipped} bytes not kept ...]\n{tail}"
+
+
+class StreamCapture:
+    """Accumulates a stream while keeping at most `limit` bytes of it."""
+
+    def __init__(self, limit: int) -> None:
+        self._head_limit = limit // 2
+        self._tail_limit = limit - self._head_limit
+        self._head = bytearray()
+        self._tail = bytearray()
+        self._total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self._total += len(chunk)
+        room = self._head_limit - len(self._head)
+        if room > 0:
+            self._head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self._tail += chunk
+            if len(self._tail) > self._tail_limit:
+                del self._tail[: len(self._tail) - self._tail_limit]
+
+    def result(self) -> CapturedStream:
+        return CapturedStream(bytes(self._head), bytes(self._tail), self._total)
+
+
+@dataclass
+class SandboxResult:
+    """What one sandboxed command did, as plain data."""
+
+    returncode: int
+    """Exit status; negative -N when the process was ended by signal N (as in `subprocess`)."""
+    timed_out: Literal["wall", "cpu"] | None
+    stdout: CapturedStream
+    stderr: CapturedStream
+    wall_seconds: float
+    cpu_seconds: float = 0.0
+    max_rss_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def signal(self) -> int | None:
+        return -self.returncode if self.returncode < 0 else None
+
+
+class Sandbox(ABC):
+    """Runs untrusted commands. Implementations must be safe to call from several threads."""
+
+    name: str
+
+    @classmethod
+    @abstractmethod
+    def availability(cls) -> str | None:
+        """`None` when this backend works on this machine, else the reason it does not."""
+
+    @abstractmethod
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        workdir: Path,
+        mounts: Sequence[Mount] = (),
+        limits: Limits,
+        env: Mapping[str, str],
+    ) -> SandboxResult:
+        """Run `argv` in `workdir` (writable) and return once it and all its children are gone."""
+
+
+PASSTHROUGH_ENV = ("LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
+                   "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+"""Host variables that change how numeric libraries behave but hold no secrets."""
+
+
+def clean_environment(workdir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Build a candidate's environment from an allow-list, so no API key or token can leak in.
+
+    `PYTHONHASHSEED` is fixed so that set and dict-of-set iteration, and hence a candidate's choices,
+    are the same on every run.
+    """
+    python_bin = str(Path(sys.executable).parent)
+    env = {
+        "PATH": os.pathsep.join([python_bin, "/usr/local/bin", "/usr/bin", "/bin"]),
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir / "tmp"),
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "LANG": "C.UTF-8",
+    }
+    for name in PASSTHROUGH_ENV:
+        if name in os.environ:
+            env[name] = os.environ[name]
+    if extra:
+        env.update(extra)
+    return env
