@@ -41,12 +41,13 @@ class CandidateEvaluator:
         *,
         scenarios: list[str] | None = None,
         time_limit_s: float | None = None,
+        limits: Limits | None = None,
         work_root: Path | None = None,
     ) -> None:
         self.problem = problem
         self.sandbox = sandbox
         self.scenarios = problem.select_scenarios(scenarios)
-        self.limits = _limits_for(problem, time_limit_s)
+        self.limits = limits or _limits_for(problem, time_limit_s)
         self.fingerprint = problem.fingerprint()
         self.scorer = problem.make_scorer()
         self._work_root = work_root
@@ -88,6 +89,7 @@ class CandidateEvaluator:
         return {path: _sha256_bytes(path.read_bytes()) for path in files}
 
     def _check_integrity(self) -> None:
+        self.problem.ensure_data()  # re-hashes any data file whose metadata changed
         if self.problem.fingerprint() != self.fingerprint:
             raise IntegrityError(
                 f"the trusted files of problem {self.problem.name} in {self.problem.root} changed while "
@@ -160,6 +162,10 @@ class CandidateEvaluator:
             if score is not None:
                 scored[scenario.name] = score
         broken = [r for r in evaluation.scenarios.values() if not r.ok]
+        if broken and run.process_cap_hit:
+            return _failed(evaluation, ErrorKind.KILLED,
+                           f"the program tried to run more than {self.limits.max_processes} processes "
+                           f"(the sandbox's cap); first failure: {broken[0].error}"), scored
         if broken:
             first = broken[0]
             names = ", ".join(r.name for r in broken)

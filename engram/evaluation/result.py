@@ -14,6 +14,9 @@ from pydantic import BaseModel, Field
 
 
 class ErrorKind(StrEnum):
+    """Why a candidate failed. `killed`: ended by a signal, or by a sandbox cap other than time
+    and memory (processes, file size)."""
+
     SYNTAX = "syntax"
     IMPORT = "import"
     MISSING_ENTRY_POINT = "missing_entry_point"

@@ -105,6 +105,8 @@ class SandboxResult:
     wall_seconds: float
     cpu_seconds: float = 0.0
     max_rss_bytes: int = 0
+    process_cap_hit: bool = False
+    """The command tried to run more processes than `Limits.max_processes` allows."""
     notes: list[str] = field(default_factory=list)
 
     @property

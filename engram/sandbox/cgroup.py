@@ -100,6 +100,17 @@ class PidsCgroup:
         except OSError:
             return []
 
+    def cap_hits(self) -> int:
+        """How often a fork was refused because the cap was reached."""
+        try:
+            for line in (self.path / "pids.events").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "max":
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
+
     def kill_all(self, timeout: float = 5.0) -> None:
         """SIGKILL every member until none is left (members may fork while we kill)."""
         deadline = time.monotonic() + timeout

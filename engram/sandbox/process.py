@@ -70,7 +70,9 @@ class ProcessSandbox(Sandbox):
                 cgroup.remove()
             raise
         try:
-            return _supervise(proc, started, limits, cgroup, notes)
+            result = _supervise(proc, started, limits, cgroup, notes)
+            result.process_cap_hit = cgroup is not None and cgroup.cap_hits() > 0
+            return result
         finally:
             if proc.returncode is None:  # supervision failed half-way: leave nothing behind
                 _kill_everything(proc.pid, cgroup)

@@ -1,0 +1,63 @@
+"""Shared fixtures: the data mirror, the cloudcast problem and evaluators for each sandbox backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engram.evaluation.evaluator import CandidateEvaluator
+from engram.problem import Problem, load_problem
+from engram.sandbox import Limits, get_sandbox
+from engram.sandbox.base import GiB
+from engram.sandbox.bwrap import BwrapSandbox
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+if not os.environ.get("ENGRAM_DATA_DIR") and SHARED_DATA.is_dir():
+    os.environ["ENGRAM_DATA_DIR"] = str(SHARED_DATA)
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+BACKENDS = ["process", "bwrap"]
+
+INITIAL_TOTAL_COST = 1045.860405
+INITIAL_SCORE = 0.0009552371980292827
+
+TIGHT = Limits(wall_seconds=4, memory_bytes=1 * GiB, max_processes=32, output_bytes=16 * 1024)
+"""Limits for tests of misbehaving candidates: small enough to hit quickly."""
+
+
+def require_backend(name: str) -> None:
+    if name == "bwrap" and BwrapSandbox.availability() is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"bwrap must work in CI: {BwrapSandbox.availability()}")
+        pytest.skip(f"bwrap unavailable here: {BwrapSandbox.availability()}")
+
+
+@pytest.fixture(scope="session")
+def cloudcast() -> Problem:
+    return load_problem("cloudcast")
+
+
+@pytest.fixture(scope="session")
+def initial_source(cloudcast: Problem) -> str:
+    return cloudcast.initial_program.read_text()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def evaluator(request: pytest.FixtureRequest, cloudcast: Problem) -> Iterator[CandidateEvaluator]:
+    """An evaluator with the problem's own limits, once per backend."""
+    require_backend(request.param)
+    with CandidateEvaluator(cloudcast, get_sandbox(request.param, quiet=True)) as ev:
+        yield ev
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def tight_evaluator(request: pytest.FixtureRequest, cloudcast: Problem) -> Iterator[CandidateEvaluator]:
+    """An evaluator with small limits, for candidates that misbehave on purpose."""
+    require_backend(request.param)
+    with CandidateEvaluator(cloudcast, get_sandbox(request.param, quiet=True), limits=TIGHT) as ev:
+        yield ev
