@@ -26,12 +26,13 @@ the same run and reports the ratio baseline / ours:
 
 * with ``--reference DIR`` (a checkout of mit-nms/Engram ``SystemBench/ADRS/cloudcast``) the
   baseline is that reference evaluator: ``evaluate(program)`` is called in a fresh Python
-  subprocess per evaluation (cwd and ``sys.path`` set to ``DIR``), as an evolutionary search using
-  it would. The call itself is timed (imports excluded, so the comparison favours the reference);
-  the subprocess's whole wall time is shown too. Its ``combined_score`` is compared with ours for
-  exact equality. The reference is only *invoked* from the user-supplied path; nothing of it is
-  copied. The ``simulator_output/<hash>`` directories it writes into ``DIR`` during this run are
-  removed again.
+  subprocess per evaluation (cwd and ``sys.path`` set to ``DIR``). The call itself is timed
+  (the reference's module imports, about a second, are excluded, so the comparison favours the
+  reference); the subprocess's whole wall time is shown too. Its ``combined_score`` is compared
+  with ours for exact equality. The subprocess gets ``PYTHONHASHSEED=0``, as Engram's sandbox
+  does, because programs that iterate over sets (e.g. networkx's steiner_tree) score differently
+  per seed. The reference is only *invoked* from the user-supplied path; nothing of it is copied.
+  The ``simulator_output/<hash>`` directories it writes into ``DIR`` during this run are removed.
 * without ``--reference`` the baseline is a "cold" evaluation in this process: a new problem
   object and a new ``CandidateEvaluator`` per evaluation (scorer import, data loading and session
   set-up included; only Python module imports stay cached), i.e. what reusing one evaluator saves.
@@ -57,7 +58,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engram.errors import SandboxError
+from engram.errors import IntegrityError, SandboxError
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.problem import Problem, load_problem
 from engram.sandbox import Sandbox, get_sandbox
@@ -170,7 +171,7 @@ def cold_sample(sandbox: Sandbox, program: Path) -> Sample:
                   error=None if evaluation.ok else f"{evaluation.error_kind}: {evaluation.error}")
 
 
-def reference_sample(reference: Path, python: str, program: Path) -> Sample:
+def reference_sample(reference: Path, python: str, hash_seed: str, program: Path) -> Sample:
     output_root = reference / "simulator_output"
     before = set(os.listdir(output_root)) if output_root.is_dir() else set()
     with tempfile.TemporaryDirectory(prefix="engram-bench-") as scratch:
@@ -178,7 +179,7 @@ def reference_sample(reference: Path, python: str, program: Path) -> Sample:
         started = time.perf_counter()
         completed = subprocess.run(
             [python, "-c", _REFERENCE_RUNNER, str(reference), str(program.resolve()), str(result_path)],
-            cwd=reference, capture_output=True, text=True, check=False,
+            cwd=reference, capture_output=True, text=True, check=False, env=reference_environment(hash_seed),
         )
         process_s = time.perf_counter() - started
         result = json.loads(result_path.read_text(encoding="utf-8")) if result_path.is_file() else None
@@ -194,6 +195,20 @@ def reference_sample(reference: Path, python: str, program: Path) -> Sample:
                   score=None if error else result.get("score"), error=str(error) if error else None)
 
 
+def reference_environment(hash_seed: str) -> dict[str, str]:
+    """This environment, with the hash seed our sandbox uses (unless told "random").
+
+    Programs whose choices depend on set iteration order (e.g. networkx's steiner_tree) score
+    differently under different seeds; Engram's sandbox fixes PYTHONHASHSEED=0, so the reference
+    is run with the same seed to compare like with like.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONHASHSEED", None)
+    if hash_seed != "random":
+        env["PYTHONHASHSEED"] = hash_seed
+    return env
+
+
 # -- reporting ------------------------------------------------------------------------------------
 
 
@@ -203,7 +218,7 @@ def ms(value: float | None) -> str:
 
 def score_text(row: Row) -> str:
     if len(row.scores) > 1:
-        return "varies!"
+        return f"varies! ({len(row.scores)} different)"
     return "failed" if row.score is None else repr(row.score)
 
 
@@ -218,7 +233,7 @@ def geometric_mean(values: Sequence[float]) -> float:
 
 def print_table(rows: list[Row], baseline_of: dict[tuple[str, str], Row], compare_scores: bool) -> None:
     header = ["program", "runner", "total ms", "start", "candidate", "scoring", "rest", "process",
-              "score", "ratio"]
+              "score", "speed-up"]
     lines = [header]
     for row in rows:
         baseline = baseline_of.get((row.program, row.runner))
@@ -243,7 +258,7 @@ def print_table(rows: list[Row], baseline_of: dict[tuple[str, str], Row], compar
             print("  ".join("-" * w for w in widths))
     for row in rows:
         if row.error:
-            print(f"note: {row.program} under {row.runner} failed: {row.error[:300]}")
+            print(f"note: {row.program} under {row.runner} failed: {' '.join(row.error.split())[:300]}")
 
 
 def print_summary(rows: list[Row], baseline_of: dict[tuple[str, str], Row], label: str, target: bool) -> None:
@@ -268,16 +283,29 @@ def print_summary(rows: list[Row], baseline_of: dict[tuple[str, str], Row], labe
 # -- main -----------------------------------------------------------------------------------------
 
 
-def select_programs(problem: Problem, wanted: str | None, exclude: str) -> dict[str, Path]:
+def select_programs(problem: Problem, wanted: str | None, exclude: str | None) -> dict[str, Path]:
+    """Programs by name: 'initial' plus the baselines that exist now, minus the excluded ones.
+
+    The default exclusion (the slow MILP baseline) applies only when no --programs were named.
+    """
     available = {"initial": problem.initial_program, **problem.baselines()}
+    if exclude is None:
+        exclude = "" if wanted else DEFAULT_EXCLUDE
     excluded = {name.strip() for name in exclude.split(",") if name.strip()}
     if wanted:
         names = [name.strip() for name in wanted.split(",") if name.strip()]
-        missing = [n for n in names if n not in available]
-        for name in missing:
-            print(f"note: no program named {name!r}; available: {', '.join(available)}", file=sys.stderr)
-        return {n: available[n] for n in names if n in available and n not in excluded}
-    return {n: p for n, p in available.items() if n not in excluded}
+        for name in list(names):
+            if name.endswith(".py") and Path(name).is_file():  # any program file, named by its stem
+                available.setdefault(Path(name).stem, Path(name).resolve())
+                names[names.index(name)] = Path(name).stem
+            elif name not in available:
+                print(f"note: no program named {name!r}; available: {', '.join(available)}")
+    else:
+        names = list(available)
+    skipped = [n for n in names if n in available and n in excluded]
+    if skipped:
+        print(f"note: excluded {', '.join(skipped)} (use --exclude '' or --programs to include)")
+    return {n: available[n] for n in names if n in available and n not in excluded}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -287,14 +315,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="timed evaluations per program and runner (default 5)")
     parser.add_argument("--sandbox", choices=["process", "bwrap", "both"], default="both")
     parser.add_argument("--programs", default=None,
-                        help="comma-separated: 'initial' and/or baseline names (default: all that exist)")
-    parser.add_argument("--exclude", default=DEFAULT_EXCLUDE,
-                        help=f"comma-separated programs to skip (default {DEFAULT_EXCLUDE!r}, which is slow; "
-                             "pass '' to run everything)")
+                        help="comma-separated: 'initial', baseline names and/or paths to .py program files "
+                             "(default: the initial program and all baselines that exist)")
+    parser.add_argument("--exclude", default=None,
+                        help=f"comma-separated programs to skip (default {DEFAULT_EXCLUDE!r}, which takes tens "
+                             "of seconds, unless --programs is given; pass '' to run everything)")
     parser.add_argument("--reference", type=Path, default=None,
                         help="a checkout of mit-nms/Engram SystemBench/ADRS/cloudcast to compare against")
     parser.add_argument("--reference-python", default=sys.executable,
                         help="interpreter with the reference's dependencies (default: this one)")
+    parser.add_argument("--reference-hash-seed", default="0",
+                        help="PYTHONHASHSEED for the reference (default 0, as in Engram's sandbox; 'random' "
+                             "leaves it unset, which makes set-order-dependent programs' scores vary)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -335,7 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.reference is None:
                 runners[f"cold/{sandbox_name}"] = functools.partial(cold_sample, sandbox)
         if args.reference is not None:
-            runners["reference"] = functools.partial(reference_sample, args.reference, args.reference_python)
+            runners["reference"] = functools.partial(reference_sample, args.reference, args.reference_python,
+                                                     args.reference_hash_seed)
         for program, path in programs.items():
             by_runner = {name: Row(program, name, samples)
                          for name, samples in measure(path, runners, args.repeat).items()}
@@ -344,7 +377,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 baseline = by_runner["reference" if args.reference is not None else f"cold/{sandbox_name}"]
                 baseline_of[(program, f"engram/{sandbox_name}")] = baseline
 
-    rows.sort(key=lambda r: list(programs).index(r.program))
     print()
     print_table(rows, baseline_of, compare_scores=args.reference is not None)
     print()
@@ -361,4 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except IntegrityError as exc:  # someone edited the problem's files mid-run: the numbers mean nothing
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -9,6 +9,8 @@ Each line of `answers.jsonl` is one event: `started`, `loaded`, `scenario` (with
 answer), `failure` (with an error kind and the candidate's traceback) and `done`.
 """
 
+from __future__ import annotations
+
 import faulthandler
 import importlib.util
 import json
@@ -16,27 +18,30 @@ import os
 import sys
 import time
 import traceback
+from types import ModuleType
+from typing import Any
 
 THIS_FILE = os.path.abspath(__file__)
 
 
 class _Failure(Exception):
-    def __init__(self, kind, error):
+    def __init__(self, kind: str, error: str) -> None:
         super().__init__(kind)
         self.kind = kind
         self.error = error
 
 
-def _describe(error):
+def _describe(error: BaseException) -> str:
     """The exception with the candidate's frames only (the harness's own frames are noise)."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) != THIS_FILE]
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if os.path.abspath(f.filename) != THIS_FILE]
     lines = ["Traceback (most recent call last):\n"] if frames else []
     lines += traceback.format_list(frames)
     lines += traceback.format_exception_only(type(error), error)
     return "".join(lines).rstrip()
 
 
-def _kind_of(error, default):
+def _kind_of(error: BaseException, default: str) -> str:
     if isinstance(error, MemoryError):
         return "memory"
     if isinstance(error, RecursionError):
@@ -44,7 +49,7 @@ def _kind_of(error, default):
     return default
 
 
-def _load_module(name, path):
+def _load_module(name: str, path: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -52,7 +57,7 @@ def _load_module(name, path):
     return module
 
 
-def _load_candidate(path, namespace):
+def _load_candidate(path: str, namespace: dict[str, Any]) -> ModuleType:
     with open(path, encoding="utf-8") as handle:
         source = handle.read()
     try:
@@ -74,7 +79,7 @@ def _load_candidate(path, namespace):
     return module
 
 
-def _call(stage_kind, function, *args):
+def _call(stage_kind: str, function: Any, *args: Any) -> Any:
     try:
         return function(*args)
     except _Failure:
@@ -85,13 +90,13 @@ def _call(stage_kind, function, *args):
         raise _Failure(_kind_of(error, stage_kind), _describe(error)) from None
 
 
-def main(request_path):
+def main(request_path: str) -> int:
     faulthandler.enable()
     with open(request_path, encoding="utf-8") as handle:
         request = json.load(handle)
     out = open(request["answers"], "a", encoding="utf-8")  # noqa: SIM115 - kept open for every event
 
-    def emit(event, **fields):
+    def emit(event: str, **fields: Any) -> None:
         out.write(json.dumps({"event": event, **fields}, allow_nan=True) + "\n")
         out.flush()
 

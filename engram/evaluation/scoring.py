@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from engram.problem import Problem, ScenarioSpec
 
 
-class InvalidAnswer(Exception):  # noqa: N818 - reads better at raise sites than InvalidAnswerError
+class InvalidAnswer(Exception):
     """The candidate's answer breaks the problem's rules; the message says which rule and where."""
 
 

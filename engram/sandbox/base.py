@@ -104,6 +104,7 @@ class SandboxResult:
     stderr: CapturedStream
     wall_seconds: float
     cpu_seconds: float = 0.0
+    """CPU time of the direct child and the descendants it reaped (under bwrap: bubblewrap's own)."""
     max_rss_bytes: int = 0
     process_cap_hit: bool = False
     """The command tried to run more processes than `Limits.max_processes` allows."""

@@ -14,10 +14,10 @@ import signal
 import site
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from engram.sandbox.base import Limits, Mount, SandboxResult
+from engram.sandbox.base import Mount
 from engram.sandbox.process import ProcessSandbox
 
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -34,20 +34,11 @@ class BwrapSandbox(ProcessSandbox):
     def availability(cls) -> str | None:
         return _probe()
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        workdir: Path,
-        mounts: Sequence[Mount] = (),
-        limits: Limits,
-        env: Mapping[str, str],
-    ) -> SandboxResult:
-        result = super().run(argv, workdir=workdir, mounts=mounts, limits=limits, env=env)
+    def translate_returncode(self, returncode: int) -> int:
         # bubblewrap reports a child killed by signal N as exit status 128 + N.
-        if 128 < result.returncode < 128 + signal.NSIG:
-            result.returncode = -(result.returncode - 128)
-        return result
+        if 128 < returncode < 128 + signal.NSIG:
+            return -(returncode - 128)
+        return returncode
 
     def command(self, argv: Sequence[str], workdir: Path, mounts: Sequence[Mount]) -> list[str]:
         args = [_bwrap_path(), "--unshare-all", "--die-with-parent", "--new-session",

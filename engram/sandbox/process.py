@@ -39,6 +39,10 @@ class ProcessSandbox(Sandbox):
         """The argv actually executed; isolating backends wrap it."""
         return list(argv)
 
+    def translate_returncode(self, returncode: int) -> int:
+        """The command's own status, for wrappers that report it differently."""
+        return returncode
+
     def run(
         self,
         argv: Sequence[str],
@@ -70,7 +74,7 @@ class ProcessSandbox(Sandbox):
                 cgroup.remove()
             raise
         try:
-            result = _supervise(proc, started, limits, cgroup, notes)
+            result = _supervise(proc, started, limits, cgroup, notes, self.translate_returncode)
             result.process_cap_hit = cgroup is not None and cgroup.cap_hits() > 0
             return result
         finally:
@@ -129,7 +133,7 @@ def _limits_in_child(limits: Limits, cgroup: PidsCgroup | None, nproc: int | Non
 
 def _supervise(
     proc: subprocess.Popen[bytes], started: float, limits: Limits, cgroup: PidsCgroup | None,
-    notes: list[str],
+    notes: list[str], translate: Callable[[int], int],
 ) -> SandboxResult:
     assert proc.stdout is not None and proc.stderr is not None
     captures = {proc.stdout.fileno(): StreamCapture(limits.output_bytes),
@@ -165,7 +169,8 @@ def _supervise(
     finally:
         selector.close()
         os.close(pidfd)
-    proc.returncode = returncode = os.waitstatus_to_exitcode(status)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    returncode = translate(proc.returncode)
     cpu_seconds = usage.ru_utime + usage.ru_stime
     if timed_out is None and _hit_cpu_limit(returncode, cpu_seconds, limits):
         timed_out = "cpu"

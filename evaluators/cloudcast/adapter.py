@@ -13,6 +13,7 @@ does not pay for importing it.
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import os
 import subprocess
@@ -92,14 +93,14 @@ def prepare(shared: dict) -> _Context:
     return _Context(shared)
 
 
-def append_src_dst_paths(src: str, dsts: list[str], G: nx.DiGraph, bc_topology: BroadCastTopology) -> BroadCastTopology:  # noqa: N803
+def append_src_dst_paths(src: str, dsts: list[str], G: nx.DiGraph, bc_topology: BroadCastTopology) -> BroadCastTopology:
     """Route every partition along every simple path from src to each destination in G."""
     for dst in dsts:
         found = False
         try:
             for path in nx.all_simple_paths(G, src, dst):
                 found = True
-                for u, v in zip(path, path[1:], strict=False):
+                for u, v in itertools.pairwise(path):
                     for partition in range(bc_topology.num_partitions):
                         bc_topology.append_dst_partition_path(dst, partition, [u, v, G[u][v]])
         except (nx.NodeNotFound, nx.NetworkXNoPath):
