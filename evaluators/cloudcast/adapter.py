@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 import typing
 from collections.abc import Mapping
 
@@ -112,6 +113,17 @@ def append_src_dst_paths(src: str, dsts: list[str], G: nx.DiGraph, bc_topology: 
     return bc_topology
 
 
+def _install_reference_modules(names: dict) -> None:
+    """Programs for the reference import its helper modules by name (`from broadcast import ...`)."""
+    for module_name, members in {"broadcast": ("BroadCastTopology",),
+                                 "utils": ("make_nx_graph", "append_src_dst_paths", "BroadCastTopology")}.items():
+        if module_name not in sys.modules:
+            module = types.ModuleType(module_name)
+            for member in members:
+                setattr(module, member, names[member])
+            sys.modules[module_name] = module
+
+
 def namespace(context: _Context) -> dict:
     def make_nx_graph(cost_path: str | None = None, throughput_path: str | None = None, num_vms: int = 1,
                       small_test: bool = False) -> nx.DiGraph:
@@ -129,6 +141,7 @@ def namespace(context: _Context) -> dict:
     }
     for name in ("LpVariable", "LpProblem", "LpMinimize", "lpSum", "LpBinary", "LpInteger", "PulpSolverError"):
         names[name] = _LazyObject("pulp", name)
+    _install_reference_modules(names)
     return names
 
 
