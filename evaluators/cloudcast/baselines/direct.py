@@ -9,6 +9,7 @@ destination. Its total over the five scenarios is about $1199.17.
 """
 
 import networkx as nx
+from broadcast import BroadCastTopology  # provided by the evaluator, see initial_program.py
 
 
 def search_algorithm(src, dsts, G: nx.DiGraph, num_partitions):
@@ -19,30 +20,3 @@ def search_algorithm(src, dsts, G: nx.DiGraph, num_partitions):
             # A fresh list per partition: the topology owns its paths independently.
             topology.set_dst_partition_paths(dst, partition, [list(hop)])
     return topology
-
-
-class BroadCastTopology:
-    """Edge lists `[u, v, attrs]` per destination and per partition (keyed by `str(partition)`)."""
-
-    def __init__(self, src, dsts, num_partitions=4, paths=None):
-        self.src = src
-        self.dsts = dsts
-        self.num_partitions = num_partitions
-        if paths is None:
-            paths = {dst: {str(i): None for i in range(num_partitions)} for dst in dsts}
-        self.paths = paths
-
-    def get_paths(self):
-        return self.paths
-
-    def set_num_partitions(self, num_partitions):
-        self.num_partitions = num_partitions
-
-    def set_dst_partition_paths(self, dst, partition, paths):
-        self.paths[dst][str(partition)] = paths
-
-    def append_dst_partition_path(self, dst, partition, path):
-        key = str(partition)
-        if self.paths[dst][key] is None:
-            self.paths[dst][key] = []
-        self.paths[dst][key].append(path)

@@ -35,6 +35,7 @@ little better.
 """
 
 import networkx as nx
+from broadcast import BroadCastTopology  # provided by the evaluator, see initial_program.py
 
 
 def search_algorithm(src, dsts, G: nx.DiGraph, num_partitions):
@@ -94,30 +95,3 @@ def grow_tree(routing, src, dsts, start_route):
         tree.remove_nodes_from(leaves)
         leaves = [n for n in sorted(parents) if n != src and n not in terminals and tree.out_degree(n) == 0]
     return tree
-
-
-class BroadCastTopology:
-    """Edge lists `[u, v, attrs]` per destination and per partition (keyed by `str(partition)`)."""
-
-    def __init__(self, src, dsts, num_partitions=4, paths=None):
-        self.src = src
-        self.dsts = dsts
-        self.num_partitions = num_partitions
-        if paths is None:
-            paths = {dst: {str(i): None for i in range(num_partitions)} for dst in dsts}
-        self.paths = paths
-
-    def get_paths(self):
-        return self.paths
-
-    def set_num_partitions(self, num_partitions):
-        self.num_partitions = num_partitions
-
-    def set_dst_partition_paths(self, dst, partition, paths):
-        self.paths[dst][str(partition)] = paths
-
-    def append_dst_partition_path(self, dst, partition, path):
-        key = str(partition)
-        if self.paths[dst][key] is None:
-            self.paths[dst][key] = []
-        self.paths[dst][key].append(path)
