@@ -101,6 +101,92 @@ def evaluate(problem: str, program: Path, as_json: bool, sandbox_name: str, scen
         sys.exit(CANDIDATE_FAILED_EXIT_CODE)
 
 
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec field, e.g. budget.max_agents=5.")
+@_reports_errors
+def validate(specs: tuple[Path, ...], overrides: tuple[str, ...]) -> None:
+    """Check spec files without running anything."""
+    from engram.problem import load_problem
+    from engram.spec import load_spec
+
+    for path in specs:
+        spec = load_spec(path, list(overrides))
+        problem = load_problem(spec.problem.name)
+        problem.select_scenarios(spec.problem.scenarios)
+        click.echo(f"{path}: ok ({spec.name}: {problem.name}, {spec.method.name}, {spec.model.id}, "
+                   f"{spec.runs} seed(s), up to {spec.budget.max_agents} agents of {spec.budget.minutes_per_agent:g} min)")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a spec field (validated, recorded in the resolved spec). Repeatable.")
+@click.option("--new", is_flag=True, help="Start a new run even if an unfinished one of this spec exists.")
+@click.option("-v", "--verbose", is_flag=True, help="Stream each agent turn (text and tool calls).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print progress events and the result as JSON lines.")
+@_reports_errors
+def apply(spec: Path, overrides: tuple[str, ...], new: bool, verbose: bool, quiet: bool, as_json: bool) -> None:
+    """Run the experiment SPEC (or continue its unfinished run)."""
+    from engram.progress import make_progress
+    from engram.runner import apply as apply_spec
+
+    progress = make_progress(verbose=verbose, quiet=quiet, as_json=as_json)
+    try:
+        outcome = apply_spec(spec, list(overrides), progress, new=new)
+    finally:
+        progress.close()
+    _report_run(outcome, as_json)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-v", "--verbose", is_flag=True, help="Stream each agent turn (text and tool calls).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print progress events and the result as JSON lines.")
+@_reports_errors
+def resume(run_dir: Path, verbose: bool, quiet: bool, as_json: bool) -> None:
+    """Continue the interrupted run in RUN_DIR."""
+    from engram.progress import make_progress
+    from engram.runner import resume as resume_run
+
+    progress = make_progress(verbose=verbose, quiet=quiet, as_json=as_json)
+    try:
+        outcome = resume_run(run_dir, progress)
+    finally:
+        progress.close()
+    _report_run(outcome, as_json)
+
+
+@main.command()
+@click.option("--uri", default=None, help="Tracking URI (default: the project's SQLite store under ./mlruns).")
+@click.option("--port", default=5000, show_default=True)
+@_reports_errors
+def ui(uri: str | None, port: int) -> None:
+    """Open the MLflow UI for this project's runs, on 127.0.0.1."""
+    from engram.tracking import default_tracking_uri, run_ui
+
+    sys.exit(run_ui(uri or default_tracking_uri(), port=port))
+
+
+def _report_run(outcome: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"event": "result", "run_dir": str(outcome.run_dir),
+                               "seeds": [s.result for s in outcome.seeds]}, default=str))
+        return
+    click.echo(f"\nrun directory: {outcome.run_dir}")
+    for seed in outcome.seeds:
+        result = seed.result
+        best = result.get("best_score")
+        click.echo(f"  seed {seed.seed}: best score {best if best is not None else '-'} "
+                   f"(exp {result.get('best_experiment') or '-'}), {result.get('evaluations')} evaluations, "
+                   f"{result.get('agents')} agents, ${result.get('dollars', 0.0):.4f}; stopped: {result.get('stop_reason')}")
+    click.echo(f"  best program: {outcome.run_dir}/seed-<k>/best/program.py; digest: {outcome.run_dir}/seed-<k>/digest.md")
+    if outcome.tracking_uri:
+        click.echo(f"  MLflow: engram ui   (store {outcome.tracking_uri})")
+
+
 def render_evaluation(result: Evaluation, program: Path) -> str:
     """A per-scenario table, the totals and the score, or the failure with the candidate's output."""
     lines = [f"{result.problem}: {program} (sandbox: {result.sandbox}, {result.duration_s:.2f} s)", ""]

@@ -9,6 +9,7 @@ unchanged, so a candidate that tampers with them (possible only without isolatio
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -56,13 +57,22 @@ class CandidateEvaluator:
 
     # -- public ---------------------------------------------------------------------------------
 
-    def evaluate(self, program: str | Path, *, artifacts_dir: Path | None = None) -> Evaluation:
-        """Score one program (its source text or a path to it). Never raises for candidate faults."""
+    def evaluate(
+        self, program: str | Path, *, artifacts_dir: Path | None = None, time_limit_s: float | None = None
+    ) -> Evaluation:
+        """Score one program (its source text or a path to it). Never raises for candidate faults.
+
+        `time_limit_s` shortens the wall-clock limit for this call only, e.g. to what is left of an
+        agent's time, so that no evaluation can outlast the agent that asked for it.
+        """
         source = program.read_text(encoding="utf-8") if isinstance(program, Path) else program
         self._check_integrity()
+        limits = self.limits
+        if time_limit_s is not None and time_limit_s < limits.wall_seconds:
+            limits = dataclasses.replace(limits, wall_seconds=max(1.0, time_limit_s))
         workdir = Path(tempfile.mkdtemp(prefix="engram-eval-", dir=self._work_root))
         try:
-            return self._evaluate_in(workdir, source, artifacts_dir)
+            return self._evaluate_in(workdir, source, artifacts_dir, limits)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -100,7 +110,7 @@ class CandidateEvaluator:
 
     # -- one evaluation -------------------------------------------------------------------------
 
-    def _evaluate_in(self, workdir: Path, source: str, artifacts_dir: Path | None) -> Evaluation:
+    def _evaluate_in(self, workdir: Path, source: str, artifacts_dir: Path | None, limits: Limits) -> Evaluation:
         started = time.monotonic()
         (workdir / "tmp").mkdir()
         program_path = workdir / "program.py"
@@ -122,12 +132,12 @@ class CandidateEvaluator:
             [sys.executable, "-P", str(self._session / "child.py"), str(request_path)],
             workdir=workdir,
             mounts=[Mount(self._session), Mount(self.problem.root)],
-            limits=self.limits,
+            limits=limits,
             env=clean_environment(workdir),
         )
         events = _read_events(answers_path)
         scoring_started = time.monotonic()
-        evaluation, scored = self._judge(run, events)
+        evaluation, scored = self._judge(run, events, limits)
         scoring_s = time.monotonic() - scoring_started
         evaluation.program_sha256 = _sha256_bytes(source.encode())
         evaluation.duration_s = time.monotonic() - started
@@ -142,7 +152,7 @@ class CandidateEvaluator:
         return evaluation
 
     def _judge(
-        self, run: SandboxResult, events: list[dict[str, Any]]
+        self, run: SandboxResult, events: list[dict[str, Any]], limits: Limits
     ) -> tuple[Evaluation, dict[str, ScenarioScore]]:
         evaluation = Evaluation(
             problem=self.problem.name, score=None, ok=False, stdout=run.stdout.text(), stderr=run.stderr.text(),
@@ -156,7 +166,7 @@ class CandidateEvaluator:
         scored: dict[str, ScenarioScore] = {}
         for scenario in self.scenarios:
             result, score = self._judge_scenario(
-                scenario, answers.get(scenario.name), failures.get(scenario.name), run
+                scenario, answers.get(scenario.name), failures.get(scenario.name), run, limits
             )
             evaluation.scenarios[scenario.name] = result
             if score is not None:
@@ -164,7 +174,7 @@ class CandidateEvaluator:
         broken = [r for r in evaluation.scenarios.values() if not r.ok]
         if broken and run.process_cap_hit:
             return _failed(evaluation, ErrorKind.KILLED,
-                           f"the program tried to run more than {self.limits.max_processes} processes "
+                           f"the program tried to run more than {limits.max_processes} processes "
                            f"(the sandbox's cap); first failure: {broken[0].error}"), scored
         if broken:
             first = broken[0]
@@ -178,7 +188,7 @@ class CandidateEvaluator:
 
     def _judge_scenario(
         self, scenario: ScenarioSpec, answer: dict[str, Any] | None, failure: dict[str, Any] | None,
-        run: SandboxResult,
+        run: SandboxResult, limits: Limits,
     ) -> tuple[ScenarioResult, ScenarioScore | None]:
         if answer is not None:
             seconds = answer.get("seconds")
@@ -193,7 +203,7 @@ class CandidateEvaluator:
         if failure is not None:
             return ScenarioResult(name=scenario.name, ok=False, error_kind=_error_kind(failure.get("kind")),
                                   error=str(failure.get("error"))), None
-        kind, message = _abnormal_end(run, self.limits)
+        kind, message = _abnormal_end(run, limits)
         return ScenarioResult(name=scenario.name, ok=False, error_kind=kind, error=message), None
 
 

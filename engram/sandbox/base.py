@@ -41,10 +41,19 @@ class Limits:
 
 @dataclass(frozen=True)
 class Mount:
-    """A host path made visible inside the sandbox at the same path."""
+    """A host path made visible inside the sandbox, at the same path unless `target` is given.
+
+    Backends without their own filesystem view (`process`) cannot honour `target` or read-only
+    mounts; callers that need the path at `target` there make a symlink themselves.
+    """
 
     path: Path
     writable: bool = False
+    target: Path | None = None
+
+    @property
+    def inside(self) -> Path:
+        return self.target or self.path
 
 
 @dataclass

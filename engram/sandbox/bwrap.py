@@ -46,10 +46,12 @@ class BwrapSandbox(ProcessSandbox):
         args += list(_system_binds())
         for path in _python_dirs():
             args += ["--ro-bind", path, path]
+        # The working directory first, so that mounts may sit inside it (e.g. a read-only archive).
+        args += ["--bind", str(workdir), str(workdir)]
         for mount in mounts:
             flag = "--bind" if mount.writable else "--ro-bind"
-            args += [flag, str(mount.path), str(mount.path)]
-        args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--", *argv]
+            args += [flag, str(mount.path), str(mount.inside)]
+        args += ["--chdir", str(workdir), "--", *argv]
         return args
 
 

@@ -1,0 +1,136 @@
+"""What a method may use, and the one door through which every evaluation passes.
+
+`MethodContext.evaluate` reserves an experiment number, stores the program, scores it in the
+sandbox, archives the evaluation and its result files, updates the best program, appends the
+event, mirrors it to MLflow and updates the progress display -- in that order, so that a crash at
+any point leaves nothing half-recorded that resume cannot finish.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engram.archive import Experiment, SeedArchive
+from engram.evaluation.evaluator import CandidateEvaluator
+from engram.evaluation.result import Evaluation
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
+    from engram.llm import UsageLedger
+    from engram.problem import Problem
+    from engram.progress import Progress
+    from engram.sandbox import Sandbox
+    from engram.spec import Spec
+    from engram.tracking import Tracker
+
+
+class StopRun(Exception):
+    """A run-level budget is spent or the target is reached: end the run cleanly."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class MethodResult:
+    stop_reason: str
+    best_score: float | None
+    evaluations: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodContext:
+    spec: Spec
+    seed: int
+    problem: Problem
+    evaluator: CandidateEvaluator
+    archive: SeedArchive
+    sandbox: Sandbox
+    ledger: UsageLedger
+    tracker: Tracker
+    progress: Progress
+    model_factory: Callable[..., BaseChatModel]
+    started_at: float = field(default_factory=time.time)
+
+    # -- budget ---------------------------------------------------------------------------------
+
+    def evaluations_done(self) -> int:
+        return len(self.archive.logged_experiment_numbers())
+
+    def best_score(self) -> float | None:
+        found = self.archive.best()
+        return found[0] if found else None
+
+    def stop_reason(self) -> str | None:
+        """Why the run must stop now, or None. Checked before every model call and evaluation."""
+        budget = self.spec.budget
+        if budget.max_evaluations is not None and self.evaluations_done() >= budget.max_evaluations:
+            return f"evaluation budget reached ({budget.max_evaluations})"
+        if budget.max_dollars is not None and self.ledger.total_dollars >= budget.max_dollars:
+            return f"dollar budget reached (${self.ledger.total_dollars:.4f} of ${budget.max_dollars:g})"
+        best = self.best_score()
+        if budget.target_score is not None and best is not None and best >= budget.target_score:
+            return f"target score reached ({best} >= {budget.target_score})"
+        return None
+
+    def check_budget(self) -> None:
+        reason = self.stop_reason()
+        if reason:
+            raise StopRun(reason)
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def evaluate(self, code: str, *, agent: int, time_limit_s: float | None = None) -> tuple[Experiment, Evaluation]:
+        """Score `code` as a new experiment of `agent`; the only way methods evaluate anything."""
+        self.check_budget()
+        experiment = self.archive.new_experiment(agent, code)
+        return experiment, self.complete(experiment, time_limit_s=time_limit_s)
+
+    def complete(self, experiment: Experiment, *, time_limit_s: float | None = None) -> Evaluation:
+        """Evaluate a stored experiment and record it (also used by resume for interrupted ones)."""
+        scratch = Path(tempfile.mkdtemp(prefix="engram-results-"))
+        try:
+            evaluation = self.evaluator.evaluate(experiment.program, artifacts_dir=scratch, time_limit_s=time_limit_s)
+            self.archive.record_evaluation(experiment, evaluation, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self.log_experiment(experiment, evaluation)
+        return evaluation
+
+    def log_experiment(self, experiment: Experiment, evaluation: Evaluation) -> None:
+        best = self.archive.update_best()
+        self.archive.log(
+            "experiment", experiment=experiment.number, agent=experiment.agent, score=evaluation.score,
+            ok=evaluation.ok, error_kind=evaluation.error_kind, best_score=best,
+            program_sha256=evaluation.program_sha256, dollars=self.ledger.total_dollars,
+            tokens=self.ledger.total_tokens,
+        )
+        step = self.evaluations_done()
+        self.tracker.log_evaluation(step=step, score=evaluation.score, best_score=best,
+                                    dollars=self.ledger.total_dollars, tokens=self.ledger.total_tokens,
+                                    agent=experiment.agent)
+        self.progress.experiment(experiment.number, evaluation, best, self.ledger.total_dollars)
+
+    def finish_interrupted_experiments(self) -> int:
+        """Resume: evaluate experiments stored but not scored, and log those scored but not logged."""
+        logged = self.archive.logged_experiment_numbers()
+        finished = 0
+        for experiment in self.archive.experiments():
+            if experiment.number in logged:
+                continue
+            evaluation = experiment.evaluation()
+            if evaluation is None and experiment.program.is_file():
+                self.complete(experiment)
+            elif evaluation is not None:
+                self.log_experiment(experiment, evaluation)
+            finished += 1
+        return finished

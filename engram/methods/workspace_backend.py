@@ -1,0 +1,96 @@
+"""The agent's view of the world, as a deepagents backend.
+
+File tools work on the agent's workspace directory (paths are virtual: `/x.py` is
+`<workspace>/x.py`, and nothing outside can be named). `/archive/` routes to the earlier agents'
+folders and is read-only for the file tools. Shell commands (`execute`) never run on the host:
+they go through Engram's sandbox with the workspace as the working directory, the archive mounted
+read-only, no network, an allow-listed environment and a timeout that is also cut to what is left
+of the agent's time.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from deepagents.backends import CompositeBackend, FilesystemBackend
+from deepagents.backends.protocol import ExecuteResponse, SandboxBackendProtocol
+from deepagents.middleware.filesystem import FilesystemPermission
+
+from engram.sandbox import Limits, Mount, Sandbox, clean_environment
+from engram.sandbox.base import KiB, MiB
+
+ARCHIVE_ROUTE = "/archive/"
+_MAX_OUTPUT_CHARS = 30_000
+
+
+class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
+    """Workspace files plus `execute` through an Engram sandbox."""
+
+    def __init__(
+        self,
+        workspace: Path,
+        sandbox: Sandbox,
+        *,
+        readonly: list[tuple[Path, Path]],
+        shell_timeout_s: float,
+        memory_mb: int,
+        remaining_s: Callable[[], float],
+    ) -> None:
+        super().__init__(root_dir=workspace, virtual_mode=True)
+        self._workspace = workspace
+        self._sandbox = sandbox
+        self._readonly = readonly
+        self._shell_timeout_s = shell_timeout_s
+        self._memory_mb = memory_mb
+        self._remaining_s = remaining_s
+        self._id = f"engram-{uuid.uuid4().hex[:8]}"
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    def execute(self, command: str, *, timeout: int | None = None) -> ExecuteResponse:
+        remaining = self._remaining_s()
+        if remaining <= 1:
+            return ExecuteResponse(output="Not run: your time is up. Write your summary now.", exit_code=None)
+        limit = min(self._shell_timeout_s, remaining, float(timeout) if timeout else float("inf"))
+        (self._workspace / ".tmp").mkdir(exist_ok=True)
+        started = time.monotonic()
+        result = self._sandbox.run(
+            ["/bin/bash", "-c", command],
+            workdir=self._workspace,
+            mounts=[Mount(source, target=target) for source, target in self._readonly if source.exists()],
+            limits=Limits(wall_seconds=limit, memory_bytes=self._memory_mb * MiB, output_bytes=64 * KiB),
+            env=clean_environment(self._workspace, {"TMPDIR": str(self._workspace / ".tmp")}),
+        )
+        output = result.stdout.text()
+        if result.stderr.total_bytes:
+            output += ("\n" if output and not output.endswith("\n") else "") + result.stderr.text()
+        if result.timed_out:
+            output += f"\n[stopped after {time.monotonic() - started:.0f} s: time limit of {limit:.0f} s]"
+        truncated = result.stdout.truncated or result.stderr.truncated or len(output) > _MAX_OUTPUT_CHARS
+        return ExecuteResponse(output=output[-_MAX_OUTPUT_CHARS:], exit_code=result.returncode, truncated=truncated)
+
+
+def build_backend(
+    workspace: Path,
+    archive_dir: Path | None,
+    sandbox: Sandbox,
+    *,
+    shell_timeout_s: float,
+    memory_mb: int,
+    remaining_s: Callable[[], float],
+) -> tuple[CompositeBackend | SandboxedWorkspace, list[FilesystemPermission]]:
+    """The backend for one agent, and the permission rules that keep the archive read-only."""
+    readonly = [(archive_dir, workspace / "archive")] if archive_dir is not None else []
+    default = SandboxedWorkspace(workspace, sandbox, readonly=readonly, shell_timeout_s=shell_timeout_s,
+                                 memory_mb=memory_mb, remaining_s=remaining_s)
+    if archive_dir is None:
+        return default, []
+    backend = CompositeBackend(default=default,
+                               routes={ARCHIVE_ROUTE: FilesystemBackend(root_dir=archive_dir, virtual_mode=True)})
+    rules = [FilesystemPermission(operations=["write"], paths=[f"{ARCHIVE_ROUTE}**"], mode="deny")]
+    return backend, rules

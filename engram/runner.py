@@ -1,0 +1,274 @@
+"""Running a spec: resolve it, find or create its run directory, run every seed, resume if needed.
+
+`engram apply SPEC` creates `runs/<spec name>/<run id>/` and writes `spec.resolved.yaml` (the spec
+after defaults and overrides, plus versions, sandbox, problem fingerprint and model prices). Run
+again with the same resolved spec while that directory is unfinished and it continues there;
+`engram resume RUN_DIR` continues a given directory. Nothing below this module reads the spec file.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engram import __version__
+from engram.archive import SeedArchive, read_jsonl, write_atomic, write_json
+from engram.errors import ConfigError, EngramError
+from engram.progress import Progress
+from engram.spec import SCRIPTED_MODEL, Spec, load_spec, parse_spec
+
+RESOLVED_SPEC = "spec.resolved.yaml"
+_VERSIONED_PACKAGES = ("pydantic", "litellm", "langchain", "langchain-core", "langchain-litellm", "langgraph",
+                       "deepagents", "mlflow", "networkx", "numpy", "pulp", "scikit-learn")
+
+
+@dataclass
+class SeedOutcome:
+    seed: int
+    result: dict[str, Any]
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    seeds: list[SeedOutcome]
+    tracking_uri: str | None
+
+
+# -- resolving ------------------------------------------------------------------------------------------
+
+
+def check_credentials(spec: Spec) -> None:
+    """Fail before any agent starts when the model's API key is missing, naming the variable."""
+    from engram.llm import missing_api_keys
+
+    missing = missing_api_keys(spec.model.id, spec.model.api_key_env, spec.model.api_base)
+    if missing:
+        names = " and ".join(missing)
+        raise EngramError(
+            f"model {spec.model.id} needs {names}: set it (export {missing[0]}=...) and run again, or choose "
+            f"another model, e.g. --set model.id=ollama/llama3 --set model.api_base=http://127.0.0.1:11434"
+        )
+
+
+def find_unfinished_run(spec: Spec) -> Path | None:
+    """The newest run directory of this spec whose resolved spec matches and that is not finished."""
+    base = spec.output.dir / spec.name
+    if not base.is_dir():
+        return None
+    for run_dir in sorted((p for p in base.iterdir() if (p / RESOLVED_SPEC).is_file()), reverse=True):
+        stored = yaml.safe_load((run_dir / RESOLVED_SPEC).read_text(encoding="utf-8")) or {}
+        if stored.get("spec") == spec.to_plain() and not run_is_finished(run_dir, spec):
+            return run_dir
+    return None
+
+
+def run_is_finished(run_dir: Path, spec: Spec) -> bool:
+    return all(SeedArchive(run_dir / f"seed-{seed}").is_finished() for seed in spec.seeds)
+
+
+def new_run_dir(spec: Spec) -> Path:
+    base = spec.output.dir / spec.name
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for suffix in range(1000):
+        candidate = base / (stamp if suffix == 0 else f"{stamp}-{suffix}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise EngramError(f"cannot create a new run directory under {base}")
+
+
+def write_resolved_spec(run_dir: Path, spec: Spec, *, source: Path | None, overrides: list[str],
+                        problem_fingerprint: str, sandbox: str) -> None:
+    from engram.llm import price_snapshot
+
+    meta = {
+        "engram_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "spec_file": str(source) if source else None,
+        "overrides": overrides,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {name: _version(name) for name in _VERSIONED_PACKAGES},
+        "sandbox": sandbox,
+        "problem_fingerprint": problem_fingerprint,
+        "model_prices": price_snapshot(spec.model.price_as or spec.model.id),
+    }
+    write_atomic(run_dir / RESOLVED_SPEC, yaml.safe_dump({"spec": spec.to_plain(), "meta": meta}, sort_keys=False))
+
+
+def load_run_spec(run_dir: Path) -> Spec:
+    path = run_dir / RESOLVED_SPEC
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory: it has no {RESOLVED_SPEC}")
+    stored = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return parse_spec(stored.get("spec") or {}, source=str(path), base=run_dir)
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+# -- running --------------------------------------------------------------------------------------------
+
+
+def apply(spec_path: Path, overrides: list[str], progress: Progress, *, new: bool = False) -> RunOutcome:
+    spec = load_spec(spec_path, overrides)
+    check_credentials(spec)
+    run_dir = None if new else find_unfinished_run(spec)
+    resumed = run_dir is not None
+    if run_dir is None:
+        run_dir = new_run_dir(spec)
+    return execute(spec, run_dir, progress, source=spec_path, overrides=overrides, resumed=resumed)
+
+
+def resume(run_dir: Path, progress: Progress) -> RunOutcome:
+    spec = load_run_spec(run_dir)
+    check_credentials(spec)
+    return execute(spec, run_dir, progress, source=None, overrides=[], resumed=True)
+
+
+def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | None, overrides: list[str],
+            resumed: bool) -> RunOutcome:
+    from engram.evaluation.evaluator import CandidateEvaluator
+    from engram.problem import load_problem
+    from engram.sandbox import get_sandbox
+    from engram.tracking import default_tracking_uri
+
+    problem = load_problem(spec.problem.name)
+    problem.ensure_data()
+    sandbox = get_sandbox(spec.sandbox.backend, quiet=True)
+    if not (run_dir / RESOLVED_SPEC).is_file():
+        write_resolved_spec(run_dir, spec, source=source, overrides=overrides,
+                            problem_fingerprint=problem.fingerprint(), sandbox=sandbox.name)
+    tracking_uri = (spec.tracking.uri or default_tracking_uri()) if spec.tracking.mlflow else None
+    outcomes = []
+    with CandidateEvaluator(problem, sandbox, scenarios=spec.problem.scenarios,
+                            time_limit_s=spec.problem.time_limit_s) as evaluator:
+        for seed in spec.seeds:
+            archive = SeedArchive(run_dir / f"seed-{seed}")
+            if archive.is_finished():
+                outcomes.append(SeedOutcome(seed, _read_result(archive)))
+                continue
+            progress.seed_started(seed, resumed=resumed and archive.events_file.exists())
+            outcomes.append(SeedOutcome(seed, run_seed(spec, run_dir, archive, seed, problem, evaluator, sandbox,
+                                                       progress, tracking_uri)))
+    return RunOutcome(run_dir, outcomes, tracking_uri)
+
+
+def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem: Any, evaluator: Any,
+             sandbox: Any, progress: Progress, tracking_uri: str | None) -> dict[str, Any]:
+    from engram.llm import UsageLedger
+    from engram.methods.agent_chain import run_chain
+    from engram.methods.context import MethodContext, MethodResult
+    from engram.tracking import Tracker, flatten_params
+
+    started = time.time()
+    ledger = UsageLedger(max_dollars=spec.budget.max_dollars)
+    restore_usage(ledger, archive)
+    tracker = Tracker(enabled=spec.tracking.mlflow, tracking_uri=tracking_uri,
+                      experiment=spec.tracking.experiment or problem.name)
+    tracker.start(run_name=f"{spec.name}/{run_dir.name}/seed-{seed}", run_dir=archive.root,
+                  tags={"engram.problem": problem.name, "engram.method": spec.method.name,
+                        "engram.model": spec.model.id, "engram.seed": str(seed), "engram.spec": spec.name},
+                  params=flatten_params(spec.to_plain()))
+    tracker.enable_langchain_autolog()
+    if not archive.events("run_start"):
+        archive.log("run_start", seed=seed, spec=spec.name)
+    else:
+        archive.log("resume", seed=seed)
+    ctx = MethodContext(spec=spec, seed=seed, problem=problem, evaluator=evaluator, archive=archive,
+                        sandbox=sandbox, ledger=ledger, tracker=tracker, progress=progress,
+                        model_factory=_model_factory(spec, archive, ledger))
+    status = "FINISHED"
+    try:
+        outcome: MethodResult = run_chain(ctx)
+    except BaseException:
+        status = "KILLED"
+        tracker.finish(status)
+        raise
+    result = _result(spec, archive, seed, outcome, ledger, started)
+    write_json(archive.result_file, result)
+    archive.log("run_end", stop_reason=outcome.stop_reason, best_score=outcome.best_score)
+    _mirror_outputs(tracker, archive)
+    tracker.finish(status)
+    return result
+
+
+def _model_factory(spec: Spec, archive: SeedArchive, ledger: Any) -> Any:
+    from engram.llm import UsageCallback, create_chat_model
+
+    model = spec.model
+    timeout = min(model.timeout_s, spec.budget.minutes_per_agent * 60)
+
+    def factory(*, agent: int = 0, role: str = "agent", transcript: Path | None = None) -> Any:
+        if transcript is None:
+            transcript = archive.root / "digests" / "transcript.jsonl"
+        callback = UsageCallback(ledger, model_id=model.id, price_model=model.price_as, transcript=transcript,
+                                 agent=agent or None)
+        params = dict(model.params)
+        if model.api_key_env:
+            params["api_key"] = os.environ.get(model.api_key_env, "")
+        return create_chat_model(model.id, params=params, api_base=model.api_base, script=model.script,
+                                 agent=agent, role=role, price_as=model.price_as, timeout_s=timeout,
+                                 callbacks=[callback])
+
+    return factory
+
+
+def restore_usage(ledger: Any, archive: SeedArchive) -> None:
+    """On resume, the dollars already spent are read back from the transcripts: the cap stays exact."""
+    transcripts = list(archive.agents_dir.glob("agent-*/transcript.jsonl")) if archive.agents_dir.is_dir() else []
+    transcripts += list((archive.root / "digests").glob("transcript.jsonl"))
+    for path in transcripts:
+        for line in read_jsonl(path):
+            if line.get("type") != "response":
+                continue
+            usage = line.get("usage") or {}
+            ledger.record(model=str(line.get("model") or ""), input_tokens=int(usage.get("input_tokens") or 0),
+                          output_tokens=int(usage.get("output_tokens") or 0), dollars=line.get("dollars"),
+                          agent=line.get("agent"), enforce=False)
+
+
+def _result(spec: Spec, archive: SeedArchive, seed: int, outcome: Any, ledger: Any, started: float) -> dict[str, Any]:
+    best = archive.best()
+    return {
+        "seed": seed,
+        "stop_reason": outcome.stop_reason,
+        "best_score": best[0] if best else None,
+        "best_experiment": best[1].number if best else None,
+        "evaluations": outcome.evaluations,
+        "agents": len(archive.finished_agents()),
+        "usage": ledger.snapshot(),
+        "dollars": ledger.total_dollars,
+        "wall_s": time.time() - started,
+        "scripted": spec.model.id == SCRIPTED_MODEL,
+    }
+
+
+def _read_result(archive: SeedArchive) -> dict[str, Any]:
+    import json
+
+    return json.loads(archive.result_file.read_text(encoding="utf-8"))
+
+
+def _mirror_outputs(tracker: Any, archive: SeedArchive) -> None:
+    paths = [p for p in (archive.best_dir / "program.py", archive.digest_file, archive.result_file) if p.exists()]
+    paths += sorted(archive.agents_dir.glob("agent-*/summary.md"))
+    tracker.log_artifacts(paths)
+    points = [(i + 1, e.get("score"), e.get("best_score")) for i, e in enumerate(archive.events("experiment"))]
+    tracker.log_score_plot(points)

@@ -1,0 +1,170 @@
+"""Experiment specs: one YAML file declares a whole experiment.
+
+A spec names the problem, the method and its settings, the model, the budget, how many seeds to
+run, the sandbox, tracking and output. It is validated strictly (unknown keys are errors naming
+the file and the field) so that a typo can never silently change an experiment, and
+`--set a.b=value` overrides go through the same validation and are recorded in the resolved
+spec written into the run directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
+from engram.config_files import format_validation_error, read_yaml_mapping
+from engram.errors import ConfigError
+
+SCRIPTED_MODEL = "scripted"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProblemSettings(_Strict):
+    name: str = Field(description="A built-in problem name, or a path to a problem directory (relative to the spec)")
+    scenarios: list[str] | None = Field(default=None, description="Scenario or scenario-set names; default: all")
+    time_limit_s: PositiveFloat | None = Field(default=None, description="Per-evaluation limit; default: the problem's")
+
+
+class EngramMethod(_Strict):
+    """The Engram method: a chain of agents handing on a Research Digest and an Archive."""
+
+    name: Literal["engram"] = "engram"
+    digest: bool = Field(default=True, description="Hand each agent the digest of earlier agents (ablation: false)")
+    archive: bool = Field(default=True, description="Keep earlier agents' workspaces readable (ablation: false)")
+    digest_max_tokens: PositiveInt = Field(default=6000, description="Distil the digest once it grows past this")
+    max_steps_per_agent: PositiveInt = Field(default=400, description="Model/tool steps before an agent is stopped")
+
+
+MethodSettings = Annotated[EngramMethod, Field(discriminator="name")]
+
+
+class ModelSettings(_Strict):
+    id: str = Field(description="A litellm model id such as openai/o3, anthropic/claude-sonnet-4-5, ollama/llama3, "
+                                "or 'scripted' for a model that plays back a file of turns")
+    params: dict[str, Any] = Field(default_factory=dict, description="Provider parameters: temperature, reasoning_effort, ...")
+    api_base: str | None = Field(default=None, description="Base URL of an OpenAI-compatible or local server")
+    api_key_env: str | None = Field(default=None, description="Environment variable holding the key, if not the provider's usual one")
+    script: Path | None = Field(default=None, description="For 'scripted': the file of turns (relative to the spec)")
+    price_as: str | None = Field(default=None, description="Price calls as this litellm model (e.g. for a scripted or local model)")
+    timeout_s: PositiveFloat = 600
+    max_retries: NonNegativeInt = 6
+
+    @model_validator(mode="after")
+    def _script_only_for_scripted(self) -> ModelSettings:
+        if self.id == SCRIPTED_MODEL and self.script is None:
+            raise ValueError("the scripted model needs `script:` (a file of turns)")
+        if self.id != SCRIPTED_MODEL and self.script is not None:
+            raise ValueError("`script:` is only for model id 'scripted'")
+        return self
+
+
+class BudgetSettings(_Strict):
+    max_agents: PositiveInt = 3
+    minutes_per_agent: PositiveFloat = 60
+    max_evaluations: PositiveInt | None = None
+    max_dollars: PositiveFloat | None = None
+    target_score: float | None = Field(default=None, description="Stop once the best score reaches this")
+
+
+class SandboxSettings(_Strict):
+    backend: Literal["auto", "bwrap", "process"] = "auto"
+    shell_timeout_s: PositiveFloat = Field(default=300, description="Limit for one shell command of an agent")
+    shell_memory_mb: PositiveInt = 4096
+
+
+class TrackingSettings(_Strict):
+    mlflow: bool = True
+    uri: str | None = Field(default=None, description="MLflow tracking URI; default: SQLite under ./mlruns")
+    experiment: str | None = Field(default=None, description="MLflow experiment; default: the problem name")
+
+
+class OutputSettings(_Strict):
+    dir: Path = Field(default=Path("runs"), description="Runs go to <dir>/<spec name>/<run id>/")
+
+
+class Spec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    problem: ProblemSettings
+    method: MethodSettings = Field(default_factory=EngramMethod)
+    model: ModelSettings
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    runs: PositiveInt = Field(default=1, description="Number of seeds")
+    first_seed: NonNegativeInt = 0
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.runs))
+
+    def to_plain(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], *, source: str) -> dict[str, Any]:
+    """Set dotted keys from `key.path=value` strings; values are parsed as YAML (5, true, [a, b])."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source}: override {item!r} must look like section.field=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source}: override {item!r}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make file paths in the spec absolute relative to the spec file, so the run does not depend on cwd."""
+    problem = data.get("problem")
+    if isinstance(problem, dict) and isinstance(problem.get("name"), str):
+        name = problem["name"]
+        if "/" in name or name.startswith("."):
+            problem["name"] = str((base / name).resolve())
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("script"), str):
+        model["script"] = str((base / model["script"]).resolve())
+
+
+def parse_spec(data: dict[str, Any], *, source: str, base: Path, overrides: list[str] = ()) -> Spec:
+    data = apply_overrides(dict(data), list(overrides), source=source)
+    _resolve_paths(data, base)
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        where = source if not overrides else f"{source} (with --set {' '.join(overrides)})"
+        raise ConfigError(format_validation_error(where, exc)) from None
+
+
+def load_spec(path: Path, overrides: list[str] = ()) -> Spec:
+    """Load and validate a spec file, applying `--set` overrides; errors name file and field."""
+    data = read_yaml_mapping(path)
+    data.setdefault("name", path.stem)
+    return parse_spec(data, source=str(path), base=path.resolve().parent, overrides=list(overrides))
