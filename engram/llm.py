@@ -694,7 +694,7 @@ class ScriptedChatModel(BaseChatModel):
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
         """Tools are not offered to a script, only remembered; calling an unbound tool is the agent's problem."""
-        bound = self.model_copy(); bound._cursor = _Cursor()
+        bound = self.model_copy()
         bound._tool_names = tuple(_tool_name(tool) for tool in tools)
         return bound
 

@@ -8,7 +8,7 @@ again with the same resolved spec while that directory is unfinished and it cont
 
 from __future__ import annotations
 
-import os
+import contextlib
 import platform
 import sys
 import time
@@ -179,7 +179,7 @@ def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem
 
     started = time.time()
     ledger = UsageLedger(max_dollars=spec.budget.max_dollars)
-    restore_usage(ledger, archive)
+    restore_usage(ledger, archive, spec.model.id)
     tracker = Tracker(enabled=spec.tracking.mlflow, tracking_uri=tracking_uri,
                       experiment=spec.tracking.experiment or problem.name)
     tracker.start(run_name=f"{spec.name}/{run_dir.name}/seed-{seed}", run_dir=archive.root,
@@ -216,22 +216,23 @@ def _model_factory(spec: Spec, archive: SeedArchive, ledger: Any) -> Any:
     timeout = min(model.timeout_s, spec.budget.minutes_per_agent * 60)
 
     def factory(*, agent: int = 0, role: str = "agent", transcript: Path | None = None) -> Any:
+        """A model for one agent; role "distill" gets the scripted model's distill turns (agent 0)."""
+        index = 0 if role == "distill" else agent
         if transcript is None:
             transcript = archive.root / "digests" / "transcript.jsonl"
         callback = UsageCallback(ledger, model_id=model.id, price_model=model.price_as, transcript=transcript,
-                                 agent=agent or None)
-        params = dict(model.params)
-        if model.api_key_env:
-            params["api_key"] = os.environ.get(model.api_key_env, "")
-        return create_chat_model(model.id, params=params, api_base=model.api_base, script=model.script,
-                                 agent=agent, role=role, price_as=model.price_as, timeout_s=timeout,
-                                 callbacks=[callback])
+                                 agent=index or None)
+        return create_chat_model(model.id, params=dict(model.params), api_base=model.api_base, script=model.script,
+                                 agent=index, price_as=model.price_as, timeout_s=timeout, callbacks=[callback],
+                                 api_key_env=model.api_key_env)
 
     return factory
 
 
-def restore_usage(ledger: Any, archive: SeedArchive) -> None:
+def restore_usage(ledger: Any, archive: SeedArchive, model_id: str) -> None:
     """On resume, the dollars already spent are read back from the transcripts: the cap stays exact."""
+    from engram.llm import BudgetExceeded
+
     transcripts = list(archive.agents_dir.glob("agent-*/transcript.jsonl")) if archive.agents_dir.is_dir() else []
     transcripts += list((archive.root / "digests").glob("transcript.jsonl"))
     for path in transcripts:
@@ -239,9 +240,10 @@ def restore_usage(ledger: Any, archive: SeedArchive) -> None:
             if line.get("type") != "response":
                 continue
             usage = line.get("usage") or {}
-            ledger.record(model=str(line.get("model") or ""), input_tokens=int(usage.get("input_tokens") or 0),
-                          output_tokens=int(usage.get("output_tokens") or 0), dollars=line.get("dollars"),
-                          agent=line.get("agent"), enforce=False)
+            with contextlib.suppress(BudgetExceeded):  # already over the cap: the run will stop at once
+                ledger.record(model=model_id, input_tokens=int(usage.get("input_tokens") or 0),
+                              output_tokens=int(usage.get("output_tokens") or 0), dollars=line.get("dollars"),
+                              agent=line.get("agent"))
 
 
 def _result(spec: Spec, archive: SeedArchive, seed: int, outcome: Any, ledger: Any, started: float) -> dict[str, Any]:

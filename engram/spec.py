@@ -110,6 +110,14 @@ class Spec(_Strict):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults_to_engram(cls, data: Any) -> Any:
+        """`method: {digest: false}` means the Engram method; other methods must be named."""
+        if isinstance(data, dict) and isinstance(data.get("method"), dict) and "name" not in data["method"]:
+            data = {**data, "method": {"name": "engram", **data["method"]}}
+        return data
+
     @property
     def seeds(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.runs))

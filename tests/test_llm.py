@@ -197,7 +197,7 @@ def test_transient_errors_are_retried_inside_the_agent_loop(tmp_path: Path):
     model = ScriptedChatModel(write_script(tmp_path, RETRY_SCRIPT), agent=1, callbacks=[callback])
     agent = create_agent(model=model, tools=[echo], middleware=[retry_middleware(initial_delay=0.01)])
 
-    result = agent.invoke({"messages": [HumanMessage(content="say hello")]})
+    result = agent.invoke({"messages": [HumanMessage(content="say hello")]}, {"recursion_limit": 20})
 
     messages = result["messages"]
     assert messages[-1].content == "The tool said hello."
@@ -214,7 +214,7 @@ def test_bad_requests_are_not_retried(tmp_path: Path):
     model = ScriptedChatModel(path, agent=1)
     agent = create_agent(model=model, tools=[echo], middleware=[retry_middleware(initial_delay=0.01)])
     with pytest.raises(litellm.BadRequestError):
-        agent.invoke({"messages": [HumanMessage(content="hi")]})
+        agent.invoke({"messages": [HumanMessage(content="hi")]}, {"recursion_limit": 20})
     assert model.position == 1
 
 
@@ -223,7 +223,7 @@ def test_exhausted_retries_raise_instead_of_ending_the_agent_quietly(tmp_path: P
     model = ScriptedChatModel(path, agent=1)
     agent = create_agent(model=model, tools=[echo], middleware=[retry_middleware(2, initial_delay=0.01)])
     with pytest.raises(litellm.RateLimitError):
-        agent.invoke({"messages": [HumanMessage(content="hi")]})
+        agent.invoke({"messages": [HumanMessage(content="hi")]}, {"recursion_limit": 20})
     assert model.position == 3
 
 
@@ -352,6 +352,16 @@ def test_budget_exceeded_stops_the_call_and_the_next_request(script: Path, tmp_p
     with pytest.raises(BudgetExceeded):
         model.invoke("hi")
     assert model.position == 2  # the third request was never played
+
+
+def test_budget_exceeded_ends_an_agent_loop_without_retries(script: Path, tmp_path: Path):
+    ledger = UsageLedger(max_dollars=0.0)
+    callback = UsageCallback(ledger, model_id="scripted", price_model="openai/o3", transcript=None, agent=1)
+    model = ScriptedChatModel(script, agent=1, callbacks=[callback])
+    agent = create_agent(model=model, tools=[echo], middleware=[retry_middleware(initial_delay=0.01)])
+    with pytest.raises(BudgetExceeded):
+        agent.invoke({"messages": [HumanMessage(content="hi")]}, {"recursion_limit": 20})
+    assert model.position == 1 and ledger.calls == 1
 
 
 # --- prices and keys ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -264,8 +265,11 @@ def test_langchain_traces_link_to_the_agent_run(store: str, client: Any, tmp_pat
     tracker.end_agent(0, metrics={})
     tracker.start_agent(1)
     invoke("second")
-    invoke("third")
+    worker = threading.Thread(target=invoke, args=("third",))  # LangGraph runs nodes in worker threads
+    worker.start()
+    worker.join()
     tracker.end_agent(1, metrics={})
+    invoke("between agents")  # no agent running: in the experiment, linked to no run
     parent_id, agent_ids = tracker.run_id, [tracker.agent_run_id(0), tracker.agent_run_id(1)]
     experiment_id = client.get_run(parent_id).info.experiment_id
     tracker.finish()
@@ -276,6 +280,7 @@ def test_langchain_traces_link_to_the_agent_run(store: str, client: Any, tmp_pat
 
     assert [len(traces(run_id)) for run_id in agent_ids] == [1, 2]
     assert traces(parent_id) == []
+    assert len(mlflow.search_traces(locations=[experiment_id], return_type="list")) == 4
     assert "first" in traces(agent_ids[0])[0].info.response_preview
 
 

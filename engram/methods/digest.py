@@ -101,7 +101,9 @@ def message_text(content: object) -> str:
 
 def append_to_digest(archive: SeedArchive, agent: int, summary: str) -> str:
     digest = archive.digest().rstrip()
-    section = f"## Agent {agent}\n\n{summary.strip()}\n"
+    # The agent's own headings go one level below its `## Agent <n>` heading.
+    nested = re.sub(r"^(#{1,5})(\s)", r"#\1\2", summary.strip(), flags=re.MULTILINE)
+    section = f"## Agent {agent}\n\n{nested}\n"
     updated = f"{digest}\n\n{section}" if digest else f"# Research Digest\n\n{section}"
     archive.write_digest(updated)
     return updated

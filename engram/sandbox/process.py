@@ -9,6 +9,7 @@ caps, bounded output capture, a clean working directory and an allow-listed envi
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
 import resource
@@ -112,11 +113,17 @@ def _tasks_of_current_user() -> int:
     return count
 
 
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def _limits_in_child(limits: Limits, cgroup: PidsCgroup | None, nproc: int | None) -> Callable[[], None]:
     cpu = math.ceil(limits.effective_cpu_seconds)
 
     def apply() -> None:
         # Runs between fork and exec: keep it to system calls.
+        # If Engram itself is killed (even by SIGKILL), the command goes with it.
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if cgroup is not None:
             cgroup.join_current_process()
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))

@@ -1,0 +1,197 @@
+"""The Engram method end to end, offline, with scripted agents on cloudcast."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import INITIAL_SCORE, REPO
+from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate, write_program
+
+from engram.archive import read_jsonl
+from engram.runner import RunOutcome
+
+SLEEPY = "import time\n\ndef search_algorithm(src, dsts, G, num_partitions):\n    time.sleep(60)\n"
+
+
+def _seed(outcome: RunOutcome) -> Path:
+    return outcome.run_dir / "seed-0"
+
+
+def _events(outcome: RunOutcome, kind: str) -> list[dict]:
+    return [e for e in read_jsonl(_seed(outcome) / "events.jsonl") if e["type"] == kind]
+
+
+def test_smoke_spec_runs_offline_with_mlflow(tmp_path: Path):
+    store = tmp_path / "mlruns" / "mlflow.db"
+    outcome = run(REPO / "specs" / "smoke.yaml",
+                  [f"output.dir={tmp_path / 'runs'}", f"tracking.uri=sqlite:///{store}"])
+    seed = _seed(outcome)
+    # Layout of the run directory.
+    for relative in ("events.jsonl", "digest.md", "result.json", "best/program.py", "best/evaluation.json",
+                     "agents/agent-1/summary.md", "agents/agent-1/transcript.jsonl", "agents/agent-1/workspace",
+                     "agents/agent-2/summary.md", "agents/agent-1/experiments/exp-0001/program.py",
+                     "agents/agent-1/experiments/exp-0001/evaluation.json"):
+        assert (seed / relative).exists(), relative
+    assert (outcome.run_dir / "spec.resolved.yaml").is_file()
+    result = json.loads((seed / "result.json").read_text())
+    assert result["agents"] == 2 and result["evaluations"] == 4
+    assert result["best_score"] > INITIAL_SCORE  # agent 1 improved on the initial program
+    assert result["usage"]["dollars"] > 0 and result["usage"]["unknown_price_calls"] == 0
+    digest = (seed / "digest.md").read_text()
+    assert "## Agent 1" in digest and "## Agent 2" in digest and "### Key insights" in digest
+    # Experiment numbers are unique and logged once each.
+    numbers = [e["experiment"] for e in _events(outcome, "experiment")]
+    assert numbers == [1, 2, 3, 4]
+    # MLflow mirrors the run: one parent, one nested run per agent, metrics and traces.
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("cloudcast")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    assert parents[0].data.metrics["best_score"] == pytest.approx(result["best_score"])
+    assert parents[0].data.params["budget.max_agents"] == "2"
+    history = client.get_metric_history(parents[0].info.run_id, "score")
+    assert [m.step for m in history] == [1, 2, 4]  # exp 3 failed and has no score
+    traces = mlflow.search_traces(locations=[experiment.experiment_id], return_type="list")
+    assert len(traces) > 0
+
+
+def test_missing_api_key_stops_at_once(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "engram.cli", "apply", str(REPO / "specs" / "cloudcast_o3.yaml"),
+                           "--set", f"output.dir={tmp_path}"], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert done.returncode == 2
+    assert "OPENAI_API_KEY" in done.stderr and "Traceback" not in done.stderr
+    assert time.monotonic() - started < 30
+    assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_bad_tool_arguments_are_answered_not_fatal(tmp_path: Path):
+    spec = make_spec(tmp_path, [[
+        {"tool_calls": [{"name": "run_simulation", "args": {}}]},
+        {"tool_calls": [simulate("/does_not_exist.py")]},
+        {"tool_calls": [{"name": "read_file", "args": {"file_path": "/nope.txt"}}]},
+        {"tool_calls": [{"name": "write_file", "args": {"file_path": "/archive/x.py", "content": "x"}}]},
+        {"tool_calls": [INITIAL_PROGRAM_CALL]},
+        {"content": SUMMARY},
+    ]])
+    outcome = run(spec)
+    assert [e["score"] for e in _events(outcome, "experiment")] == [pytest.approx(1 / (1 + 165.024 + 144.945))]
+    transcript = (_seed(outcome) / "agents/agent-1/transcript.jsonl").read_text()
+    assert "is not a file in your workspace" in transcript
+    assert not (_seed(outcome) / "agents" / "x.py").exists()  # the archive is read-only
+    assert _events(outcome, "agent_end")[0]["reason"] == "completed"
+
+
+def test_time_limit_is_enforced_during_a_tool_call(tmp_path: Path):
+    spec = make_spec(tmp_path, [
+        [{"tool_calls": [write_program("/slow.py", SLEEPY)]}, {"tool_calls": [simulate("/slow.py")]},
+         {"content": "never reached"}],
+        [{"tool_calls": [{"name": "execute", "args": {"command": "sleep 60; echo done"}}]},
+         {"content": "never reached"}],
+    ], budget={"minutes_per_agent": 0.1})
+    started = time.monotonic()
+    outcome = run(spec)
+    assert time.monotonic() - started < 45
+    ends = _events(outcome, "agent_end")
+    assert [e["reason"] for e in ends] == ["time limit", "time limit"]
+    [experiment] = _events(outcome, "experiment")
+    assert experiment["error_kind"] == "timeout"
+    assert "written by engram from agent 1" in (_seed(outcome) / "agents/agent-1/summary.md").read_text().lower()
+
+
+def test_agent_without_summary_gets_one_from_its_log(tmp_path: Path):
+    spec = make_spec(tmp_path, [[{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"content": "All done."}]])
+    outcome = run(spec)
+    summary = (_seed(outcome) / "agents/agent-1/summary.md").read_text()
+    assert "## Best result" in summary and "exp-0001" in summary
+    assert "left no summary" in summary
+
+
+def test_follow_up_turn_collects_the_summary(tmp_path: Path):
+    spec = make_spec(tmp_path, [[{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"content": "All done."},
+                                 {"content": SUMMARY}]])
+    outcome = run(spec)
+    assert (_seed(outcome) / "agents/agent-1/summary.md").read_text().strip() == SUMMARY.strip()
+
+
+def test_rate_limit_is_retried_then_succeeds(tmp_path: Path):
+    spec = make_spec(tmp_path, [[{"error": "rate_limit"}, {"tool_calls": [INITIAL_PROGRAM_CALL]},
+                                 {"content": SUMMARY}]], model={"max_retries": 2})
+    outcome = run(spec)
+    assert len(_events(outcome, "experiment")) == 1
+    transcript = read_jsonl(_seed(outcome) / "agents/agent-1/transcript.jsonl")
+    assert any(line["type"] == "error" and "RateLimit" in line["error"] for line in transcript)
+
+
+def test_dollar_cap_ends_the_run_cleanly(tmp_path: Path):
+    turns = [{"content": "thinking " * 50, "usage": {"input_tokens": 100_000, "output_tokens": 10_000},
+              "tool_calls": [INITIAL_PROGRAM_CALL]}] * 5 + [{"content": SUMMARY}]
+    spec = make_spec(tmp_path, [turns, [{"content": SUMMARY}]], budget={"max_dollars": 0.5})
+    outcome = run(spec)
+    result = json.loads((_seed(outcome) / "result.json").read_text())
+    assert "dollar budget" in result["stop_reason"] or "max_dollars" in result["stop_reason"]
+    assert result["dollars"] < 0.5 + 0.3 * 2  # at most the call that crossed the cap (o3: $0.28 per call here)
+    assert result["agents"] == 1  # agent 2 never started
+    assert (_seed(outcome) / "agents/agent-1/summary.md").is_file()
+
+
+def test_ablation_without_digest_and_archive(tmp_path: Path):
+    spec = make_spec(tmp_path, [
+        [{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"content": SUMMARY}],
+        [{"tool_calls": [{"name": "ls", "args": {"path": "/archive/"}}]},
+         {"tool_calls": [{"name": "read_file", "args": {"file_path": "/digest.md"}}]}, {"content": SUMMARY}],
+    ], method={"digest": False, "archive": False})
+    outcome = run(spec)
+    seed = _seed(outcome)
+    assert not (seed / "digest.md").exists()
+    requests = [line for line in read_jsonl(seed / "agents/agent-2/transcript.jsonl") if line["type"] == "request"]
+    first_message = json.dumps(requests[0]["messages"])
+    assert "None yet: you are the first agent" in first_message
+    last = json.dumps(requests[-1]["messages"])
+    assert "agent-1" not in last.split("ls")[-1]  # agent 2 sees only its own experiments
+    assert (seed / "agents/agent-1/summary.md").is_file()  # the record is kept either way
+
+
+def test_digest_is_distilled_when_too_long(tmp_path: Path):
+    long_summary = SUMMARY.replace("- something", "- " + "insight " * 400)
+    spec = make_spec(tmp_path, [[{"content": long_summary}], [{"content": SUMMARY}]],
+                     distill=["# Distilled\n\nShort digest."], method={"digest_max_tokens": 300})
+    outcome = run(spec)
+    seed = _seed(outcome)
+    records = sorted((seed / "digests").glob("distill-*.json"))
+    assert records, "no distillation recorded"
+    record = json.loads(records[0].read_text())
+    assert "insight insight" in record["input"] and record["output"].startswith("# Distilled")
+    assert (seed / "digest.md").read_text().startswith("# Distilled")
+    assert (seed / "agents/agent-1/summary.md").read_text().count("insight") > 100  # raw summary kept
+
+
+def test_no_runner_secret_reaches_the_agents_shell_or_candidates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-show-this-123")
+    probe = ("import os\nprint('CANDIDATE_ENV', sorted(os.environ.items()))\n"
+             + (REPO / "evaluators/cloudcast/initial_program.py").read_text())
+    spec = make_spec(tmp_path, [[
+        {"tool_calls": [{"name": "execute", "args": {"command": "env; cat /proc/$PPID/environ | tr '\\0' ' '"}}]},
+        {"tool_calls": [write_program("/probe.py", probe)]},
+        {"tool_calls": [simulate("/probe.py")]},
+        {"content": SUMMARY},
+    ]])
+    outcome = run(spec)
+    transcript = (_seed(outcome) / "agents/agent-1/transcript.jsonl").read_text()
+    assert "CANDIDATE_ENV" in transcript and "PYTHONHASHSEED" in transcript
+    assert "sk-never-show-this-123" not in transcript.replace(
+        json.dumps("sk-never-show-this-123"), "")  # only the probe source may mention it
+    evaluation = (_seed(outcome) / "agents/agent-1/experiments/exp-0001/evaluation.json").read_text()
+    assert "sk-never-show-this-123" not in evaluation
