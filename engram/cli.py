@@ -103,7 +103,8 @@ def evaluate(problem: str, program: Path, as_json: bool, sandbox_name: str, scen
 
 @main.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec field, e.g. budget.max_agents=5.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a spec field, e.g. budget.max_agents=5.")
 @_reports_errors
 def validate(specs: tuple[Path, ...], overrides: tuple[str, ...]) -> None:
     """Check spec files without running anything."""
@@ -114,8 +115,9 @@ def validate(specs: tuple[Path, ...], overrides: tuple[str, ...]) -> None:
         spec = load_spec(path, list(overrides))
         problem = load_problem(spec.problem.name)
         problem.select_scenarios(spec.problem.scenarios)
+        budget = spec.budget
         click.echo(f"{path}: ok ({spec.name}: {problem.name}, {spec.method.name}, {spec.model.id}, "
-                   f"{spec.runs} seed(s), up to {spec.budget.max_agents} agents of {spec.budget.minutes_per_agent:g} min)")
+                   f"{spec.runs} seed(s), up to {budget.max_agents} agents of {budget.minutes_per_agent:g} min)")
 
 
 @main.command()
@@ -181,8 +183,10 @@ def _report_run(outcome: Any, as_json: bool) -> None:
         best = result.get("best_score")
         click.echo(f"  seed {seed.seed}: best score {best if best is not None else '-'} "
                    f"(exp {result.get('best_experiment') or '-'}), {result.get('evaluations')} evaluations, "
-                   f"{result.get('agents')} agents, ${result.get('dollars', 0.0):.4f}; stopped: {result.get('stop_reason')}")
-    click.echo(f"  best program: {outcome.run_dir}/seed-<k>/best/program.py; digest: {outcome.run_dir}/seed-<k>/digest.md")
+                   f"{result.get('agents')} agents, ${result.get('dollars', 0.0):.4f}; "
+                   f"stopped: {result.get('stop_reason')}")
+    click.echo(f"  best program: {outcome.run_dir}/seed-<k>/best/program.py")
+    click.echo(f"  digest:       {outcome.run_dir}/seed-<k>/digest.md")
     if outcome.tracking_uri:
         click.echo(f"  MLflow: engram ui   (store {outcome.tracking_uri})")
 

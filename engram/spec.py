@@ -56,11 +56,14 @@ MethodSettings = Annotated[EngramMethod, Field(discriminator="name")]
 class ModelSettings(_Strict):
     id: str = Field(description="A litellm model id such as openai/o3, anthropic/claude-sonnet-4-5, ollama/llama3, "
                                 "or 'scripted' for a model that plays back a file of turns")
-    params: dict[str, Any] = Field(default_factory=dict, description="Provider parameters: temperature, reasoning_effort, ...")
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="Provider parameters: temperature, reasoning_effort, ...")
     api_base: str | None = Field(default=None, description="Base URL of an OpenAI-compatible or local server")
-    api_key_env: str | None = Field(default=None, description="Environment variable holding the key, if not the provider's usual one")
+    api_key_env: str | None = Field(default=None,
+                                    description="Environment variable holding the key, if not the provider's usual one")
     script: Path | None = Field(default=None, description="For 'scripted': the file of turns (relative to the spec)")
-    price_as: str | None = Field(default=None, description="Price calls as this litellm model (e.g. for a scripted or local model)")
+    price_as: str | None = Field(default=None,
+                                 description="Price calls as this litellm model (e.g. for a scripted or local model)")
     timeout_s: PositiveFloat = 600
     max_retries: NonNegativeInt = 6
 

@@ -55,7 +55,7 @@ def test_overrides_are_validated_like_the_file(tmp_path: Path):
     assert spec.model.params == {"temperature": 0.2}
     with pytest.raises(ConfigError, match=r"(?s)with --set budget\.max_agents=many.*budget\.max_agents: .*integer"):
         load_spec(path, ["budget.max_agents=many"])
-    with pytest.raises(ConfigError, match="must look like section.field=value"):
+    with pytest.raises(ConfigError, match=r"must look like section\.field=value"):
         load_spec(path, ["budget.max_agents"])
 
 

@@ -48,7 +48,8 @@ def experiment_log(experiments: list[Experiment]) -> str:
         elif evaluation.ok:
             outcome, score = "ok", f"{evaluation.score}"
         else:
-            outcome = f"{evaluation.error_kind}: {(evaluation.error or '').splitlines()[0][:120] if evaluation.error else ''}"
+            first_line = evaluation.error.splitlines()[0][:120] if evaluation.error else ""
+            outcome = f"{evaluation.error_kind}: {first_line}"
             score = "-"
         lines.append(f"| exp-{experiment.number:04d} | {score} | {outcome} |")
     return "\n".join(lines)
@@ -123,7 +124,7 @@ def distill_if_needed(archive: SeedArchive, model_factory: object, *, max_tokens
     distilled = message_text(reply.content).strip()
     if not distilled:
         return False
-    number = len(list((archive.root / "digests").glob("distill-*.json"))) + 1 if (archive.root / "digests").exists() else 1
+    number = len(list((archive.root / "digests").glob("distill-*.json"))) + 1
     write_json(archive.root / "digests" / f"distill-{number}.json", {
         "input": digest, "output": distilled, "dollars": ledger.total_dollars - before,  # type: ignore[attr-defined]
         "input_tokens_estimate": estimate_tokens(digest), "output_tokens_estimate": estimate_tokens(distilled),
