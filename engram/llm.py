@@ -312,6 +312,7 @@ class UsageCallback(BaseCallbackHandler):
         self.prices = price_per_token(self.price_model)
         self.transcript = transcript
         self.agent = agent
+        self._last_request: list[dict[str, Any]] = []
         if transcript is not None:
             transcript.parent.mkdir(parents=True, exist_ok=True)
 
@@ -326,7 +327,14 @@ class UsageCallback(BaseCallbackHandler):
         """Refuse to send a request once over budget, then log what is sent."""
         self.ledger.check()
         batch = messages[0] if len(messages) == 1 else [m for group in messages for m in group]
-        self._write({"type": "request", "run_id": str(run_id), "messages": [message_record(m) for m in batch]})
+        records = [message_record(m) for m in batch]
+        # An agent re-sends its whole history with every request; logging it each time would make
+        # transcripts grow with the square of the turns. A request that extends the previous one
+        # is logged as `base` (how many leading messages it shares) plus the new messages only.
+        previous = self._last_request
+        base = len(previous) if len(previous) <= len(records) and records[: len(previous)] == previous else 0
+        self._last_request = records
+        self._write({"type": "request", "run_id": str(run_id), "base": base, "messages": records[base:]})
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Log the reply before counting it, so the call that breaks the cap is still in the transcript."""
@@ -374,6 +382,23 @@ class UsageCallback(BaseCallbackHandler):
         with _TRANSCRIPT_LOCK, self.transcript.open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
             handle.flush()
+
+
+def transcript_requests(path: Path) -> list[list[dict[str, Any]]]:
+    """The full message list of every request in a transcript, undoing the `base` compression."""
+    requests: list[list[dict[str, Any]]] = []
+    previous: list[dict[str, Any]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("type") != "request":
+            continue
+        base = int(record.get("base") or 0)
+        previous = previous[:base] + list(record.get("messages") or [])
+        requests.append(previous)
+    return requests
 
 
 def message_record(message: BaseMessage) -> dict[str, Any]:

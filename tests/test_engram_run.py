@@ -14,6 +14,7 @@ from conftest import INITIAL_SCORE, REPO
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate, write_program
 
 from engram.archive import read_jsonl
+from engram.llm import transcript_requests
 from engram.runner import RunOutcome
 
 SLEEPY = "import time\n\ndef search_algorithm(src, dsts, G, num_partitions):\n    time.sleep(60)\n"
@@ -156,11 +157,12 @@ def test_ablation_without_digest_and_archive(tmp_path: Path):
     outcome = run(spec)
     seed = _seed(outcome)
     assert not (seed / "digest.md").exists()
-    requests = [line for line in read_jsonl(seed / "agents/agent-2/transcript.jsonl") if line["type"] == "request"]
-    first_message = json.dumps(requests[0]["messages"])
-    assert "None yet: you are the first agent" in first_message
-    last = json.dumps(requests[-1]["messages"])
-    assert "agent-1" not in last.split("ls")[-1]  # agent 2 sees only its own experiments
+    requests = transcript_requests(seed / "agents/agent-2/transcript.jsonl")
+    assert "None yet: you are the first agent" in json.dumps(requests[0])
+    listing = next(m for m in requests[-1] if m["type"] == "tool")  # the answer to `ls /archive/`
+    assert "/archive/transcript.jsonl" in str(listing["content"])
+    assert "agent-1" not in str(listing["content"])  # agent 2 sees only its own folder
+    assert "digest.md" not in str(requests[0][0]["content"])  # no digest in its workspace map
     assert (seed / "agents/agent-1/summary.md").is_file()  # the record is kept either way
 
 

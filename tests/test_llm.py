@@ -30,6 +30,7 @@ from engram.llm import (
     price_per_token,
     price_snapshot,
     retry_middleware,
+    transcript_requests,
 )
 
 SCRIPT = """
@@ -311,11 +312,18 @@ def test_callback_prices_scripted_turns_as_a_real_model_and_writes_the_transcrip
     expected = 1200 * entry["input_cost_per_token"] + 300 * entry["output_cost_per_token"]
     lines = read_lines(transcript)
     assert [line["type"] for line in lines] == ["request", "response", "request", "response"]
-    assert lines[2]["messages"] == [
-        {"type": "human", "content": "start"},
-        {"type": "ai", "content": "ok"},
-        {"type": "human", "content": "go on"},
+    # The second request extends the first, so only its new messages are written...
+    assert lines[2]["base"] == 1
+    assert lines[2]["messages"] == [{"type": "ai", "content": "ok"}, {"type": "human", "content": "go on"}]
+    # ...and the full history of every request can be read back.
+    assert transcript_requests(transcript) == [
+        [{"type": "human", "content": "start"}],
+        [{"type": "human", "content": "start"}, {"type": "ai", "content": "ok"}, {"type": "human", "content": "go on"}],
     ]
+    model.invoke([HumanMessage(content="a new conversation")])
+    assert read_lines(transcript)[-2]["base"] == 0
+    assert transcript_requests(transcript)[-1] == [{"type": "human", "content": "a new conversation"}]
+    lines = lines[:4]
     first, second = lines[1], lines[3]
     read = {"id": "call_1_1", "name": "read_file", "args": {"file_path": "/digest.md"}}
     assert first["message"]["tool_calls"][0] == read
@@ -326,9 +334,9 @@ def test_callback_prices_scripted_turns_as_a_real_model_and_writes_the_transcrip
     assert lines[0]["run_id"] == first["run_id"] != second["run_id"]
 
     first_dollars = first["dollars"]
-    assert ledger.total_dollars == pytest.approx(first_dollars + expected)
+    assert ledger.total_dollars > first_dollars + expected  # three calls priced
     assert ledger.unknown_price_calls == 0
-    assert ledger.snapshot()["per_model"]["scripted"]["calls"] == 2
+    assert ledger.snapshot()["per_model"]["scripted"]["calls"] == 3
 
 
 def test_callback_without_a_known_price_records_null_dollars(script: Path, tmp_path: Path):
