@@ -67,3 +67,17 @@ def test_missing_data_file_exits_2_and_says_how_to_fix(tmp_path: Path, cloudcast
     assert env_run.returncode == 2
     assert "cloudcast/profiles/throughput.csv not found" in env_run.stderr
     assert "unset ENGRAM_DATA_DIR" in env_run.stderr
+
+
+def test_validate_checks_specs_without_running(tmp_path: Path):
+    from conftest import REPO
+
+    done = _run("validate", str(REPO / "specs" / "smoke.yaml"), str(REPO / "specs" / "cloudcast_o3.yaml"))
+    assert done.returncode == 0, done.stderr
+    assert "smoke.yaml: ok (smoke: cloudcast, engram, scripted" in done.stdout
+    assert "up to 30 agents of 60 min" in done.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("problem: {name: cloudcast}\nmodel: {id: openai/o3}\nbudget: {agents: 3}\n")
+    done = _run("validate", str(bad))
+    assert done.returncode == 2 and "budget.agents: unknown key" in done.stderr
+    assert not (tmp_path / "runs").exists()
