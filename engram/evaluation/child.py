@@ -90,6 +90,33 @@ def _call(stage_kind: str, function: Any, *args: Any) -> Any:
         raise _Failure(_kind_of(error, stage_kind), _describe(error)) from None
 
 
+def _converse(channel: dict[str, str], adapter: ModuleType, entry: Any, context: Any) -> None:
+    """Answer the scorer's messages one by one with `adapter.handle` until it says "end".
+
+    Each reply is `{"ok": true, "reply": ...}` or `{"ok": false, "kind": ..., "error": ...}`; a
+    failure in one message does not end the conversation, the scorer decides what follows.
+    """
+    incoming = open(channel["to_child"], encoding="utf-8")  # noqa: SIM115 - open for the whole conversation
+    outgoing = open(channel["from_child"], "w", encoding="utf-8")  # noqa: SIM115
+    for line in incoming:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if message.get("type") == "end":
+            break
+        try:
+            reply = _call("runtime", adapter.handle, entry, message, context)
+            text = json.dumps({"ok": True, "reply": reply}, allow_nan=True)
+        except _Failure as failure:
+            text = json.dumps({"ok": False, "kind": failure.kind, "error": failure.error})
+        except (TypeError, ValueError) as error:
+            text = json.dumps({"ok": False, "kind": "invalid_output",
+                               "error": f"the reply cannot be turned into plain data: {error}"})
+        outgoing.write(text + "\n")
+        outgoing.flush()
+
+
 def main(request_path: str) -> int:
     faulthandler.enable()
     with open(request_path, encoding="utf-8") as handle:
@@ -119,6 +146,10 @@ def main(request_path: str) -> int:
         emit("failure", kind=failure.kind, error=failure.error, scenario=None)
         return 0
     emit("loaded", seconds=time.perf_counter() - loaded_at)
+    if request.get("channel"):
+        _converse(request["channel"], adapter, entry, context)
+        emit("done")
+        return 0
     run = getattr(adapter, "run", lambda fn, scenario_input, ctx: fn(**scenario_input))
     serialize = getattr(adapter, "serialize", lambda raw, scenario_input: raw)
     for scenario in request["scenarios"]:

@@ -17,11 +17,13 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from engram.errors import IntegrityError
+from engram.evaluation.channel import CandidateChannel, CandidateFailure
 from engram.evaluation.result import ErrorKind, Evaluation, ScenarioResult, Timings
 from engram.evaluation.scoring import InvalidAnswer, ScenarioScore
 from engram.problem import Problem, ScenarioSpec
@@ -29,6 +31,8 @@ from engram.sandbox import Limits, Mount, Sandbox, SandboxResult, clean_environm
 from engram.sandbox.base import KiB, MiB
 
 _CHILD_SOURCE = Path(__file__).with_name("child.py")
+Outcome = ScenarioScore | InvalidAnswer | CandidateFailure
+"""What a conversation produced for one scenario: its score, or why it has none."""
 _MAX_ANSWERS_BYTES = 64 * MiB
 
 
@@ -53,6 +57,7 @@ class CandidateEvaluator:
         self.scorer = problem.make_scorer()
         self._work_root = work_root
         self._session = Path(tempfile.mkdtemp(prefix="engram-session-", dir=work_root))
+        self._conversation_seconds: dict[str, float] = {}
         self._shared_files = self._write_shared_files()
 
     # -- public ---------------------------------------------------------------------------------
@@ -125,19 +130,24 @@ class CandidateEvaluator:
             "scenarios": [{"name": s.name, "input": self.scorer.scenario_input(s)} for s in self.scenarios],
             "answers": str(answers_path),
         }
+        interactive = self.scorer.interactive
+        if interactive:
+            request["channel"] = CandidateChannel.create_fifos(workdir)
+            request["scenarios"] = []
         request_path = workdir / "request.json"
         request_path.write_text(json.dumps(request, allow_nan=True), encoding="utf-8")
         spawned_at = time.time()
-        run = self.sandbox.run(
-            [sys.executable, "-P", str(self._session / "child.py"), str(request_path)],
-            workdir=workdir,
-            mounts=[Mount(self._session), Mount(self.problem.root)],
-            limits=limits,
-            env=clean_environment(workdir),
-        )
+        argv = [sys.executable, "-P", str(self._session / "child.py"), str(request_path)]
+        mounts = [Mount(self._session), Mount(self.problem.root)]
+        outcomes: dict[str, Outcome] | None = None
+        if interactive:
+            run, outcomes = self._converse(argv, workdir, mounts, limits)
+        else:
+            run = self.sandbox.run(argv, workdir=workdir, mounts=mounts, limits=limits,
+                                   env=clean_environment(workdir))
         events = _read_events(answers_path)
         scoring_started = time.monotonic()
-        evaluation, scored = self._judge(run, events, limits)
+        evaluation, scored = self._judge(run, events, limits, outcomes)
         scoring_s = time.monotonic() - scoring_started
         evaluation.program_sha256 = _sha256_bytes(source.encode())
         evaluation.duration_s = time.monotonic() - started
@@ -151,8 +161,37 @@ class CandidateEvaluator:
             evaluation.artifacts = _write_artifacts(artifacts_dir, scored)
         return evaluation
 
+    def _converse(
+        self, argv: list[str], workdir: Path, mounts: list[Mount], limits: Limits
+    ) -> tuple[SandboxResult, dict[str, Outcome]]:
+        """Run the candidate in the background and let the scorer talk to it, scenario by scenario."""
+        finished: dict[str, SandboxResult] = {}
+
+        def run_candidate() -> None:
+            finished["run"] = self.sandbox.run(argv, workdir=workdir, mounts=mounts, limits=limits,
+                                               env=clean_environment(workdir))
+
+        thread = threading.Thread(target=run_candidate, name="engram-candidate", daemon=True)
+        thread.start()
+        channel = CandidateChannel(workdir, deadline=time.monotonic() + limits.wall_seconds, alive=thread.is_alive)
+        outcomes: dict[str, Outcome] = {}
+        try:
+            for scenario in self.scenarios:
+                before = channel.candidate_seconds
+                try:
+                    outcome: Outcome = self.scorer.run_scenario(scenario, channel)
+                except (InvalidAnswer, CandidateFailure) as exc:
+                    outcome = exc
+                outcomes[scenario.name] = outcome
+                self._conversation_seconds[scenario.name] = channel.candidate_seconds - before
+        finally:
+            channel.close()
+            thread.join()  # bounded by the sandbox's own wall-clock limit
+        return finished["run"], outcomes
+
     def _judge(
-        self, run: SandboxResult, events: list[dict[str, Any]], limits: Limits
+        self, run: SandboxResult, events: list[dict[str, Any]], limits: Limits,
+        outcomes: dict[str, Outcome] | None = None,
     ) -> tuple[Evaluation, dict[str, ScenarioScore]]:
         evaluation = Evaluation(
             problem=self.problem.name, score=None, ok=False, stdout=run.stdout.text(), stderr=run.stderr.text(),
@@ -165,9 +204,12 @@ class CandidateEvaluator:
             return _failed(evaluation, _error_kind(failure.get("kind")), str(failure.get("error"))), {}
         scored: dict[str, ScenarioScore] = {}
         for scenario in self.scenarios:
-            result, score = self._judge_scenario(
-                scenario, answers.get(scenario.name), failures.get(scenario.name), run, limits
-            )
+            if outcomes is not None:
+                result, score = self._judge_conversation(scenario, outcomes.get(scenario.name), run, limits)
+            else:
+                result, score = self._judge_scenario(
+                    scenario, answers.get(scenario.name), failures.get(scenario.name), run, limits
+                )
             evaluation.scenarios[scenario.name] = result
             if score is not None:
                 scored[scenario.name] = score
@@ -185,6 +227,12 @@ class CandidateEvaluator:
         score, totals = self.scorer.combine(scored)
         evaluation.score, evaluation.metrics, evaluation.ok = score, totals, True
         return evaluation, scored
+
+    def _judge_conversation(
+        self, scenario: ScenarioSpec, outcome: Outcome | None, run: SandboxResult, limits: Limits
+    ) -> tuple[ScenarioResult, ScenarioScore | None]:
+        seconds = self._conversation_seconds.pop(scenario.name, None)
+        return _judge_conversation_outcome(scenario.name, outcome, seconds, run, limits)
 
     def _judge_scenario(
         self, scenario: ScenarioSpec, answer: dict[str, Any] | None, failure: dict[str, Any] | None,
@@ -205,6 +253,21 @@ class CandidateEvaluator:
                                   error=str(failure.get("error"))), None
         kind, message = _abnormal_end(run, limits)
         return ScenarioResult(name=scenario.name, ok=False, error_kind=kind, error=message), None
+
+
+def _judge_conversation_outcome(
+    name: str, outcome: Outcome | None, seconds: float | None, run: SandboxResult, limits: Limits
+) -> tuple[ScenarioResult, ScenarioScore | None]:
+    if isinstance(outcome, ScenarioScore):
+        return ScenarioResult(name=name, ok=True, metrics=outcome.metrics, candidate_seconds=seconds), outcome
+    if isinstance(outcome, InvalidAnswer):
+        return ScenarioResult(name=name, ok=False, error_kind=ErrorKind.INVALID_OUTPUT, error=str(outcome),
+                              candidate_seconds=seconds), None
+    if isinstance(outcome, CandidateFailure) and outcome.kind is not None:
+        return ScenarioResult(name=name, ok=False, error_kind=_error_kind(outcome.kind), error=outcome.error,
+                              candidate_seconds=seconds), None
+    kind, message = _abnormal_end(run, limits)
+    return ScenarioResult(name=name, ok=False, error_kind=kind, error=message), None
 
 
 def _write_artifacts(directory: Path, scored: dict[str, ScenarioScore]) -> list[str]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from engram.evaluation.result import Metric
 
 if TYPE_CHECKING:
+    from engram.evaluation.channel import CandidateChannel
     from engram.problem import Problem, ScenarioSpec
 
 
@@ -43,9 +44,19 @@ class Scorer(ABC):
     def scenario_input(self, scenario: ScenarioSpec) -> dict[str, Any]:
         """Plain data the adapter passes to the candidate for this scenario."""
 
-    @abstractmethod
+    interactive: ClassVar[bool] = False
+    """True for problems scored in a conversation with the candidate (`run_scenario`), False for
+    problems scored from one answer per scenario (`score_scenario`)."""
+
     def score_scenario(self, scenario: ScenarioSpec, answer: Any) -> ScenarioScore:
         """Validate `answer` (raise `InvalidAnswer`) and measure it."""
+        raise NotImplementedError(f"{type(self).__name__} scores no one-shot answers")
+
+    def run_scenario(self, scenario: ScenarioSpec, channel: CandidateChannel) -> ScenarioScore:
+        """Score a scenario by talking to the candidate (`channel.request`); raise `InvalidAnswer`
+        for a reply that breaks the rules. Failures of the candidate itself propagate as
+        `CandidateFailure` and are reported by the evaluator."""
+        raise NotImplementedError(f"{type(self).__name__} is not interactive")
 
     @abstractmethod
     def combine(self, results: dict[str, ScenarioScore]) -> tuple[float, dict[str, Metric]]:
