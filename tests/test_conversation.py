@@ -91,7 +91,8 @@ def test_wrong_answers_score_nothing_and_bad_ones_are_invalid(evaluator: Candida
 
 
 def test_an_exception_fails_that_scenario_only(evaluator: CandidateEvaluator):
-    source = "def add_up(numbers):\n    if 10 in numbers:\n        raise ValueError('too big')\n    return sum(numbers)\n"
+    source = ("def add_up(numbers):\n    if 10 in numbers:\n        raise ValueError('too big')\n"
+              "    return sum(numbers)\n")
     result = evaluator.evaluate(source)
     assert result.error_kind == ErrorKind.RUNTIME and "too big" in result.error
     assert result.scenarios["small"].ok and not result.scenarios["large"].ok
