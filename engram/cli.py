@@ -191,6 +191,39 @@ def _report_run(outcome: Any, as_json: bool) -> None:
         click.echo(f"  MLflow: engram ui   (store {outcome.tracking_uri})")
 
 
+@main.command("new-problem")
+@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
+@_reports_errors
+def new_problem(path: Path) -> None:
+    """Write the skeleton of a new problem directory at PATH."""
+    from engram.problem_scaffold import write_skeleton
+
+    for written in write_skeleton(path):
+        click.echo(f"wrote {written}")
+    click.echo(f"next: describe the task in {path / 'task.md'}, write the rules in {path / 'evaluator.py'}, "
+               f"then run: engram check-problem {path}")
+
+
+@main.command("check-problem")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--sandbox", "sandbox_name", type=click.Choice(["auto", "bwrap", "process"]), default="auto",
+              show_default=True)
+@click.option("--scenarios", default=None, metavar="A,B", help="Evaluate the initial program on these only.")
+@_reports_errors
+def check_problem(path: Path, sandbox_name: str, scenarios: str | None) -> None:
+    """Check that the problem directory PATH is ready for agents."""
+    from engram.problem_check import check_problem as run_checks
+
+    selection = [s.strip() for s in scenarios.split(",") if s.strip()] if scenarios else None
+    checks = run_checks(path, sandbox_name=sandbox_name, scenarios=selection)
+    for check in checks:
+        mark = "ok  " if check.ok else "FAIL"
+        click.echo(f"{mark} {check.name}: {check.detail}")
+    if not all(c.ok for c in checks):
+        sys.exit(2)
+    click.echo(f"{path}: ready")
+
+
 def render_evaluation(result: Evaluation, program: Path) -> str:
     """A per-scenario table, the totals and the score, or the failure with the candidate's output."""
     lines = [f"{result.problem}: {program} (sandbox: {result.sandbox}, {result.duration_s:.2f} s)", ""]

@@ -30,6 +30,10 @@ class SandboxError(EngramError):
     """A sandbox backend that is unavailable or misconfigured (not a candidate failure)."""
 
 
+class ScorerError(EngramError):
+    """The problem's own trusted code (its evaluator) failed; no candidate is to blame."""
+
+
 class IntegrityError(EngramError):
     """Trusted files changed while Engram was running, so scores can no longer be trusted."""
 

@@ -140,3 +140,57 @@ def test_a_users_own_problem_directory_works_like_a_builtin(tmp_path: Path):
         assert result.score == 7 + 13
         cheat = ev.evaluate("def choose(values, weights, budget):\n    return list(range(len(values)))\n")
         assert cheat.error_kind == "invalid_output" and "over budget" in cheat.error
+
+
+FILLED_EVALUATOR = '''
+from engram.evaluation import InvalidAnswer, ScenarioScore, Scorer
+
+class SortedScorer(Scorer):
+    def scenario_input(self, scenario):
+        return {"size": scenario.params["size"]}
+
+    def score_scenario(self, scenario, answer):
+        if sorted(answer) != list(range(scenario.params["size"])):
+            raise InvalidAnswer("the answer must be a permutation of range(size)")
+        return ScenarioScore(metrics={"in_place": sum(a == i for i, a in enumerate(answer))})
+
+    def combine(self, results):
+        total = sum(r.metrics["in_place"] for r in results.values())
+        return float(total), {"in_place": total}
+'''
+
+
+def test_new_problem_skeleton_is_checked_until_written(tmp_path: Path):
+    import subprocess
+    import sys
+
+    def engram(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "engram.cli", *args], capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    root = tmp_path / "my-queue"
+    done = engram("new-problem", str(root))
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in root.iterdir()} >= {"problem.yaml", "task.md", "initial_program.py", "evaluator.py",
+                                                "adapter.py", "baselines"}
+    done = engram("check-problem", str(root))
+    assert done.returncode == 2
+    assert "ok   problem.yaml: my-queue" in done.stdout
+    assert "FAIL initial program" in done.stdout and "not written yet: fill in scenario_input" in done.stdout
+    (root / "evaluator.py").write_text(FILLED_EVALUATOR)
+    done = engram("check-problem", str(root), "--sandbox", "process")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ok   initial program: score 1010.0" in done.stdout and "ready" in done.stdout
+    assert engram("new-problem", str(root)).returncode == 2  # never overwrites
+
+
+def test_check_problem_reports_a_missing_data_file(tmp_path: Path, cloudcast: Problem,
+                                                   monkeypatch: pytest.MonkeyPatch):
+    from engram.problem_check import check_problem
+
+    monkeypatch.setenv("ENGRAM_DATA_DIR", str(tmp_path))
+    checks = check_problem(cloudcast.root)
+    by_name = {c.name: c for c in checks}
+    assert by_name["problem.yaml"].ok and not by_name["data"].ok
+    assert "throughput.csv not found" in by_name["data"].detail
+    assert "initial program" not in by_name  # not attempted without data

@@ -9,6 +9,7 @@ unchanged, so a candidate that tampers with them (possible only without isolatio
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -19,10 +20,12 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engram.errors import IntegrityError
+from engram.errors import EngramError, IntegrityError, ScorerError
 from engram.evaluation.channel import CandidateChannel, CandidateFailure
 from engram.evaluation.result import ErrorKind, Evaluation, ScenarioResult, Timings
 from engram.evaluation.scoring import InvalidAnswer, ScenarioScore
@@ -54,11 +57,16 @@ class CandidateEvaluator:
         self.scenarios = problem.select_scenarios(scenarios)
         self.limits = limits or _limits_for(problem, time_limit_s)
         self.fingerprint = problem.fingerprint()
-        self.scorer = problem.make_scorer()
         self._work_root = work_root
         self._session = Path(tempfile.mkdtemp(prefix="engram-session-", dir=work_root))
         self._conversation_seconds: dict[str, float] = {}
-        self._shared_files = self._write_shared_files()
+        try:
+            with self._scorer_errors():
+                self.scorer = problem.make_scorer()
+                self._shared_files = self._write_shared_files()
+        except BaseException:
+            shutil.rmtree(self._session, ignore_errors=True)
+            raise
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -77,9 +85,24 @@ class CandidateEvaluator:
             limits = dataclasses.replace(limits, wall_seconds=max(1.0, time_limit_s))
         workdir = Path(tempfile.mkdtemp(prefix="engram-eval-", dir=self._work_root))
         try:
-            return self._evaluate_in(workdir, source, artifacts_dir, limits)
+            with self._scorer_errors():
+                return self._evaluate_in(workdir, source, artifacts_dir, limits)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _scorer_errors(self) -> Iterator[None]:
+        """Failures of candidates never raise; anything else that does is the evaluator's own fault."""
+        try:
+            yield
+        except EngramError:
+            raise
+        except Exception as exc:
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            raise ScorerError(
+                f"the evaluator of problem {self.problem.name} failed ({where.filename}, line {where.lineno}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def close(self) -> None:
         shutil.rmtree(self._session, ignore_errors=True)
