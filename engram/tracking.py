@@ -22,6 +22,7 @@ not track should not pay for it.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import posixpath
 import re
@@ -67,6 +68,14 @@ def default_tracking_uri(project_dir: Path | None = None) -> str:
     directory = (project_dir or Path.cwd()).resolve() / DEFAULT_TRACKING_DIR
     directory.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{directory / 'mlflow.db'}"
+
+
+def _quiet_mlflow_logging() -> None:
+    """MLflow logs store migrations and trace flushing at INFO, which would break the progress
+    display; keep its warnings, unless the user configured MLflow's logger themselves."""
+    logger = logging.getLogger("mlflow")
+    if logger.level in (logging.NOTSET, logging.INFO):
+        logger.setLevel(logging.WARNING)
 
 
 def flatten_params(data: dict, prefix: str = "") -> dict[str, str]:
@@ -216,6 +225,7 @@ class Tracker:
         """
         import mlflow
 
+        _quiet_mlflow_logging()
         if self._parent_id is not None:
             self._finish("FINISHED")
         uri = self._tracking_uri or default_tracking_uri()

@@ -81,3 +81,19 @@ def test_validate_checks_specs_without_running(tmp_path: Path):
     done = _run("validate", str(bad))
     assert done.returncode == 2 and "budget.agents: unknown key" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_apply_streams_json_events_and_verbose_turns(tmp_path: Path):
+    from conftest import REPO
+
+    common = ["apply", str(REPO / "specs" / "smoke.yaml"), "--set", f"output.dir={tmp_path}",
+              "--set", "tracking.mlflow=false"]
+    done = _run(*common, "--json")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["event"] for e in events].count("experiment") == 4
+    assert events[-1]["event"] == "result" and events[-1]["seeds"][0]["agents"] == 2
+    done = _run(*common, "--new", "--verbose")
+    assert done.returncode == 0, done.stderr
+    assert "agent 1 → run_simulation" in done.stderr and "exp-0002: score" in done.stderr
+    assert "run directory:" in done.stdout and "engram ui" not in done.stdout  # tracking is off
