@@ -197,3 +197,22 @@ def test_no_runner_secret_reaches_the_agents_shell_or_candidates(tmp_path: Path,
         json.dumps("sk-never-show-this-123"), "")  # only the probe source may mention it
     evaluation = (_seed(outcome) / "agents/agent-1/experiments/exp-0001/evaluation.json").read_text()
     assert "sk-never-show-this-123" not in evaluation
+
+
+def test_the_helper_sub_agent_obeys_the_agents_deadline(tmp_path: Path):
+    spec = make_spec(tmp_path, [[
+        {"tool_calls": [{"name": "task", "args": {"description": "Wait a long time in the shell.",
+                                                  "subagent_type": "general-purpose"}}]},
+        {"tool_calls": [{"name": "execute", "args": {"command": "sleep 60"}}]},  # played by the helper
+        {"content": "the helper keeps talking"},
+        {"content": "never reached"},
+    ]], budget={"minutes_per_agent": 0.1})
+    started = time.monotonic()
+    outcome = run(spec)
+    assert time.monotonic() - started < 40
+    assert _events(outcome, "agent_end")[0]["reason"] == "time limit"
+    responses = [line for line in read_jsonl(_seed(outcome) / "agents/agent-1/transcript.jsonl")
+                 if line["type"] == "response"]
+    # The helper was stopped at the deadline, so its next turn went to the (bounded) summary request
+    # instead; a helper without the agent's limits would have used it, and the summary the last turn.
+    assert "never reached" not in json.dumps(responses)

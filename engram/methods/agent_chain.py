@@ -32,6 +32,8 @@ from engram.methods.digest import (
 )
 
 MIN_EXPERIMENTS_ADVICE = 10
+HELPER_DESCRIPTION = ("A helper with the same tools and workspace, for a self-contained job such as digesting the "
+                      "archive, analysing result files or trying one variant; it reports back briefly.")
 _TOOL_OUTPUT_CHARS = 2000
 _TOOL_STDERR_CHARS = 1000
 
@@ -132,13 +134,21 @@ def build_agent_graph(ctx: MethodContext, agent: int, model: Any, deadline: floa
         ctx.archive.workspace, archive_view, ctx.sandbox, shell_timeout_s=ctx.spec.sandbox.shell_timeout_s,
         memory_mb=ctx.spec.sandbox.shell_memory_mb, remaining_s=remaining,
     )
+    def limits() -> list[Any]:
+        return [retry_middleware(ctx.spec.model.max_retries), LimitsMiddleware(ctx, deadline)]
+
+    # The sub-agent tool's helper replaces deepagents' default one so that it obeys the same
+    # deadline, budgets and retries as the agent that calls it (the default inherits none of them).
+    helper = {"name": "general-purpose", "description": HELPER_DESCRIPTION, "system_prompt": prompt("helper_system"),
+              "middleware": limits()}
     return create_deep_agent(
         model=model,
         tools=[make_run_simulation(ctx, agent, remaining, archive_view)],
         system_prompt=system_prompt(ctx, agent),
+        subagents=[helper],
         backend=backend,
         permissions=permissions or None,
-        middleware=[retry_middleware(ctx.spec.model.max_retries), LimitsMiddleware(ctx, deadline)],
+        middleware=limits(),
         name=f"agent-{agent}",
     )
 
