@@ -44,6 +44,8 @@ class ScenarioSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict, description="Read by the problem's evaluator")
+    data: list[str] | None = Field(default=None, description="Data files (manifest paths) this scenario reads; "
+                                                             "default: all. A run fetches only what it needs.")
 
 
 class SandboxLimits(_Strict):
@@ -86,6 +88,10 @@ class ProblemConfig(_Strict):
         paths = [d.path for d in self.data]
         if len(set(paths)) != len(paths):
             raise ValueError("each data file may be listed once")
+        for scenario in self.scenarios:
+            unknown = [p for p in scenario.data or [] if p not in paths]
+            if unknown:
+                raise ValueError(f"scenario {scenario.name!r} reads {unknown}, which the data manifest does not list")
         return self
 
 
@@ -133,8 +139,12 @@ class Problem:
                 return data_files.resolve(entry)
         raise DataError(f"problem {self.name}: {relative} is not in the data manifest of {self.root / PROBLEM_FILE}")
 
-    def ensure_data(self) -> list[Path]:
-        return [data_files.resolve(entry) for entry in self.config.data]
+    def ensure_data(self, scenarios: list[ScenarioSpec] | None = None) -> list[Path]:
+        """Fetch and verify the data files: all of them, or only those the given scenarios read."""
+        wanted: set[str] | None = None
+        if scenarios is not None and all(s.data is not None for s in scenarios):
+            wanted = {path for s in scenarios for path in s.data or []}
+        return [data_files.resolve(e) for e in self.config.data if wanted is None or e.path in wanted]
 
     def select_scenarios(self, selection: list[str] | None = None) -> list[ScenarioSpec]:
         """Scenarios by name or scenario-set name, in the problem's order; all when none given."""

@@ -50,7 +50,7 @@ def check_problem(path: Path, *, sandbox_name: str = "auto", scenarios: list[str
     problem = loaded["problem"]
 
     def data() -> str:
-        files = problem.ensure_data()
+        files = problem.ensure_data(problem.select_scenarios(scenarios))
         return f"{len(files)} file(s) present and verified" if files else "no data files declared"
 
     def task() -> str:

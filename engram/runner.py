@@ -150,7 +150,7 @@ def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | Non
     from engram.tracking import default_tracking_uri
 
     problem = load_problem(spec.problem.name)
-    problem.ensure_data()
+    problem.ensure_data(problem.select_scenarios(spec.problem.scenarios))
     sandbox = get_sandbox(spec.sandbox.backend, quiet=True)
     if not (run_dir / RESOLVED_SPEC).is_file():
         write_resolved_spec(run_dir, spec, source=source, overrides=overrides,

@@ -194,3 +194,16 @@ def test_check_problem_reports_a_missing_data_file(tmp_path: Path, cloudcast: Pr
     assert by_name["problem.yaml"].ok and not by_name["data"].ok
     assert "throughput.csv not found" in by_name["data"].detail
     assert "initial program" not in by_name  # not attempted without data
+
+
+def test_scenarios_name_the_data_they_read(cloudcast: Problem, tmp_path: Path):
+    root = _copy(cloudcast, tmp_path)
+    _edit_yaml(root / "problem.yaml", lambda d: d["scenarios"][0].update(data=["cloudcast/nowhere.csv"]))
+    with pytest.raises(ConfigError, match=r"scenario 'intra_aws' reads \['cloudcast/nowhere.csv'\]"):
+        load_problem(root)
+    _edit_yaml(root / "problem.yaml", lambda d: d["scenarios"][0].update(
+        data=["cloudcast/profiles/cost.csv", "cloudcast/examples/config/intra_aws.json"]))
+    problem = load_problem(root)
+    only = problem.ensure_data(problem.select_scenarios(["intra_aws"]))
+    assert [p.name for p in only] == ["cost.csv", "intra_aws.json"]
+    assert len(problem.ensure_data(problem.select_scenarios(["intra_aws", "intra_gcp"]))) == 7  # one reads all

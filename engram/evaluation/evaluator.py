@@ -127,7 +127,7 @@ class CandidateEvaluator:
         return {path: _sha256_bytes(path.read_bytes()) for path in files}
 
     def _check_integrity(self) -> None:
-        self.problem.ensure_data()  # re-hashes any data file whose metadata changed
+        self.problem.ensure_data(self.scenarios)  # re-hashes any data file whose metadata changed
         if self.problem.fingerprint() != self.fingerprint:
             raise IntegrityError(
                 f"the trusted files of problem {self.problem.name} in {self.problem.root} changed while "
