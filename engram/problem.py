@@ -71,6 +71,8 @@ class ProblemConfig(_Strict):
     scenario_sets: dict[str, list[str]] = Field(default_factory=dict)
     default_scenarios: str | None = Field(default=None, description="Scenario set used when none is chosen")
     data: list[data_files.DataFile] = Field(default_factory=list)
+    agent_files: list[str] = Field(default_factory=list,
+                                   description="Manifest paths copied into each agent's workspace under /data/")
 
     @model_validator(mode="after")
     def _names_are_consistent(self) -> ProblemConfig:
@@ -88,6 +90,9 @@ class ProblemConfig(_Strict):
         paths = [d.path for d in self.data]
         if len(set(paths)) != len(paths):
             raise ValueError("each data file may be listed once")
+        unknown = [p for p in self.agent_files if p not in paths]
+        if unknown:
+            raise ValueError(f"agent_files lists {unknown}, which the data manifest does not list")
         for scenario in self.scenarios:
             unknown = [p for p in scenario.data or [] if p not in paths]
             if unknown:

@@ -216,3 +216,18 @@ def test_the_helper_sub_agent_obeys_the_agents_deadline(tmp_path: Path):
     # The helper was stopped at the deadline, so its next turn went to the (bounded) summary request
     # instead; a helper without the agent's limits would have used it, and the summary the last turn.
     assert "never reached" not in json.dumps(responses)
+
+
+def test_agents_get_the_problems_exploration_files(tmp_path: Path):
+    spec = make_spec(tmp_path, [[
+        {"tool_calls": [{"name": "ls", "args": {"path": "/data/"}}]},
+        {"tool_calls": [INITIAL_PROGRAM_CALL]},
+        {"content": SUMMARY},
+    ]], problem={"name": "llm_sql", "scenarios": ["samples"]})
+    outcome = run(spec)
+    requests = transcript_requests(_seed(outcome) / "agents/agent-1/transcript.jsonl")
+    assert "/data/`: data to explore" in json.dumps(requests[0])
+    listing = next(m for m in requests[-1] if m["type"] == "tool")
+    assert "/data/beer_sample.csv" in str(listing["content"]) and "/data/PDMX_sample.csv" in str(listing["content"])
+    [experiment] = _events(outcome, "experiment")
+    assert experiment["ok"]

@@ -106,6 +106,10 @@ def prepare_workspace(ctx: MethodContext, agent: int) -> Path:
         (workspace / "baselines").mkdir()
         for name, path in baselines.items():
             shutil.copyfile(path, workspace / "baselines" / f"{name}.py")
+    if problem.config.agent_files:
+        (workspace / "data").mkdir()
+        for relative in problem.config.agent_files:
+            shutil.copyfile(problem.data_file(relative), workspace / "data" / Path(relative).name)
     best = archive.best()
     if best is not None:
         shutil.copyfile(best[1].program, workspace / "best_program.py")
@@ -165,6 +169,9 @@ def system_prompt(ctx: MethodContext, agent: int) -> str:
         lines.append("- `/digest.md`: the Research Digest of earlier agents")
     if ctx.problem.baselines():
         lines.append("- `/baselines/`: known reference algorithms for this problem")
+    if ctx.problem.config.agent_files:
+        names = ", ".join(f"`{Path(p).name}`" for p in ctx.problem.config.agent_files)
+        lines.append(f"- `/data/`: data to explore with your own scripts: {names}")
     if ctx.spec.method.archive:
         lines.append("- `/archive/` (read-only): `agent-<k>/experiments/exp-<m>/` with `program.py`, "
                      "`evaluation.json` and `results/` for every experiment so far, and each finished agent's "
