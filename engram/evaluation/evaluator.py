@@ -16,7 +16,6 @@ import json
 import math
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -160,7 +159,7 @@ class CandidateEvaluator:
         request_path = workdir / "request.json"
         request_path.write_text(json.dumps(request, allow_nan=True), encoding="utf-8")
         spawned_at = time.time()
-        argv = [sys.executable, "-P", str(self._session / "child.py"), str(request_path)]
+        argv = [self.sandbox.python, "-P", str(self._session / "child.py"), str(request_path)]
         mounts = [Mount(self._session), Mount(self.problem.root)]
         outcomes: dict[str, Outcome] | None = None
         if interactive:

@@ -129,6 +129,14 @@ class Sandbox(ABC):
 
     name: str
 
+    @property
+    def python(self) -> str:
+        """The interpreter to run Python children with, as a path valid inside the sandbox.
+
+        Host-based backends use Engram's own interpreter (same packages); a container backend
+        uses the image's."""
+        return sys.executable
+
     @classmethod
     @abstractmethod
     def availability(cls) -> str | None:
