@@ -38,5 +38,11 @@ class IntegrityError(EngramError):
     """Trusted files changed while Engram was running, so scores can no longer be trusted."""
 
 
+class Interrupted(EngramError):
+    """The user stopped a run (Ctrl-C); everything recorded so far is kept and can be resumed."""
+
+    exit_code = 130
+
+
 CANDIDATE_FAILED_EXIT_CODE = 3
 """Exit code of `engram evaluate` when the candidate program fails (distinct from bad input, 2)."""

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -21,7 +24,7 @@ import yaml
 
 from engram import __version__
 from engram.archive import SeedArchive, read_jsonl, write_atomic, write_json
-from engram.errors import ConfigError, EngramError
+from engram.errors import ConfigError, EngramError, Interrupted
 from engram.progress import Progress
 from engram.spec import SCRIPTED_MODEL, Spec, load_spec, parse_spec
 
@@ -144,7 +147,6 @@ def resume(run_dir: Path, progress: Progress) -> RunOutcome:
 
 def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | None, overrides: list[str],
             resumed: bool) -> RunOutcome:
-    from engram.evaluation.evaluator import CandidateEvaluator
     from engram.problem import load_problem
     from engram.sandbox import get_sandbox
     from engram.tracking import default_tracking_uri
@@ -156,6 +158,40 @@ def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | Non
         write_resolved_spec(run_dir, spec, source=source, overrides=overrides,
                             problem_fingerprint=problem.fingerprint(), sandbox=sandbox.name)
     tracking_uri = (spec.tracking.uri or default_tracking_uri()) if spec.tracking.mlflow else None
+    try:
+        with _stop_sandboxes_on_interrupt():
+            outcomes = _run_seeds(spec, run_dir, problem, sandbox, progress, tracking_uri, resumed)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; everything recorded so far is in {run_dir}. "
+                          f"Continue with: engram resume {run_dir}") from None
+    return RunOutcome(run_dir, outcomes, tracking_uri)
+
+
+@contextlib.contextmanager
+def _stop_sandboxes_on_interrupt() -> Iterator[None]:
+    """On Ctrl-C, kill running candidates and shell commands first: tools run in worker threads,
+    and the agent loop would otherwise wait for them to time out before it could stop."""
+    from engram.sandbox.process import kill_active_runs
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        kill_active_runs()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_seeds(spec: Spec, run_dir: Path, problem: Any, sandbox: Any, progress: Progress,
+               tracking_uri: str | None, resumed: bool) -> list[SeedOutcome]:
+    from engram.evaluation.evaluator import CandidateEvaluator
+
     outcomes = []
     with CandidateEvaluator(problem, sandbox, scenarios=spec.problem.scenarios,
                             time_limit_s=spec.problem.time_limit_s) as evaluator:
@@ -167,7 +203,7 @@ def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | Non
             progress.seed_started(seed, resumed=resumed and archive.events_file.exists())
             outcomes.append(SeedOutcome(seed, run_seed(spec, run_dir, archive, seed, problem, evaluator, sandbox,
                                                        progress, tracking_uri)))
-    return RunOutcome(run_dir, outcomes, tracking_uri)
+    return outcomes
 
 
 def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem: Any, evaluator: Any,

@@ -85,7 +85,9 @@ class BudgetSettings(_Strict):
 
 
 class SandboxSettings(_Strict):
-    backend: Literal["auto", "bwrap", "process"] = "auto"
+    backend: Literal["auto", "docker", "bwrap", "process"] = "auto"
+    image: str | None = Field(default=None, description="Docker image for the 'docker' backend; "
+                              "default: $ENGRAM_SANDBOX_IMAGE or engram-sandbox:offline")
     shell_timeout_s: PositiveFloat = Field(default=300, description="Limit for one shell command of an agent")
     shell_memory_mb: PositiveInt = 4096
 

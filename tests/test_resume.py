@@ -97,3 +97,25 @@ def test_killed_during_an_agent_turn_and_continued_by_apply(tmp_path: Path):
     digest = (run_dir / "seed-0/digest.md").read_text()
     assert "## Agent 1" in digest and "the run was interrupted" in digest
     assert len(_events(run_dir, "resume")) == 1
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path):
+    spec = make_spec(tmp_path, [
+        [{"tool_calls": [INITIAL_PROGRAM_CALL]},
+         {"tool_calls": [{"name": "execute", "args": {"command": "sleep 60"}}]}, {"content": SUMMARY}],
+    ])
+    process = subprocess.Popen([sys.executable, "-m", "engram.cli", "apply", str(spec), "--quiet"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: any((tmp_path / "runs").glob("t/*/seed-0/agents/agent-1/experiments/exp-0001/evaluation.json")))
+    time.sleep(1.0)
+    interrupted_at = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - interrupted_at < 30  # the 60 s shell command was killed, not waited for
+    run_dir = _run_dir(tmp_path)
+    assert process.returncode == 130
+    assert f"engram resume {run_dir}" in stderr and "Traceback" not in stderr
+    assert [e["experiment"] for e in _events(run_dir, "experiment")] == [1]
+    _finish("resume", str(run_dir))
+    assert [e["reason"] for e in _events(run_dir, "agent_end")] == ["interrupted"]
+    assert (run_dir / "seed-0/result.json").is_file()

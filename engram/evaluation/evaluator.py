@@ -332,6 +332,9 @@ def _abnormal_end(run: SandboxResult, limits: Limits) -> tuple[ErrorKind, str]:
     if run.timed_out == "cpu":
         return ErrorKind.TIMEOUT, f"the program used more than {limits.effective_cpu_seconds:g} s of CPU time"
     stderr = run.stderr.text()
+    if run.oom_killed:
+        return ErrorKind.MEMORY, (f"the program was killed for using more memory than its limit "
+                                  f"({_mb(limits.memory_bytes)})\n{_tail(stderr)}").rstrip()
     if "MemoryError" in stderr:
         return ErrorKind.MEMORY, f"the program ran out of memory (limit {_mb(limits.memory_bytes)})\n{_tail(stderr)}"
     if run.signal is not None:

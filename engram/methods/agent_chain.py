@@ -20,6 +20,7 @@ from typing import Any
 from langchain.agents.middleware import AgentMiddleware
 
 from engram.archive import write_atomic
+from engram.errors import EngramError
 from engram.methods.context import MethodContext, MethodResult, StopRun
 from engram.methods.digest import (
     append_to_digest,
@@ -300,6 +301,8 @@ def _drive(ctx: MethodContext, agent: int, graph: Any, deadline: float) -> tuple
         return AgentOutcome(f"stopped: {stop.reason}", run_stop=stop.reason), last_text
     except GraphRecursionError:
         return AgentOutcome(f"step limit ({ctx.spec.method.max_steps_per_agent})"), last_text
+    except EngramError:
+        raise  # the run itself is broken (tampered problem files, missing data): stop it, say why
     except Exception as exc:  # a model or provider error that retries did not cure
         if _is_budget_error(exc):
             return AgentOutcome(f"stopped: {exc}", run_stop=str(exc)), last_text

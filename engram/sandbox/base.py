@@ -1,6 +1,6 @@
 """The sandbox interface: run one untrusted command under limits and report what happened.
 
-Every backend (plain process, bubblewrap, and later Docker) takes the same request -- an argv, a
+Every backend (plain process, bubblewrap, Docker) takes the same request -- an argv, a
 working directory, the paths the command may see, resource limits and an environment -- and returns
 a `SandboxResult` of plain data. Callers never learn how the isolation is done, so a candidate's
 score cannot depend on the backend.
@@ -117,6 +117,10 @@ class SandboxResult:
     max_rss_bytes: int = 0
     process_cap_hit: bool = False
     """The command tried to run more processes than `Limits.max_processes` allows."""
+    oom_killed: bool = False
+    """The kernel killed the command for exceeding its memory cgroup limit (container backends).
+
+    A cgroup OOM kill looks like any SIGKILL; this flag is how callers can still call it a memory error."""
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -16,6 +16,7 @@ import resource
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,6 +26,19 @@ from engram.sandbox.cgroup import PidsCgroup
 
 _READ_CHUNK = 1 << 16
 _DRAIN_GRACE_S = 1.0
+
+_active: dict[int, PidsCgroup | None] = {}
+_active_lock = threading.Lock()
+
+
+def kill_active_runs() -> int:
+    """Kill every command this process is running in a sandbox (on Ctrl-C, so the runner stops at
+    once instead of waiting for a candidate or shell command to time out). Returns how many."""
+    with _active_lock:
+        running = list(_active.items())
+    for pid, cgroup in running:
+        _kill_everything(pid, cgroup)
+    return len(running)
 
 
 class ProcessSandbox(Sandbox):
@@ -74,11 +88,15 @@ class ProcessSandbox(Sandbox):
             if cgroup:
                 cgroup.remove()
             raise
+        with _active_lock:
+            _active[proc.pid] = cgroup
         try:
             result = _supervise(proc, started, limits, cgroup, notes, self.translate_returncode)
             result.process_cap_hit = cgroup is not None and cgroup.cap_hits() > 0
             return result
         finally:
+            with _active_lock:
+                _active.pop(proc.pid, None)
             if proc.returncode is None:  # supervision failed half-way: leave nothing behind
                 _kill_everything(proc.pid, cgroup)
                 proc.wait()
