@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from engram.evaluation import Evaluation
 
 F = TypeVar("F", bound=Callable[..., Any])
+SANDBOX_CHOICES = ("auto", "docker", "bwrap", "process")
+"""Kept here (not imported from engram.sandbox) so `engram --help` stays fast."""
 
 
 def _reports_errors(command: F) -> F:
@@ -73,7 +75,7 @@ def data(problem: str) -> None:
 @click.argument("problem")
 @click.argument("program", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation as one JSON object.")
-@click.option("--sandbox", "sandbox_name", type=click.Choice(["auto", "bwrap", "process"]), default="auto",
+@click.option("--sandbox", "sandbox_name", type=click.Choice(list(SANDBOX_CHOICES)), default="auto",
               show_default=True, help="Where the candidate runs.")
 @click.option("--scenarios", default=None, metavar="A,B",
               help="Comma-separated scenario or scenario-set names (default: the problem's default set).")
@@ -206,7 +208,7 @@ def new_problem(path: Path) -> None:
 
 @main.command("check-problem")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--sandbox", "sandbox_name", type=click.Choice(["auto", "bwrap", "process"]), default="auto",
+@click.option("--sandbox", "sandbox_name", type=click.Choice(list(SANDBOX_CHOICES)), default="auto",
               show_default=True)
 @click.option("--scenarios", default=None, metavar="A,B", help="Evaluate the initial program on these only.")
 @_reports_errors
@@ -222,6 +224,26 @@ def check_problem(path: Path, sandbox_name: str, scenarios: str | None) -> None:
     if not all(c.ok for c in checks):
         sys.exit(2)
     click.echo(f"{path}: ready")
+
+
+@main.group()
+def sandbox() -> None:
+    """Manage sandbox backends."""
+
+
+@sandbox.command()
+@_reports_errors
+def prune() -> None:
+    """Remove Docker sandbox containers (label engram.sandbox=1) that a crash left behind."""
+    from engram.errors import SandboxError
+    from engram.sandbox.docker import DockerSandbox
+    from engram.sandbox.docker import prune as prune_containers
+
+    reason = DockerSandbox.availability()
+    if reason is not None:
+        raise SandboxError(f"cannot prune: {reason}")
+    removed = prune_containers()
+    click.echo(f"removed {removed} sandbox container{'s' if removed != 1 else ''}")
 
 
 def render_evaluation(result: Evaluation, program: Path) -> str:

@@ -93,7 +93,7 @@ def new_run_dir(spec: Spec) -> Path:
 
 
 def write_resolved_spec(run_dir: Path, spec: Spec, *, source: Path | None, overrides: list[str],
-                        problem_fingerprint: str, sandbox: str) -> None:
+                        problem_fingerprint: str, sandbox: str, sandbox_image: str | None = None) -> None:
     from engram.llm import price_snapshot
 
     meta = {
@@ -105,6 +105,7 @@ def write_resolved_spec(run_dir: Path, spec: Spec, *, source: Path | None, overr
         "platform": platform.platform(),
         "packages": {name: _version(name) for name in _VERSIONED_PACKAGES},
         "sandbox": sandbox,
+        "sandbox_image": sandbox_image,  # the Docker image id candidates ran in, if any
         "problem_fingerprint": problem_fingerprint,
         "model_prices": price_snapshot(spec.model.price_as or spec.model.id),
     }
@@ -153,10 +154,12 @@ def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | Non
 
     problem = load_problem(spec.problem.name)
     problem.ensure_data(problem.select_scenarios(spec.problem.scenarios))
-    sandbox = get_sandbox(spec.sandbox.backend, quiet=True)
+    sandbox = get_sandbox(spec.sandbox.backend, quiet=True, image=spec.sandbox.image,
+                          labels={"engram.run": run_dir.name})
     if not (run_dir / RESOLVED_SPEC).is_file():
         write_resolved_spec(run_dir, spec, source=source, overrides=overrides,
-                            problem_fingerprint=problem.fingerprint(), sandbox=sandbox.name)
+                            problem_fingerprint=problem.fingerprint(), sandbox=sandbox.name,
+                            sandbox_image=getattr(sandbox, "image_digest", None))
     tracking_uri = (spec.tracking.uri or default_tracking_uri()) if spec.tracking.mlflow else None
     try:
         with _stop_sandboxes_on_interrupt():
@@ -171,6 +174,7 @@ def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | Non
 def _stop_sandboxes_on_interrupt() -> Iterator[None]:
     """On Ctrl-C, kill running candidates and shell commands first: tools run in worker threads,
     and the agent loop would otherwise wait for them to time out before it could stop."""
+    from engram.sandbox import docker as docker_sandbox
     from engram.sandbox.process import kill_active_runs
 
     if threading.current_thread() is not threading.main_thread():
@@ -179,6 +183,7 @@ def _stop_sandboxes_on_interrupt() -> Iterator[None]:
 
     def interrupt(signum: int, frame: object) -> None:
         kill_active_runs()
+        docker_sandbox.kill_active_runs()
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, interrupt)

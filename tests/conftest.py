@@ -21,7 +21,8 @@ if not os.environ.get("ENGRAM_DATA_DIR") and SHARED_DATA.is_dir():
     os.environ["ENGRAM_DATA_DIR"] = str(SHARED_DATA)
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-BACKENDS = ["process", "bwrap"]
+BACKENDS = ["process", "bwrap", "docker"]
+"""Backends every evaluator test runs on (docker is skipped without an engine, except in CI)."""
 
 INITIAL_TOTAL_COST = 1045.860405
 INITIAL_SCORE = 0.0009552371980292827
@@ -31,6 +32,14 @@ TIGHT = Limits(wall_seconds=4, memory_bytes=1 * GiB, max_processes=32, output_by
 
 
 def require_backend(name: str) -> None:
+    if name == "docker":
+        from engram.sandbox.docker import DockerSandbox
+
+        reason = DockerSandbox.availability()
+        if reason is not None:
+            if os.environ.get("CI"):
+                pytest.fail(f"a Docker engine must answer in CI: {reason}")
+            pytest.skip(f"docker unavailable here: {reason}")
     if name == "bwrap" and BwrapSandbox.availability() is not None:
         if os.environ.get("CI"):
             pytest.fail(f"bwrap must work in CI: {BwrapSandbox.availability()}")

@@ -16,6 +16,7 @@ from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate,
 from engram.archive import read_jsonl
 from engram.llm import transcript_requests
 from engram.runner import RunOutcome
+from engram.sandbox.bwrap import BwrapSandbox
 
 SLEEPY = "import time\n\ndef search_algorithm(src, dsts, G, num_partitions):\n    time.sleep(60)\n"
 
@@ -223,7 +224,9 @@ def test_agents_get_the_problems_exploration_files(tmp_path: Path):
         {"tool_calls": [{"name": "ls", "args": {"path": "/data/"}}]},
         {"tool_calls": [INITIAL_PROGRAM_CALL]},
         {"content": SUMMARY},
-    ]], problem={"name": "llm_sql", "scenarios": ["samples"]})
+    ]], problem={"name": "llm_sql", "scenarios": ["samples"]},
+        # Not docker: llm_sql's pickled tables need the host's pandas 2 / numpy 2, which the image lacks.
+        sandbox={"backend": "bwrap" if BwrapSandbox.availability() is None else "process"})
     outcome = run(spec)
     requests = transcript_requests(_seed(outcome) / "agents/agent-1/transcript.jsonl")
     assert "/data/`: data to explore" in json.dumps(requests[0])

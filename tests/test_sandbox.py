@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ def sandbox(request: pytest.FixtureRequest):
 
 
 def _run(sandbox, code: str, workdir: Path, **limits: object):
-    return sandbox.run([sys.executable, "-c", code], workdir=workdir, limits=Limits(**limits),
+    return sandbox.run([sandbox.python, "-c", code], workdir=workdir, limits=Limits(**limits),
                        env=clean_environment(workdir))
 
 
@@ -89,5 +88,5 @@ def test_environment_is_an_allow_list(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 
 def test_unknown_backend_is_a_clear_error():
-    with pytest.raises(SandboxError, match=r"unknown sandbox backend 'vm'.*auto, bwrap, process"):
+    with pytest.raises(SandboxError, match=r"unknown sandbox backend 'vm'.*auto, docker, bwrap, process"):
         get_sandbox("vm")

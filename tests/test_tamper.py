@@ -172,7 +172,7 @@ def test_overwriting_trusted_files_never_pays_off(isolated_copy, initial_source:
     attack = f"PROBLEM_DIR = {str(problem_dir)!r}\nDATA_DIR = {str(data_dir)!r}\n" + OVERWRITE + initial_source
     result = evaluator.evaluate(attack)
     assert result.score == INITIAL_SCORE, result.error
-    if backend == "bwrap":
+    if backend in ("bwrap", "docker"):  # isolated: the writes cannot land
         assert "overwrote" not in result.stdout
         assert evaluator.evaluate(initial_source).score == INITIAL_SCORE
     else:

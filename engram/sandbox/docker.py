@@ -38,9 +38,38 @@ CONTAINER_PATH = "/usr/local/bin:/usr/bin:/bin"
 _PING_TIMEOUT_S = 3.0
 _CONTROL_TIMEOUT_S = 60.0
 _DRAIN_GRACE_S = 1.0
-_POLL_S = 0.25
+_POLL_S = 0.05
+_BACKSTOP_S = 30
 _START_HINT = ("start Docker (or, for Engram's developers, `eval \"$(../shared/tools/docker-engine-up.sh)\"`), "
                "or choose --sandbox bwrap|process")
+
+
+_active: dict[str, str] = {}
+"""Containers running now (id -> image), so Ctrl-C can kill them instead of waiting them out."""
+
+
+def kill_active_runs() -> int:
+    """Kill every container this process is running (on Ctrl-C); return how many.
+
+    Safe to call from a signal handler: the kills happen on a fresh client in a helper thread, so
+    no lock the interrupted main thread may hold is needed. Each run still removes its container."""
+    running = list(_active)  # a copy without a lock: the handler must not wait for one
+    if running:
+        threading.Thread(target=_kill, args=(running,), name="engram-docker-kill", daemon=True).start()
+    return len(running)
+
+
+def _kill(container_ids: list[str]) -> None:
+    import docker
+
+    with contextlib.suppress(Exception):
+        client = docker.from_env(timeout=10)
+        try:
+            for container_id in container_ids:
+                with contextlib.suppress(Exception):
+                    client.api.kill(container_id)
+        finally:
+            client.close()
 
 
 def default_image() -> str:
@@ -128,9 +157,13 @@ class DockerSandbox(Sandbox):
                                       daemon=True)
             reader.start()
             started = time.monotonic()
+            _active[container.id] = self.image
             container.start()
-            cgroup = _pids_cgroup(container.id)
-            status, timed_out, cap_hit = self._wait(container, started + limits.wall_seconds, cgroup)
+            watch = _CapWatch(_pids_cgroup(container.id) if limits.max_processes else None)
+            try:
+                status, timed_out = self._wait(container, started + limits.wall_seconds)
+            finally:
+                cap_hit = watch.stop()
             wall = time.monotonic() - started
             reader.join(_DRAIN_GRACE_S)
             with contextlib.suppress(Exception):
@@ -139,9 +172,9 @@ class DockerSandbox(Sandbox):
             state = self._client.api.inspect_container(container.id).get("State", {})
             oom_killed = bool(state.get("OOMKilled"))
             returncode = _translate(status)
-            if cgroup is None and not cap_hit and limits.max_processes and returncode != 0:
-                # No view of the container's cgroup (e.g. Docker Desktop's VM): fork failing with
-                # EAGAIN under a pids limit is the only sign. It can only mislabel the command's own failure.
+            if not cap_hit and limits.max_processes and returncode != 0:
+                # No view of the container's cgroup (e.g. Docker Desktop's VM), or a refusal just before
+                # the exit: fork failing with EAGAIN is the sign. It can only relabel the command's own failure.
                 stderr_text = captures[1].result().text()
                 cap_hit = "Resource temporarily unavailable" in stderr_text
             if timed_out is None and returncode == -signal.SIGXCPU:
@@ -163,6 +196,8 @@ class DockerSandbox(Sandbox):
         except docker.errors.APIError as exc:
             raise SandboxError(f"the Docker engine refused to run the command: {_first_line(exc)}") from exc
         finally:
+            if container is not None:
+                _active.pop(container.id, None)
             if stream is not None:
                 with contextlib.suppress(Exception):
                     stream.close()
@@ -181,7 +216,9 @@ class DockerSandbox(Sandbox):
         binds += [DockerMount(str(m.inside), str(m.path), type="bind", read_only=not m.writable) for m in mounts]
         environment = {**env, "PATH": CONTAINER_PATH}
         options: dict[str, Any] = {
-            "command": list(argv),
+            # A backstop inside the container: if Engram dies (SIGKILL) nobody enforces the wall limit
+            # from outside, and an orphan would otherwise run forever (`engram sandbox prune` removes it).
+            "command": ["timeout", "-s", "KILL", f"{math.ceil(limits.wall_seconds) + _BACKSTOP_S}s", *argv],
             "environment": environment,
             "working_dir": str(workdir),
             "user": f"{owner.st_uid}:{owner.st_gid}",
@@ -207,27 +244,43 @@ class DockerSandbox(Sandbox):
             options["pids_limit"] = limits.max_processes
         return options
 
-    def _wait(self, container: Any, deadline: float, cgroup: Path | None) -> tuple[int, str | None, bool]:
-        """Wait for the container to exit or the deadline; kill it at the deadline.
-
-        Waits in short slices when the container's pids cgroup is visible, to notice a fork that hit
-        the process cap (the cgroup, and its counter, vanish when the container stops)."""
+    def _wait(self, container: Any, deadline: float) -> tuple[int, str | None]:
+        """Wait for the container to exit; at the deadline kill it (a command cannot time itself out)."""
         import requests
 
-        cap_hit = False
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                with contextlib.suppress(Exception):
-                    container.kill()
-                status = self._client.api.wait(container.id, timeout=int(_CONTROL_TIMEOUT_S))
-                return int(status.get("StatusCode", -1)), "wall", cap_hit or _cap_hits(cgroup)
-            slice_s = min(remaining, _POLL_S) if cgroup is not None else remaining
-            try:
-                status = self._client.api.wait(container.id, timeout=slice_s)
-                return int(status.get("StatusCode", -1)), None, cap_hit
-            except requests.exceptions.RequestException:
-                cap_hit = cap_hit or _cap_hits(cgroup)
+        try:
+            status = self._client.api.wait(container.id, timeout=max(0.01, deadline - time.monotonic()))
+            return int(status.get("StatusCode", -1)), None
+        except requests.exceptions.RequestException:
+            with contextlib.suppress(Exception):
+                container.kill()
+            status = self._client.api.wait(container.id, timeout=int(_CONTROL_TIMEOUT_S))
+            return int(status.get("StatusCode", -1)), "wall"
+
+
+class _CapWatch:
+    """Watches the container's pids cgroup for forks refused by the cap.
+
+    The counter vanishes with the container's cgroup as soon as it stops, so it is sampled while the
+    command runs; a refusal in its last few milliseconds may be missed (then stderr is the hint)."""
+
+    def __init__(self, cgroup: Path | None) -> None:
+        self.cgroup = cgroup
+        self.hit = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="engram-docker-pids", daemon=True)
+        if cgroup is not None:
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self.hit and not self._stop.is_set():
+            self.hit = _cap_hits(self.cgroup)
+            self._stop.wait(_POLL_S)
+
+    def stop(self) -> bool:
+        self.hit = self.hit or _cap_hits(self.cgroup)
+        self._stop.set()
+        return self.hit
 
 
 def _pump(stream: Iterator[tuple[bytes | None, bytes | None]], captures: tuple[StreamCapture, StreamCapture]) -> None:
@@ -241,8 +294,10 @@ def _pump(stream: Iterator[tuple[bytes | None, bytes | None]], captures: tuple[S
 
 
 def _ulimits(limits: Limits) -> list[tuple[str, int, int]]:
-    """CPU-time and file-size rlimits, never above the host's hard limits (the engine would refuse)."""
-    wanted = [("cpu", resource.RLIMIT_CPU, math.ceil(limits.effective_cpu_seconds), 1)]
+    """Core-size, CPU-time and file-size rlimits, never above the host's hard limits (the engine would refuse)."""
+    # No core dumps: a crashing command would otherwise write one into its (host-visible) working directory.
+    wanted = [("core", resource.RLIMIT_CORE, 0, 0),
+              ("cpu", resource.RLIMIT_CPU, math.ceil(limits.effective_cpu_seconds), 1)]
     if limits.file_size_bytes is not None:
         wanted.append(("fsize", resource.RLIMIT_FSIZE, limits.file_size_bytes, 0))
     result = []

@@ -1,0 +1,95 @@
+"""Benchmark: what one evaluation costs through the docker sandbox beyond the candidate's own time.
+
+For each backend (`process` as the baseline, `docker`, and `bwrap` when available) a long-lived
+`CandidateEvaluator` of cloudcast evaluates the initial program; the backends take turns round by
+round (one warm-up each, then ``--repeat`` rounds) so machine load affects all about equally.
+
+Columns (medians, milliseconds):
+
+* ``total``: wall clock around ``evaluate()``;
+* ``candidate``: the candidate's own time as the child measured it (loading + scenarios);
+* ``overhead``: ``total - candidate``: sandbox start and stop, Python start-up, scoring, I/O;
+* ``start``: from spawning the sandboxed command to the child's first line (``Timings.sandbox_start_s``);
+* ``empty run``: a bare ``sandbox.run([python, "-c", "pass"])``, the backend's floor.
+
+The docker row's ``overhead`` minus the process row's is what Docker adds per evaluation (target
+< 300 ms). Nothing is asserted; the script exits 0 unless something crashes.
+
+    DOCKER_HOST=... ENGRAM_DATA_DIR=../shared/data python bench/bench_docker.py --repeat 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from engram.errors import SandboxError
+from engram.evaluation.evaluator import CandidateEvaluator
+from engram.problem import load_problem
+from engram.sandbox import Limits, Sandbox, clean_environment, get_sandbox
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=7, help="timed rounds after one warm-up (default 7)")
+    parser.add_argument("--backends", default="process,docker,bwrap", help="comma-separated (default: all)")
+    args = parser.parse_args()
+
+    problem = load_problem("cloudcast")
+    program = problem.initial_program.read_text()
+    sandboxes: dict[str, Sandbox] = {}
+    for name in args.backends.split(","):
+        try:
+            sandboxes[name] = get_sandbox(name, quiet=True)
+        except SandboxError as exc:
+            print(f"skipping {name}: {exc}")
+    evaluators = {name: CandidateEvaluator(problem, sb) for name, sb in sandboxes.items()}
+    samples: dict[str, dict[str, list[float]]] = {n: {k: [] for k in ("total", "candidate", "overhead", "start",
+                                                                         "empty")} for n in sandboxes}
+    scores: dict[str, set[float | None]] = {n: set() for n in sandboxes}
+    try:
+        for round_ in range(args.repeat + 1):
+            for name, evaluator in evaluators.items():
+                started = time.monotonic()
+                result = evaluator.evaluate(program)
+                total = time.monotonic() - started
+                empty = _empty_run(sandboxes[name])
+                scores[name].add(result.score)
+                if round_ == 0:
+                    continue  # warm-up
+                s = samples[name]
+                s["total"].append(total)
+                s["candidate"].append(result.timings.candidate_s)
+                s["overhead"].append(total - result.timings.candidate_s)
+                s["start"].append(result.timings.sandbox_start_s)
+                s["empty"].append(empty)
+    finally:
+        for evaluator in evaluators.values():
+            evaluator.close()
+
+    print(f"cloudcast initial program, {args.repeat} rounds, medians in ms")
+    print(f"{'backend':<8} {'total':>8} {'candidate':>10} {'overhead':>9} {'start':>7} {'empty run':>10}  score")
+    for name, s in samples.items():
+        med = {k: 1000 * statistics.median(v) for k, v in s.items()}
+        print(f"{name:<8} {med['total']:8.0f} {med['candidate']:10.0f} {med['overhead']:9.0f} {med['start']:7.0f} "
+              f"{med['empty']:10.0f}  {sorted(scores[name], key=str)}")
+    if "docker" in samples and "process" in samples:
+        extra = 1000 * (statistics.median(samples["docker"]["overhead"])
+                        - statistics.median(samples["process"]["overhead"]))
+        print(f"docker adds {extra:.0f} ms per evaluation over the process backend (target < 300 ms)")
+
+
+def _empty_run(sandbox: Sandbox) -> float:
+    with tempfile.TemporaryDirectory(prefix="engram-bench-") as directory:
+        workdir = Path(directory)
+        started = time.monotonic()
+        sandbox.run([sandbox.python, "-c", "pass"], workdir=workdir, limits=Limits(wall_seconds=30),
+                    env=clean_environment(workdir))
+        return time.monotonic() - started
+
+
+if __name__ == "__main__":
+    main()

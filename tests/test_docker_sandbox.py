@@ -1,0 +1,224 @@
+"""The docker backend against a real engine: isolation, limits, exact scores, nothing left behind.
+
+Skipped when no engine answers, except in CI (where `.ci/run` starts one), so the isolation claims
+of the backend are always checked somewhere. No fake client: a mock would only test our own guesses.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import INITIAL_SCORE, TIGHT, require_backend
+
+from engram.errors import SandboxError
+from engram.evaluation import ErrorKind
+from engram.evaluation.evaluator import CandidateEvaluator
+from engram.problem import Problem
+from engram.sandbox import Limits, Mount, clean_environment, get_sandbox
+from engram.sandbox.base import MiB
+from engram.sandbox.docker import LABEL, DockerSandbox
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+ENTRY = "def search_algorithm(src, dsts, G, num_partitions):\n"
+
+
+@pytest.fixture(scope="module")
+def docker_sandbox() -> DockerSandbox:
+    require_backend("docker")
+    sandbox = get_sandbox("docker", quiet=True)
+    assert isinstance(sandbox, DockerSandbox)
+    return sandbox
+
+
+@pytest.fixture(scope="module")
+def docker_evaluator(docker_sandbox: DockerSandbox, cloudcast: Problem) -> Iterator[CandidateEvaluator]:
+    with CandidateEvaluator(cloudcast, docker_sandbox, limits=TIGHT) as ev:
+        yield ev
+
+
+def _ours() -> set[str]:
+    """Ids of labelled containers (other tests kill runners with SIGKILL and may leave some: compare sets)."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        return {c.id for c in client.containers.list(all=True, filters={"label": f"{LABEL}=1"})}
+    finally:
+        client.close()
+
+
+@pytest.fixture(autouse=True)
+def _leaves_nothing_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test here must leave no container of its own behind."""
+    if "docker_sandbox" not in request.fixturenames:
+        yield
+        return
+    before = _ours()
+    yield
+    assert _ours() <= before
+
+
+def _sh(sandbox: DockerSandbox, command: str, workdir: Path, mounts: tuple[Mount, ...] = (), **limits: object):
+    return sandbox.run(["/bin/bash", "-c", command], workdir=workdir, mounts=mounts, limits=Limits(**limits),
+                       env=clean_environment(workdir))
+
+
+def _py(sandbox: DockerSandbox, code: str, workdir: Path, **limits: object):
+    return sandbox.run([sandbox.python, "-c", code], workdir=workdir, limits=Limits(**limits),
+                       env=clean_environment(workdir))
+
+
+def test_the_initial_program_scores_exactly_as_on_the_host(docker_evaluator: CandidateEvaluator,
+                                                            cloudcast: Problem):
+    result = docker_evaluator.evaluate(cloudcast.initial_program)
+    assert result.ok, result.error
+    assert result.sandbox == "docker"
+    assert result.score == INITIAL_SCORE
+
+
+def test_no_network_not_even_the_hosts_loopback(docker_sandbox: DockerSandbox, tmp_path: Path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    code = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+            "    print('CONNECTED')\nexcept OSError as e:\n    print('refused', e)\n"
+            "import os\nprint(sorted(os.listdir('/sys/class/net')))\n")
+    try:
+        result = _py(docker_sandbox, code, tmp_path, wall_seconds=10)
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nothing is waiting in the backlog
+            server.accept()
+    finally:
+        server.close()
+    assert "CONNECTED" not in result.stdout.text() and "refused" in result.stdout.text()
+    assert "['lo']" in result.stdout.text()
+
+
+def test_the_environment_is_exactly_the_given_one(docker_sandbox: DockerSandbox, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret")
+    monkeypatch.setenv("DOCKER_SECRET_TOKEN", "secret")
+    result = _py(docker_sandbox, "import os, json\nprint(json.dumps(dict(os.environ)))", tmp_path)
+    assert "secret" not in result.stdout.text()
+    import json
+
+    inside = json.loads(result.stdout.text())
+    given = clean_environment(tmp_path)
+    assert set(inside) - {"HOSTNAME"} == set(given)
+    assert inside["PATH"] == "/usr/local/bin:/usr/bin:/bin"
+    assert inside["HOME"] == str(tmp_path) and inside["PYTHONHASHSEED"] == "0"
+
+
+def test_memory_limit_is_an_oom_kill_classified_as_memory(docker_sandbox: DockerSandbox, tmp_path: Path,
+                                                          docker_evaluator: CandidateEvaluator, cloudcast: Problem):
+    code = "hog = []\nwhile True:\n    hog.append(bytearray(50 * 2**20))\n"
+    result = _py(docker_sandbox, code, tmp_path, wall_seconds=20, memory_bytes=200 * MiB)
+    assert result.oom_killed and result.returncode == -9 and result.timed_out is None
+    evaluation = docker_evaluator.evaluate(ENTRY + "    " + code.replace("\n", "\n    "))
+    assert evaluation.error_kind == ErrorKind.MEMORY, evaluation.error
+    assert docker_evaluator.evaluate(cloudcast.initial_program).score == INITIAL_SCORE
+
+
+def test_process_cap_holds_and_is_reported(docker_sandbox: DockerSandbox, tmp_path: Path):
+    code = ("import os, time\nn = 0\ntry:\n    for _ in range(200):\n        if os.fork() == 0:\n"
+            "            time.sleep(30)\n            os._exit(0)\n        n += 1\nexcept OSError as e:\n"
+            "    print('stopped at', n, e, flush=True)\n    time.sleep(0.5)\n")
+    result = _py(docker_sandbox, code, tmp_path, wall_seconds=20, max_processes=16)
+    assert "stopped at" in result.stdout.text()
+    assert int(result.stdout.text().split()[2]) < 16
+    assert result.process_cap_hit
+
+
+def test_wall_timeout_kills_and_removes_the_container(docker_sandbox: DockerSandbox, tmp_path: Path):
+    started = time.monotonic()
+    result = _sh(docker_sandbox, "sleep 300 & sleep 300", tmp_path, wall_seconds=1.5)
+    assert result.timed_out == "wall"
+    assert time.monotonic() - started < 6
+
+
+def test_only_the_workdir_and_tmp_are_writable(docker_sandbox: DockerSandbox, tmp_path: Path):
+    workdir, shared = tmp_path / "work", tmp_path / "shared"
+    workdir.mkdir()
+    shared.mkdir()
+    (shared / "data.txt").write_text("trusted")
+    command = (f"for p in /usr/x /etc/x /x {shared}/data.txt {shared}/new; do "
+               "(echo hi > $p) 2>/dev/null && echo WROTE $p; done; "
+               f"echo ok > {workdir}/out.txt && echo ok > /tmp/scratch && cat {shared}/data.txt")
+    result = _sh(docker_sandbox, command, workdir, mounts=(Mount(shared),))
+    assert "WROTE" not in result.stdout.text(), result.stdout.text()
+    assert result.stdout.text().strip() == "trusted" and result.returncode == 0
+    assert (workdir / "out.txt").read_text() == "ok\n"
+    assert (shared / "data.txt").read_text() == "trusted" and not (shared / "new").exists()
+    # A mount may sit inside the working directory at another path (the agents' read-only archive).
+    result = _sh(docker_sandbox, "cat archive/data.txt; echo; echo x > archive/y 2>/dev/null || echo RO", workdir,
+                 mounts=(Mount(shared, target=workdir / "archive"),))
+    assert result.stdout.text().split() == ["trusted", "RO"]
+
+
+def test_runs_as_the_workdir_owner_without_privileges(docker_sandbox: DockerSandbox, tmp_path: Path):
+    result = _sh(docker_sandbox, "id -u; id -g; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status", tmp_path)
+    lines = result.stdout.text().split("\n")
+    owner = tmp_path.stat()
+    assert lines[:2] == [str(owner.st_uid), str(owner.st_gid)]
+    assert "CapEff:\t0000000000000000" in lines and "NoNewPrivs:\t1" in lines
+
+
+def test_an_interrupt_still_removes_the_container(docker_sandbox: DockerSandbox, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch):
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(docker_sandbox, "_wait", interrupted)
+    before = _ours()
+    with pytest.raises(KeyboardInterrupt):
+        _sh(docker_sandbox, "sleep 60", tmp_path)
+    assert _ours() <= before
+
+
+def test_prune_removes_containers_a_crash_left_behind(docker_sandbox: DockerSandbox):
+    import docker
+
+    client = docker.from_env()
+    try:
+        before = _ours()
+        left = client.containers.run(docker_sandbox.image, ["sleep", "600"], detach=True, init=True,
+                                     network_mode="none", labels={LABEL: "1"})
+        assert _ours() == before | {left.id}
+        done = subprocess.run([sys.executable, "-m", "engram.cli", "sandbox", "prune"], capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert f"removed {len(before) + 1} sandbox container" in done.stdout
+        assert _ours() == set()
+    finally:
+        client.close()
+
+
+def test_the_image_is_pinned(docker_sandbox: DockerSandbox):
+    assert docker_sandbox.image_digest.startswith("sha256:")
+
+
+def test_explicit_docker_without_an_engine_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    assert DockerSandbox.availability() is not None
+    with pytest.raises(SandboxError, match=r"(?s)sandbox 'docker' is unavailable.*start Docker.*bwrap\|process"):
+        get_sandbox("docker")
+    assert get_sandbox("auto", quiet=True).name in ("bwrap", "process")
+
+
+def test_cli_evaluates_with_the_docker_sandbox(docker_sandbox: DockerSandbox, cloudcast: Problem):
+    done = subprocess.run([sys.executable, "-m", "engram.cli", "evaluate", "cloudcast", str(cloudcast.initial_program),
+                           "--sandbox", "docker", "--json"], capture_output=True, text=True, timeout=120,
+                          check=False, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    import json
+
+    payload = json.loads(done.stdout)
+    assert payload["sandbox"] == "docker" and payload["score"] == INITIAL_SCORE
