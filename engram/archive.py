@@ -232,19 +232,15 @@ class SeedArchive:
     def write_digest(self, text: str) -> None:
         write_atomic(self.digest_file, text)
 
-    def archive_workspace(self, agent: int, *, keep: bool) -> None:
-        """Move the live workspace into the agent's archive folder (or drop it, for the no-archive ablation)."""
+    def archive_workspace(self, agent: int) -> None:
+        """Move the live workspace into the agent's archive folder. It is kept in every mode: the
+        no-archive ablation hides earlier agents from later ones, but the record stays complete."""
         target = self.agent_dir(agent) / "workspace"
         if self.workspace.exists():
-            if keep and not target.exists():
+            if not target.exists():
                 shutil.copytree(self.workspace, target, symlinks=True,
                                 ignore=shutil.ignore_patterns("archive", "digest.md"))
             shutil.rmtree(self.workspace, ignore_errors=True)
-
-    def drop_agent_workspaces(self, before: int) -> None:
-        """The no-archive ablation: earlier agents' workspaces are not kept (their records stay)."""
-        for agent in range(1, before):
-            shutil.rmtree(self.agent_dir(agent) / "workspace", ignore_errors=True)
 
     def is_finished(self) -> bool:
         return self.result_file.is_file()

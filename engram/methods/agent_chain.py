@@ -345,7 +345,7 @@ def _close_agent(ctx: MethodContext, agent: int, summary: str, reason: str) -> N
     write_atomic(archive.agent_dir(agent) / "summary.md", summary + "\n")
     if ctx.spec.method.digest:
         append_to_digest(archive, agent, summary)
-    archive.archive_workspace(agent, keep=True)
+    archive.archive_workspace(agent)
     experiments = [e for e in archive.experiments() if e.agent == agent]
     best = ctx.best_score()
     archive.log("agent_end", agent=agent, reason=reason, experiments=len(experiments), best_score=best,

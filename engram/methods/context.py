@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +58,6 @@ class MethodContext:
     tracker: Tracker
     progress: Progress
     model_factory: Callable[..., BaseChatModel]
-    started_at: float = field(default_factory=time.time)
 
     # -- budget ---------------------------------------------------------------------------------
 
