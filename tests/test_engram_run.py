@@ -234,3 +234,27 @@ def test_agents_get_the_problems_exploration_files(tmp_path: Path):
     assert "/data/beer_sample.csv" in str(listing["content"]) and "/data/PDMX_sample.csv" in str(listing["content"])
     [experiment] = _events(outcome, "experiment")
     assert experiment["ok"]
+
+
+def test_tampered_problem_files_stop_the_run_with_a_clear_error(tmp_path: Path):
+    """Without isolation a candidate can overwrite the evaluator; the run must stop, not go on."""
+    import shutil
+
+    from engram.errors import IntegrityError
+
+    problem_dir = tmp_path / "cloudcast"
+    shutil.copytree(REPO / "evaluators" / "cloudcast", problem_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    vandal = (f"open({str(problem_dir / 'evaluator.py')!r}, 'a').write('# tampered\\n')\n"
+              + (REPO / "evaluators/cloudcast/initial_program.py").read_text())
+    spec = make_spec(tmp_path, [[
+        {"tool_calls": [write_program("/vandal.py", vandal)]},
+        {"tool_calls": [simulate("/vandal.py")]},
+        {"tool_calls": [INITIAL_PROGRAM_CALL]},
+        {"content": SUMMARY},
+    ], [{"content": SUMMARY}]], problem={"name": str(problem_dir)}, sandbox={"backend": "process"})
+    with pytest.raises(IntegrityError, match="changed while Engram was running"):
+        run(spec)
+    [run_dir] = list((tmp_path / "runs" / "t").iterdir())
+    events = read_jsonl(run_dir / "seed-0" / "events.jsonl")
+    assert [e["experiment"] for e in events if e["type"] == "experiment"] == [1]  # recorded before the stop
+    assert not any(e["type"] == "agent_start" and e["agent"] == 2 for e in events)
