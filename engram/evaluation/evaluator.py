@@ -33,8 +33,9 @@ from engram.sandbox import Limits, Mount, Sandbox, SandboxResult, clean_environm
 from engram.sandbox.base import KiB, MiB
 
 _CHILD_SOURCE = Path(__file__).with_name("child.py")
-Outcome = ScenarioScore | InvalidAnswer | CandidateFailure
-"""What a conversation produced for one scenario: its score, or why it has none."""
+Outcome = tuple[ScenarioScore | InvalidAnswer | CandidateFailure, float]
+"""What a conversation produced for one scenario: its score or why it has none, and the time the
+candidate took to answer (measured by the channel)."""
 _MAX_ANSWERS_BYTES = 64 * MiB
 
 
@@ -58,7 +59,6 @@ class CandidateEvaluator:
         self.fingerprint = problem.fingerprint()
         self._work_root = work_root
         self._session = Path(tempfile.mkdtemp(prefix="engram-session-", dir=work_root))
-        self._conversation_seconds: dict[str, float] = {}
         try:
             with self._scorer_errors():
                 self.scorer = problem.make_scorer()
@@ -201,11 +201,11 @@ class CandidateEvaluator:
             for scenario in self.scenarios:
                 before = channel.candidate_seconds
                 try:
-                    outcome: Outcome = self.scorer.run_scenario(scenario, channel)
+                    outcome: ScenarioScore | InvalidAnswer | CandidateFailure = self.scorer.run_scenario(
+                        scenario, channel)
                 except (InvalidAnswer, CandidateFailure) as exc:
                     outcome = exc
-                outcomes[scenario.name] = outcome
-                self._conversation_seconds[scenario.name] = channel.candidate_seconds - before
+                outcomes[scenario.name] = (outcome, channel.candidate_seconds - before)
         finally:
             channel.close()
             thread.join()  # bounded by the sandbox's own wall-clock limit
@@ -227,7 +227,8 @@ class CandidateEvaluator:
         scored: dict[str, ScenarioScore] = {}
         for scenario in self.scenarios:
             if outcomes is not None:
-                result, score = self._judge_conversation(scenario, outcomes.get(scenario.name), run, limits)
+                outcome, seconds = outcomes.get(scenario.name, (None, None))
+                result, score = _judge_conversation(scenario.name, outcome, seconds, run, limits)
             else:
                 result, score = self._judge_scenario(
                     scenario, answers.get(scenario.name), failures.get(scenario.name), run, limits
@@ -250,12 +251,6 @@ class CandidateEvaluator:
         evaluation.score, evaluation.metrics, evaluation.ok = score, totals, True
         return evaluation, scored
 
-    def _judge_conversation(
-        self, scenario: ScenarioSpec, outcome: Outcome | None, run: SandboxResult, limits: Limits
-    ) -> tuple[ScenarioResult, ScenarioScore | None]:
-        seconds = self._conversation_seconds.pop(scenario.name, None)
-        return _judge_conversation_outcome(scenario.name, outcome, seconds, run, limits)
-
     def _judge_scenario(
         self, scenario: ScenarioSpec, answer: dict[str, Any] | None, failure: dict[str, Any] | None,
         run: SandboxResult, limits: Limits,
@@ -277,8 +272,9 @@ class CandidateEvaluator:
         return ScenarioResult(name=scenario.name, ok=False, error_kind=kind, error=message), None
 
 
-def _judge_conversation_outcome(
-    name: str, outcome: Outcome | None, seconds: float | None, run: SandboxResult, limits: Limits
+def _judge_conversation(
+    name: str, outcome: ScenarioScore | InvalidAnswer | CandidateFailure | None, seconds: float | None,
+    run: SandboxResult, limits: Limits
 ) -> tuple[ScenarioResult, ScenarioScore | None]:
     if isinstance(outcome, ScenarioScore):
         return ScenarioResult(name=name, ok=True, metrics=outcome.metrics, candidate_seconds=seconds), outcome

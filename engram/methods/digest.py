@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING
 from engram.archive import Experiment, SeedArchive, write_json
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from langchain_core.language_models import BaseChatModel
+
+    from engram.llm import UsageLedger
 
 REQUIRED_SECTIONS = ("Best result", "What was tried", "Key insights", "Recommended next steps", "Dead ends")
 _LAST_MESSAGE_CHARS = 4000
@@ -110,15 +114,16 @@ def append_to_digest(archive: SeedArchive, agent: int, summary: str) -> str:
     return updated
 
 
-def distill_if_needed(archive: SeedArchive, model_factory: object, *, max_tokens: int, ledger: object) -> bool:
+def distill_if_needed(archive: SeedArchive, model_factory: Callable[..., BaseChatModel], *, max_tokens: int,
+                      ledger: UsageLedger) -> bool:
     """Replace an over-long digest by a distilled one (one model call), recording input and output."""
     from langchain_core.messages import HumanMessage
 
     digest = archive.digest()
     if estimate_tokens(digest) <= max_tokens:
         return False
-    model = model_factory(role="distill")  # type: ignore[operator]
-    before = ledger.total_dollars  # type: ignore[attr-defined]
+    model = model_factory(role="distill")
+    before = ledger.total_dollars
     reply = model.invoke([HumanMessage(content=prompt("distill").format(target_tokens=max_tokens // 2,
                                                                       digest=digest))])
     distilled = message_text(reply.content).strip()
@@ -126,7 +131,7 @@ def distill_if_needed(archive: SeedArchive, model_factory: object, *, max_tokens
         return False
     number = len(list((archive.root / "digests").glob("distill-*.json"))) + 1
     write_json(archive.root / "digests" / f"distill-{number}.json", {
-        "input": digest, "output": distilled, "dollars": ledger.total_dollars - before,  # type: ignore[attr-defined]
+        "input": digest, "output": distilled, "dollars": ledger.total_dollars - before,
         "input_tokens_estimate": estimate_tokens(digest), "output_tokens_estimate": estimate_tokens(distilled),
     })
     archive.write_digest(distilled + "\n")
