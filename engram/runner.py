@@ -214,8 +214,8 @@ def _run_seeds(spec: Spec, run_dir: Path, problem: Any, sandbox: Any, progress: 
 def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem: Any, evaluator: Any,
              sandbox: Any, progress: Progress, tracking_uri: str | None) -> dict[str, Any]:
     from engram.llm import UsageLedger
-    from engram.methods.agent_chain import run_chain
     from engram.methods.context import MethodContext, MethodResult
+    from engram.methods.registry import run_method
     from engram.tracking import Tracker, flatten_params
 
     started = time.time()
@@ -237,7 +237,7 @@ def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem
                         model_factory=_model_factory(spec, archive, ledger))
     status = "FINISHED"
     try:
-        outcome: MethodResult = run_chain(ctx)
+        outcome: MethodResult = run_method(ctx)
     except BaseException:
         status = "KILLED"
         tracker.finish(status)

@@ -76,3 +76,20 @@ def test_paper_setting():
     spec = load_spec(REPO / "specs" / "cloudcast_o3.yaml")
     assert spec.model.id == "openai/o3"
     assert spec.budget.max_agents == 30 and spec.budget.minutes_per_agent == 60
+
+
+def test_every_spec_method_has_a_runner() -> None:
+    """A method accepted by the spec schema must be runnable: the registry names a real function."""
+    import typing
+    from importlib import import_module
+
+    from engram.methods.registry import METHOD_RUNNERS
+    from engram.spec import MethodSettings
+
+    union = typing.get_args(MethodSettings)[0]
+    classes = typing.get_args(union) or (union,)
+    names = {cls.model_fields["name"].default for cls in classes}
+    assert names == set(METHOD_RUNNERS)
+    for target in METHOD_RUNNERS.values():
+        module_name, _, function_name = target.partition(":")
+        assert callable(getattr(import_module(module_name), function_name))
