@@ -11,6 +11,7 @@ Layout of one seed (see also the README):
       events.jsonl                  append-only: every experiment and agent boundary, with cost so far
       best/program.py, best/evaluation.json
       agents/agent-<n>/experiments/exp-<m>/{program.py, evaluation.json, results/...}
+                                    (+ proposal.json: the origin a baseline method records)
       agents/agent-<n>/{transcript.jsonl, summary.md, workspace/}
       digest.md                     the Research Digest handed to the next agent
       digests/distill-<j>.json      each distillation of the digest: input, output, cost
@@ -101,6 +102,16 @@ class Experiment:
     def results_dir(self) -> Path:
         return self.path / "results"
 
+    @property
+    def proposal_file(self) -> Path:
+        return self.path / "proposal.json"
+
+    def proposal(self) -> dict[str, Any] | None:
+        """What the method recorded about where the program came from (reasoning, parents, operator)."""
+        if not self.proposal_file.is_file():
+            return None
+        return json.loads(self.proposal_file.read_text(encoding="utf-8"))
+
     def evaluation(self) -> Evaluation | None:
         if not self.evaluation_file.is_file():
             return None
@@ -169,8 +180,12 @@ class SeedArchive:
                         found.append(Experiment(int(number.group(1)), int(agent.group(1)), exp_dir))
         return sorted(found, key=lambda e: e.number)
 
-    def new_experiment(self, agent: int, program: str) -> Experiment:
-        """Reserve the next experiment number (never reused, also across restarts) and store the program."""
+    def new_experiment(self, agent: int, program: str, proposal: dict[str, Any] | None = None) -> Experiment:
+        """Reserve the next experiment number (never reused, also across restarts) and store the program.
+
+        `proposal` (the model's reasoning, parents, operator...) is written before the program, so an
+        experiment that has a program always has its origin too, also after a crash.
+        """
         taken = max((e.number for e in self.experiments()), default=0)
         parent = self.agent_dir(agent) / "experiments"
         parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +198,8 @@ class SeedArchive:
             except FileExistsError:
                 number += 1
         experiment = Experiment(number, agent, path)
+        if proposal is not None:
+            write_json(experiment.proposal_file, proposal)
         write_atomic(experiment.program, program)
         return experiment
 

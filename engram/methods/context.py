@@ -4,12 +4,17 @@
 sandbox, archives the evaluation and its result files, updates the best program, appends the
 event, mirrors it to MLflow and updates the progress display -- in that order, so that a crash at
 any point leaves nothing half-recorded that resume cannot finish.
+
+Several threads may call `evaluate` at once (population methods score candidates in parallel):
+reserving a number against the evaluation budget and the bookkeeping after a run hold one lock;
+the sandboxed run itself does not, so evaluations overlap.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +63,9 @@ class MethodContext:
     tracker: Tracker
     progress: Progress
     model_factory: Callable[..., BaseChatModel]
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    _pending: set[int] = field(default_factory=set, init=False, repr=False)
+    """Experiments reserved by `evaluate` and not yet logged: they count against the evaluation budget."""
 
     # -- budget ---------------------------------------------------------------------------------
 
@@ -71,7 +79,8 @@ class MethodContext:
     def stop_reason(self) -> str | None:
         """Why the run must stop now, or None. Checked before every model call and evaluation."""
         budget = self.spec.budget
-        if budget.max_evaluations is not None and self.evaluations_done() >= budget.max_evaluations:
+        reserved = self.evaluations_done() + len(self._pending)
+        if budget.max_evaluations is not None and reserved >= budget.max_evaluations:
             return f"evaluation budget reached ({budget.max_evaluations})"
         if budget.max_dollars is not None and self.ledger.total_dollars >= budget.max_dollars:
             return f"dollar budget reached (${self.ledger.total_dollars:.4f} of ${budget.max_dollars:g})"
@@ -87,11 +96,21 @@ class MethodContext:
 
     # -- evaluation -----------------------------------------------------------------------------
 
-    def evaluate(self, code: str, *, agent: int, time_limit_s: float | None = None) -> tuple[Experiment, Evaluation]:
-        """Score `code` as a new experiment of `agent`; the only way methods evaluate anything."""
-        self.check_budget()
-        experiment = self.archive.new_experiment(agent, code)
-        return experiment, self.complete(experiment, time_limit_s=time_limit_s)
+    def evaluate(self, code: str, *, agent: int, time_limit_s: float | None = None,
+                 proposal: dict[str, Any] | None = None) -> tuple[Experiment, Evaluation]:
+        """Score `code` as a new experiment of `agent`; the only way methods evaluate anything.
+
+        `proposal` is the method's record of the program's origin, stored with the experiment.
+        """
+        with self._lock:
+            self.check_budget()
+            experiment = self.archive.new_experiment(agent, code, proposal)
+            self._pending.add(experiment.number)
+        try:
+            return experiment, self.complete(experiment, time_limit_s=time_limit_s)
+        finally:
+            with self._lock:
+                self._pending.discard(experiment.number)
 
     def complete(self, experiment: Experiment, *, time_limit_s: float | None = None) -> Evaluation:
         """Evaluate a stored experiment and record it (also used by resume for interrupted ones)."""
@@ -105,6 +124,11 @@ class MethodContext:
         return evaluation
 
     def log_experiment(self, experiment: Experiment, evaluation: Evaluation) -> None:
+        with self._lock:
+            self._log_experiment(experiment, evaluation)
+            self._pending.discard(experiment.number)
+
+    def _log_experiment(self, experiment: Experiment, evaluation: Evaluation) -> None:
         best = self.archive.update_best()
         self.archive.log(
             "experiment", experiment=experiment.number, agent=experiment.agent, score=evaluation.score,
