@@ -21,13 +21,14 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from uuid import UUID
 
 import litellm
@@ -62,6 +63,18 @@ class BudgetExceeded(Exception):
             f"budget exceeded: {cap} is ${limit:.4f}, but {calls} model call(s) have cost ${spent:.4f} "
             "(calls whose price is unknown are not included)"
         )
+
+
+class SharedBudget(Protocol):
+    """A dollar cap shared with other runs (a sweep's): the ledger publishes its own spending and asks
+    before every model call whether the runs together are over the cap (see engram/executors/budget.py)."""
+
+    def publish(self, snapshot: dict[str, Any]) -> None: ...
+
+    def check(self, own_dollars: float, own_calls: int) -> None:
+        """Raise `BudgetExceeded` when the runs together have spent more than the cap."""
+
+    def stop_reason(self, own_dollars: float) -> str | None: ...
 
 
 @dataclass
@@ -108,6 +121,12 @@ class UsageLedger:
         self._total = _Tally()
         self._per_agent: dict[str, _Tally] = {}
         self._per_model: dict[str, _Tally] = {}
+        self.shared: SharedBudget | None = None
+
+    def share(self, budget: SharedBudget) -> None:
+        """Count this run against `budget` too, and publish what it has spent so far."""
+        self.shared = budget
+        budget.publish(self.snapshot())
 
     def record(
         self,
@@ -122,6 +141,8 @@ class UsageLedger:
         with self._lock:
             for tally in (self._total, self._agent_tally(agent), self._per_model.setdefault(model, _Tally())):
                 tally.add(input_tokens, output_tokens, dollars)
+        if self.shared is not None:
+            self.shared.publish(self.snapshot())
         self.check()
 
     def check(self) -> None:
@@ -130,6 +151,8 @@ class UsageLedger:
             spent, calls = self._total.dollars, self._total.calls
         if self.max_dollars is not None and spent > self.max_dollars:
             raise BudgetExceeded(cap="max_dollars", limit=self.max_dollars, spent=spent, calls=calls)
+        if self.shared is not None:
+            self.shared.check(spent, calls)
 
     @property
     def total_dollars(self) -> float:
@@ -365,8 +388,11 @@ class UsageCallback(BaseCallbackHandler):
         )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        """Log failed attempts too: a retried rate limit should be visible when reading a run."""
-        self._write({"type": "error", "run_id": str(run_id), "error": repr(error)})
+        """Log failed attempts too: a retried rate limit should be visible when reading a run. The type
+        and status let a replay raise an error that is retried (or not) exactly as this one was."""
+        self._write({"type": "error", "run_id": str(run_id), "error": repr(error),
+                     "error_type": f"{type(error).__module__}.{type(error).__qualname__}",
+                     "status_code": getattr(error, "status_code", None)})
 
     def dollars(self, input_tokens: int, output_tokens: int) -> float | None:
         """List price of the tokens; cached-input discounts are ignored, so this errs on the high side."""
@@ -477,6 +503,11 @@ def create_chat_model(
     if model_id == SCRIPTED:
         if script is None:
             raise ConfigError("model 'scripted' needs a script file (the spec's script: field)")
+        from engram.playback import playback_model  # `engram replay`: a recorded run's transcripts
+
+        replayed = playback_model(script, agent, price_as=price_as, callbacks=callbacks)
+        if replayed is not None:
+            return replayed
         return ScriptedChatModel(script, agent, price_as=price_as, callbacks=callbacks)
     fields, model_kwargs = _split_params(params or {})
     api_key = _api_key(model_id, api_key_env, api_base)
@@ -600,11 +631,22 @@ class _TurnSpec(BaseModel):
     tool_calls: list[_ToolCallSpec] = Field(default_factory=list)
     usage: _UsageSpec | None = None
     error: ScriptedError | None = None
+    when: str | None = None
+    repeat: bool = False
 
     @model_validator(mode="after")
     def _error_alone(self) -> _TurnSpec:
         if self.error is not None and (self.content or self.tool_calls or self.usage or self.reasoning):
             raise ValueError("a turn with 'error' raises instead of replying, so it takes no other keys")
+        return self
+
+    @model_validator(mode="after")
+    def _when_compiles(self) -> _TurnSpec:
+        if self.when is not None:
+            try:
+                re.compile(self.when)
+            except re.error as exc:
+                raise ValueError(f"'when' is not a valid regular expression: {exc}") from None
         return self
 
 
@@ -630,21 +672,28 @@ class _ScriptSpec(BaseModel):
 
 
 class _Cursor:
-    """Playback position, shared between a scripted model and the copies `bind_tools` makes of it.
+    """Playback state, shared between a scripted model and the copies `bind_tools` makes of it.
 
-    The agent loop binds tools before every call, so a copy with its own position would replay the
+    The agent loop binds tools before every call, so a copy with its own state would replay the
     first turn forever.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.position = 0
+        self._used: set[int] = set()
 
-    def advance(self) -> int:
+    def take(self, turns: tuple[_Turn, ...], request: str) -> _Turn | None:
+        """The first unused turn that fits `request` (None once none does); counts every call."""
         with self._lock:
-            position = self.position
             self.position += 1
-            return position
+            for index, turn in enumerate(turns):
+                if index in self._used or (turn.when is not None and not turn.when.search(request)):
+                    continue
+                if not turn.repeat:
+                    self._used.add(index)
+                return turn
+            return None
 
 
 @dataclass(frozen=True)
@@ -657,6 +706,8 @@ class _Turn:
     tool_calls: tuple[dict[str, Any], ...] = ()
     usage: _UsageSpec | None = None
     error: ScriptedError | None = None
+    when: re.Pattern[str] | None = None
+    repeat: bool = False
 
 
 class ScriptedChatModel(BaseChatModel):
@@ -676,13 +727,19 @@ class ScriptedChatModel(BaseChatModel):
                                      # timeout, connection (retried by retry_middleware) and bad_request (not)
               - content: "..."
                 usage: {input_tokens: 1200, output_tokens: 300}  # optional; default: estimated as len(text)//4
+              - when: "Current Program"   # optional: only for a request whose text matches this regex
+                repeat: true              # optional: the turn is not used up, it answers every such request
+                content: "..."
         distill:           # responses for digest-distillation calls (plain text), used in order
           - content: "..."
 
     `ScriptedChatModel(script, agent=n)` plays agent n's turns (n >= 1); `agent=0` plays the
-    `distill` list. Every call, including one that raises, takes the next turn, so a retried error
-    is followed by the turn after it. Once the turns are used up the model answers with an empty
-    message and no tool calls, which ends an agent naturally. Tool-call ids are `call_<agent>_<n>`,
+    `distill` list. Every call, including one that raises, takes the first turn not used yet, so a
+    retried error is followed by the turn after it. A turn with `when` is skipped for requests whose
+    text (all messages, joined by newlines) it does not match, which lets a script answer callers
+    that ask in an unpredictable order (OpenEvolve's workers, keyed on the program in the prompt); a
+    turn with `repeat` is never used up. Once no turn fits the model answers with an empty message
+    and no tool calls, which ends an agent naturally. Tool-call ids are `call_<agent>_<n>`,
     numbered through the script. Each instance has its own position; `bind_tools` copies share it.
     Unknown keys, bad YAML, a missing file or an agent the file does not list raise `ConfigError`.
     """
@@ -730,10 +787,9 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        position = self._cursor.advance()
-        if position >= len(self._turns):
+        turn = self._cursor.take(self._turns, "\n".join(_text(m) for m in messages))
+        if turn is None:
             return _result(AIMessage(content="", usage_metadata=_usage(messages, "", ()), **_metadata()))
-        turn = self._turns[position]
         if turn.error is not None:
             raise _scripted_error(turn)
         extra = {"reasoning_content": turn.reasoning} if turn.reasoning else {}
@@ -775,6 +831,8 @@ def _number_turns(script: Path, agent: int, turns: list[_TurnSpec]) -> Iterator[
             tool_calls=calls,
             usage=turn.usage,
             error=turn.error,
+            when=re.compile(turn.when) if turn.when is not None else None,
+            repeat=turn.repeat,
         )
 
 
