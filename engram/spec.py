@@ -9,6 +9,7 @@ spec written into the run directory.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,7 +51,68 @@ class EngramMethod(_Strict):
     max_steps_per_agent: PositiveInt = Field(default=400, description="Model/tool steps before an agent is stopped")
 
 
-MethodSettings = Annotated[EngramMethod, Field(discriminator="name")]
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _LLMCallMethod(_Strict):
+    """Settings shared by the methods that ask a model for whole programs (one-shot, best-shot, evolution)."""
+
+    workers: PositiveInt = Field(default_factory=available_cores,
+                                 description="Proposals (a model call and its evaluation) in flight at once; "
+                                             "default: the number of cores")
+    answer_retries: NonNegativeInt = Field(default=2, description="Times an unusable answer is sent back to the "
+                                                                  "model before the proposal counts as failed")
+    max_minutes: PositiveFloat | None = Field(default=None, description="Wall-clock budget of a seed, across "
+                                                                        "resumes; default: none")
+
+
+class OneShotMethod(_LLMCallMethod):
+    """Independent programs from the task prompt; the best of them is the result."""
+
+    name: Literal["one_shot"] = "one_shot"
+    samples: PositiveInt = Field(default=100, description="Programs to ask for")
+
+
+class BestShotMethod(_LLMCallMethod):
+    """The paper's "FunSearch": each step shows a few of the best programs so far, in ascending score
+    order, and asks for a better one."""
+
+    name: Literal["best_shot"] = "best_shot"
+    initial_samples: PositiveInt = Field(default=3, description="Programs from the task prompt alone, first")
+    iterations: NonNegativeInt = Field(default=100, description="Improvement steps after the initial samples")
+    database_size: PositiveInt = Field(default=20, description="Best programs kept to draw from")
+    shown_programs: PositiveInt = Field(default=3, description="Programs drawn and shown in each step's prompt")
+
+
+class EvolutionMethod(_LLMCallMethod):
+    """Evolution of Heuristics: a population with elitism, mutation and crossover operators."""
+
+    name: Literal["evolution"] = "evolution"
+    population_size: int = Field(default=20, ge=2, description="N: programs of generation 0; each generation "
+                                                               "makes N - elitism children")
+    elitism: PositiveInt = Field(default=2, description="M: parents kept, the best of parents and children")
+    mutation_rate: float = Field(default=0.1, ge=0, le=1, description="Probability that a child mutates one "
+                                                                      "parent instead of crossing two")
+    generations: NonNegativeInt = Field(default=100, description="Generations after generation 0")
+    tournament_size: PositiveInt = Field(default=3, description="Parents drawn per tournament; the best wins")
+
+    @model_validator(mode="after")
+    def _elitism_below_population(self) -> EvolutionMethod:
+        if self.elitism >= self.population_size:
+            raise ValueError(f"elitism ({self.elitism}) must be smaller than population_size "
+                             f"({self.population_size}): each generation makes population_size - elitism children")
+        return self
+
+
+MethodSettings = Annotated[
+    EngramMethod | OneShotMethod | BestShotMethod | EvolutionMethod,
+    Field(discriminator="name"),
+]
 
 
 class ModelSettings(_Strict):

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 METHOD_RUNNERS: dict[str, str] = {
     "engram": "engram.methods.agent_chain:run_chain",
+    "one_shot": "baselines.one_shot:run_one_shot",
+    "best_shot": "baselines.best_shot:run_best_shot",
+    "evolution": "baselines.evolution:run_evolution",
 }
 
 
