@@ -4,17 +4,21 @@ Each file is pinned by a public URL (at a fixed commit) and a checksum. Files ar
 local mirror when `ENGRAM_DATA_DIR` is set (how tests and CI run), otherwise in a per-user cache
 (`$XDG_CACHE_HOME/engram/data`), downloading on first use. A file is re-hashed whenever its inode
 metadata changes, so a file edited behind Engram's back (for example by a candidate program run
-without isolation) is caught before it is used again.
+without isolation) is caught before it is used again. Tar archives are unpacked once into the
+cache (`unpacked`), and the members a problem reads are checked against their sha256 on every use.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -120,6 +124,51 @@ def resolve(entry: DataFile) -> Path:
         _download(entry, path)
     verify(entry, path)
     return path
+
+
+def unpacked(entry: DataFile, expected: Mapping[str, str]) -> Path:
+    """Directory holding the contents of a verified tar archive, unpacked once into the cache.
+
+    `expected` maps the member paths the caller reads to their sha256. They are checked on every
+    call, and the archive is unpacked afresh if any is missing or altered, so a file changed in
+    the cache behind Engram's back (by a candidate run without isolation) is never read.
+    """
+    archive = resolve(entry)
+    root = cache_root() / "unpacked" / (entry.sha256 or entry.git_blob or "")
+    if root.is_dir() and _members_match(root, expected):
+        return root
+    staging = Path(tempfile.mkdtemp(dir=_ensure_dir(root.parent), prefix=root.name, suffix=".part"))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+        if not _members_match(staging, expected):
+            raise DataError(f"data file {entry.path} ({archive}) does not contain the expected files; "
+                            f"the problem's list of members does not belong to this archive")
+        if root.exists():
+            shutil.rmtree(root, ignore_errors=True)
+        try:
+            os.replace(staging, root)
+        except OSError:  # another process unpacked it at the same moment
+            if not _members_match(root, expected):
+                raise
+    except (tarfile.TarError, OSError) as exc:
+        raise DataError(f"cannot unpack data file {entry.path} ({archive}) into {root}: {exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def _ensure_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _members_match(root: Path, expected: Mapping[str, str]) -> bool:
+    for member, digest in expected.items():
+        path = root / member
+        if not path.is_file() or _sha256(path) != digest:
+            return False
+    return True
 
 
 def _download(entry: DataFile, destination: Path) -> None:
