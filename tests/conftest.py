@@ -40,10 +40,39 @@ def require_backend(name: str) -> None:
             if os.environ.get("CI"):
                 pytest.fail(f"a Docker engine must answer in CI: {reason}")
             pytest.skip(f"docker unavailable here: {reason}")
+        ensure_sandbox_image()
     if name == "bwrap" and BwrapSandbox.availability() is not None:
         if os.environ.get("CI"):
             pytest.fail(f"bwrap must work in CI: {BwrapSandbox.availability()}")
         pytest.skip(f"bwrap unavailable here: {BwrapSandbox.availability()}")
+
+
+_image_checked = False
+
+
+def ensure_sandbox_image() -> None:
+    """Build the default sandbox image once if the engine lacks it, with the product's own builder.
+
+    No registry is reachable here, so the build is offline on top of the Debian image that
+    `docker-engine-up.sh` imports (override with $ENGRAM_TEST_IMAGE_BASE)."""
+    global _image_checked
+    if _image_checked:
+        return
+    import docker
+
+    from engram.sandbox.docker import default_image
+    from engram.sandbox.images import build_image
+
+    client = docker.from_env(timeout=600)
+    try:
+        try:
+            client.images.get(default_image())
+        except docker.errors.ImageNotFound:
+            base = os.environ.get("ENGRAM_TEST_IMAGE_BASE", "engram-sandbox:offline")
+            build_image(tag=default_image(), base=base, offline=True, client=client)
+    finally:
+        client.close()
+    _image_checked = True
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from engram.evaluation.evaluator import CandidateEvaluator
 from engram.problem import Problem
 from engram.sandbox import Limits, Mount, clean_environment, get_sandbox
 from engram.sandbox.base import MiB
-from engram.sandbox.docker import LABEL, DockerSandbox
+from engram.sandbox.docker import LABEL, DockerSandbox, DockerShell
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 ENTRY = "def search_algorithm(src, dsts, G, num_partitions):\n"
@@ -222,3 +222,94 @@ def test_cli_evaluates_with_the_docker_sandbox(docker_sandbox: DockerSandbox, cl
 
     payload = json.loads(done.stdout)
     assert payload["sandbox"] == "docker" and payload["score"] == INITIAL_SCORE
+
+
+# -- the agent's shell: one long-lived container per agent ------------------------------------------------
+
+
+@pytest.fixture
+def shell(docker_sandbox: DockerSandbox, tmp_path: Path) -> Iterator[DockerShell]:
+    opened = docker_sandbox.open_shell(workdir=tmp_path, env=clean_environment(tmp_path), memory_bytes=256 * MiB,
+                                       max_processes=32, lifetime_s=600)
+    assert isinstance(opened, DockerShell)
+    yield opened
+    opened.close()
+
+
+def test_a_shell_keeps_one_container_for_all_its_commands(shell: DockerShell, tmp_path: Path):
+    first = shell.run("echo kept > /tmp/state; echo from-shell > made.txt; hostname", wall_seconds=30,
+                      output_bytes=4096)
+    container = shell.container_id
+    (tmp_path / "from-host.txt").write_text("host\n")
+    second = shell.run("cat /tmp/state from-host.txt", wall_seconds=30, output_bytes=4096)
+    assert first.returncode == 0 and second.returncode == 0, (first.stderr.text(), second.stderr.text())
+    assert shell.container_id == container is not None
+    assert second.stdout.text() == "kept\nhost\n"  # /tmp survives between commands: the same container
+    assert (tmp_path / "made.txt").read_text() == "from-shell\n"  # and the workspace is the host's folder
+
+
+def test_a_shell_command_past_its_limit_is_stopped_with_its_children(shell: DockerShell):
+    started = time.monotonic()
+    result = shell.run("sleep 300 & sleep 301; echo never", wall_seconds=1.5, output_bytes=4096)
+    assert time.monotonic() - started < 10
+    assert result.timed_out == "wall" and "never" not in result.stdout.text()
+    left = shell.run("ps -eo args | grep -c '^sleep 30[01]' || true", wall_seconds=30, output_bytes=4096)
+    assert left.stdout.text().strip() == "0"  # timeout(1) signalled the whole process group
+
+
+def test_a_shell_has_no_network_and_no_secrets(shell: DockerShell, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-show-this")
+    result = shell.run("env; python3 -c \"import socket; print(sorted(n for _, n in socket.if_nameindex()))\"",
+                       wall_seconds=30, output_bytes=16384)
+    assert "sk-never-show-this" not in result.stdout.text()
+    assert "['lo']" in result.stdout.text()
+
+
+def test_a_shell_command_over_the_memory_limit_is_reported_as_oom(shell: DockerShell):
+    result = shell.run("python3 -c \"b = bytearray(1 << 30); print(len(b))\"", wall_seconds=60, output_bytes=4096)
+    assert result.returncode == -9 and result.oom_killed and result.timed_out is None
+    assert shell.run("echo alive", wall_seconds=30, output_bytes=4096).stdout.text() == "alive\n"
+
+
+def test_closing_a_shell_removes_its_container(docker_sandbox: DockerSandbox, tmp_path: Path):
+    opened = docker_sandbox.open_shell(workdir=tmp_path, env=clean_environment(tmp_path), memory_bytes=None,
+                                       max_processes=None, lifetime_s=600)
+    opened.run("true", wall_seconds=30, output_bytes=1024)
+    assert opened.container_id in _ours()
+    opened.close()
+    assert opened.container_id is None and not _shell_containers()
+
+
+def _shell_containers() -> list[str]:
+    """Our running containers whose command is the shell's idle `sleep infinity`."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        return [c.id for c in client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
+                if "infinity" in " ".join(c.attrs["Config"]["Cmd"] or [])]
+    finally:
+        client.close()
+
+
+def test_an_engram_run_with_the_docker_backend_uses_one_container_per_agent(tmp_path: Path):
+    from engram_runs import SUMMARY, make_spec, run
+
+    require_backend("docker")
+    spec = make_spec(tmp_path, [[
+        {"tool_calls": [{"name": "execute", "args": {"command": "echo agent-state > /tmp/mark"}}]},
+        {"tool_calls": [{"name": "execute", "args": {"command": "cat /tmp/mark; id -u"}}]},
+        {"tool_calls": [{"name": "run_simulation", "args": {"file_path": "/initial_program.py"}}]},
+        {"content": SUMMARY},
+    ]], sandbox={"backend": "docker"})
+    before = _ours()
+    outcome = run(spec)
+    seed = next(outcome.run_dir.glob("seed-*"))
+    transcript = (seed / "agents/agent-1/transcript.jsonl").read_text()
+    assert "agent-state" in transcript and str(os.getuid()) in transcript
+    assert not (_ours() - before) and not _shell_containers()
+    import yaml
+
+    meta = yaml.safe_load((outcome.run_dir / "spec.resolved.yaml").read_text())["meta"]
+    assert meta["sandbox"] == "docker" and meta["sandbox_image"]["digest"].startswith("sha256:")
+    assert meta["sandbox_image"]["pinned"] is False

@@ -225,8 +225,7 @@ def test_agents_get_the_problems_exploration_files(tmp_path: Path):
         {"tool_calls": [INITIAL_PROGRAM_CALL]},
         {"content": SUMMARY},
     ]], problem={"name": "llm_sql", "scenarios": ["samples"]},
-        # Not docker: llm_sql's pickled tables need the host's pandas 2 / numpy 2, which the image lacks.
-        sandbox={"backend": "bwrap" if BwrapSandbox.availability() is None else "process"})
+        sandbox={"backend": "auto"})
     outcome = run(spec)
     requests = transcript_requests(_seed(outcome) / "agents/agent-1/transcript.jsonl")
     assert "/data/`: data to explore" in json.dumps(requests[0])

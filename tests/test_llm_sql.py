@@ -70,19 +70,14 @@ def adapter(problem: Problem):
     return module
 
 
-HOST_BACKENDS = [b for b in BACKENDS if b != "docker"]
-"""The scorer hands tables over as pickles of the host's pandas 2 / numpy 2, which the Docker image's
-Debian pandas 1.5 / numpy 1.24 cannot load (`No module named 'numpy._core'`); see bench/README.md."""
-
-
-@pytest.fixture(scope="module", params=HOST_BACKENDS)
+@pytest.fixture(scope="module", params=BACKENDS)
 def samples(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
     require_backend(request.param)
     with CandidateEvaluator(problem, get_sandbox(request.param, quiet=True), scenarios=["samples"]) as ev:
         yield ev
 
 
-@pytest.fixture(scope="module", params=HOST_BACKENDS)
+@pytest.fixture(scope="module", params=BACKENDS)
 def small(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
     """One small scenario, for hostile candidates."""
     require_backend(request.param)

@@ -10,20 +10,43 @@ of the agent's time.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 from deepagents.backends import CompositeBackend, FilesystemBackend
 from deepagents.backends.protocol import ExecuteResponse, SandboxBackendProtocol
 from deepagents.middleware.filesystem import FilesystemPermission
 
-from engram.sandbox import Limits, Mount, Sandbox, clean_environment
-from engram.sandbox.base import KiB, MiB
+from engram.sandbox import Mount, Sandbox, clean_environment
+from engram.sandbox.base import KiB, MiB, Shell
 
 ARCHIVE_ROUTE = "/archive/"
 _MAX_OUTPUT_CHARS = 30_000
+_SHELL_PROCESSES = 64
+_SHELL_LIFETIME_S = 24 * 3600.0
+"""Backstop for a shell container nobody closed (Engram killed): agents never run this long."""
+
+_open_workspaces: ContextVar[list[SandboxedWorkspace] | None] = ContextVar("engram_open_workspaces", default=None)
+
+
+@contextlib.contextmanager
+def closing_shells() -> Iterator[None]:
+    """Close the shells of every workspace created inside, however the block ends (Ctrl-C too).
+
+    A method wraps each agent in this, so that an agent's shell container lives exactly as long as
+    the agent; the runner wraps each seed as a safety net."""
+    opened: list[SandboxedWorkspace] = []
+    token = _open_workspaces.set(opened)
+    try:
+        yield
+    finally:
+        _open_workspaces.reset(token)
+        for workspace in opened:
+            workspace.close()
 
 
 class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
@@ -47,6 +70,10 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
         self._memory_mb = memory_mb
         self._remaining_s = remaining_s
         self._id = f"engram-{uuid.uuid4().hex[:8]}"
+        self._shell: Shell | None = None
+        collector = _open_workspaces.get()
+        if collector is not None:
+            collector.append(self)
 
     @property
     def id(self) -> str:
@@ -57,15 +84,8 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
         if remaining <= 1:
             return ExecuteResponse(output="Not run: your time is up. Write your summary now.", exit_code=None)
         limit = min(self._shell_timeout_s, remaining, float(timeout) if timeout else float("inf"))
-        (self._workspace / ".tmp").mkdir(exist_ok=True)
         started = time.monotonic()
-        result = self._sandbox.run(
-            ["/bin/bash", "-c", command],
-            workdir=self._workspace,
-            mounts=[Mount(source, target=target) for source, target in self._readonly if source.exists()],
-            limits=Limits(wall_seconds=limit, memory_bytes=self._memory_mb * MiB, output_bytes=64 * KiB),
-            env=clean_environment(self._workspace, {"TMPDIR": str(self._workspace / ".tmp")}),
-        )
+        result = self.shell().run(command, wall_seconds=limit, output_bytes=64 * KiB)
         output = result.stdout.text()
         if result.stderr.total_bytes:
             output += ("\n" if output and not output.endswith("\n") else "") + result.stderr.text()
@@ -73,6 +93,23 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
             output += f"\n[stopped after {time.monotonic() - started:.0f} s: time limit of {limit:.0f} s]"
         truncated = result.stdout.truncated or result.stderr.truncated or len(output) > _MAX_OUTPUT_CHARS
         return ExecuteResponse(output=output[-_MAX_OUTPUT_CHARS:], exit_code=result.returncode, truncated=truncated)
+
+    def shell(self) -> Shell:
+        """The agent's shell, opened at its first command."""
+        if self._shell is None:
+            (self._workspace / ".tmp").mkdir(exist_ok=True)
+            self._shell = self._sandbox.open_shell(
+                workdir=self._workspace,
+                mounts=[Mount(source, target=target) for source, target in self._readonly if source.exists()],
+                env=clean_environment(self._workspace, {"TMPDIR": str(self._workspace / ".tmp")}),
+                memory_bytes=self._memory_mb * MiB, max_processes=_SHELL_PROCESSES, lifetime_s=_SHELL_LIFETIME_S)
+        return self._shell
+
+    def close(self) -> None:
+        """End the shell (for Docker: remove the agent's container); a later command would re-open it."""
+        shell, self._shell = self._shell, None
+        if shell is not None:
+            shell.close()
 
 
 def build_backend(

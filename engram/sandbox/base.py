@@ -158,6 +158,45 @@ class Sandbox(ABC):
     ) -> SandboxResult:
         """Run `argv` in `workdir` (writable) and return once it and all its children are gone."""
 
+    def open_shell(self, *, workdir: Path, mounts: Sequence[Mount] = (), env: Mapping[str, str],
+                   memory_bytes: int | None, max_processes: int | None, lifetime_s: float) -> Shell:
+        """A shell for one agent's commands; closed when the agent ends.
+
+        Host backends run each command as a fresh sandboxed process; a container backend keeps one
+        container for the whole agent, so that it pays the start-up cost once."""
+        return PerCommandShell(self, workdir=workdir, mounts=mounts, env=env, memory_bytes=memory_bytes,
+                               max_processes=max_processes)
+
+
+class Shell(ABC):
+    """Runs an agent's shell commands (`bash -c`) in its workspace, one at a time or concurrently."""
+
+    @abstractmethod
+    def run(self, command: str, *, wall_seconds: float, output_bytes: int) -> SandboxResult:
+        """Run one command; the wall-clock limit must really stop it and whatever it started."""
+
+    def close(self) -> None:  # noqa: B027 -- most shells hold nothing between commands
+        """Release what the shell holds (a container); later commands may re-open it."""
+
+
+class PerCommandShell(Shell):
+    """Each command in a fresh sandboxed process with the agent's limits."""
+
+    def __init__(self, sandbox: Sandbox, *, workdir: Path, mounts: Sequence[Mount], env: Mapping[str, str],
+                 memory_bytes: int | None, max_processes: int | None) -> None:
+        self._sandbox = sandbox
+        self._workdir = workdir
+        self._mounts = tuple(mounts)
+        self._env = dict(env)
+        self._memory_bytes = memory_bytes
+        self._max_processes = max_processes
+
+    def run(self, command: str, *, wall_seconds: float, output_bytes: int) -> SandboxResult:
+        limits = Limits(wall_seconds=wall_seconds, memory_bytes=self._memory_bytes, output_bytes=output_bytes,
+                        max_processes=self._max_processes)
+        return self._sandbox.run(["/bin/bash", "-c", command], workdir=self._workdir, mounts=self._mounts,
+                                 limits=limits, env=self._env)
+
 
 PASSTHROUGH_ENV = ("LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
                    "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from engram.errors import SandboxError
-from engram.sandbox.base import Limits, Mount, Sandbox, SandboxResult, StreamCapture
+from engram.sandbox.base import Limits, Mount, Sandbox, SandboxResult, Shell, StreamCapture
+from engram.sandbox.images import DEFAULT_TAG, ResolvedImage, resolve_image
 
-DEFAULT_IMAGE = "engram-sandbox:offline"
+DEFAULT_IMAGE = DEFAULT_TAG
 IMAGE_ENV = "ENGRAM_SANDBOX_IMAGE"
 LABEL = "engram.sandbox"
 CONTAINER_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -95,12 +96,7 @@ class DockerSandbox(Sandbox):
             # has none because a quiet command may legitimately print nothing for minutes.
             self._client = docker.from_env(timeout=int(_CONTROL_TIMEOUT_S))
             self._stream_client = docker.from_env(timeout=None)  # type: ignore[arg-type]
-            self._image_id: str = self._client.images.get(self.image).id
-        except docker.errors.ImageNotFound as exc:
-            raise SandboxError(
-                f"the Docker sandbox image {self.image!r} is not present: pull or build it "
-                f"(developers: ../shared/tools/docker-engine-up.sh builds {DEFAULT_IMAGE}), or set {IMAGE_ENV}"
-            ) from exc
+            self.resolved: ResolvedImage = resolve_image(self._client, self.image)
         except docker.errors.DockerException as exc:
             raise SandboxError(f"sandbox 'docker' is unavailable: {exc}; {_START_HINT}") from exc
 
@@ -111,8 +107,8 @@ class DockerSandbox(Sandbox):
 
     @property
     def image_digest(self) -> str:
-        """The image's content id (`sha256:…`), resolved once so runs can record what they ran in."""
-        return self._image_id
+        """The image's content reference, resolved once so runs can record what they ran in."""
+        return self.resolved.digest
 
     @classmethod
     def availability(cls) -> str | None:
@@ -146,8 +142,8 @@ class DockerSandbox(Sandbox):
         stream: Any = None
         started = time.monotonic()
         try:
-            container = self._client.containers.create(self.image, **self._create_options(argv, workdir, mounts,
-                                                                                            limits, env))
+            options = self._create_options(argv, workdir, mounts, limits, env)
+            container = self._client.containers.create(self.resolved.image_id, **options)
             # Attach before start so no output is lost; the stream comes straight from the container's
             # stdio (the log driver is off, so a flood cannot fill the engine's disk).
             stream = self._stream_client.api.attach(container.id, stdout=True, stderr=True, stream=True,
@@ -204,6 +200,12 @@ class DockerSandbox(Sandbox):
             if container is not None:
                 _remove(container)
 
+    def open_shell(self, *, workdir: Path, mounts: Sequence[Mount] = (), env: Mapping[str, str],
+                   memory_bytes: int | None, max_processes: int | None, lifetime_s: float) -> Shell:
+        return DockerShell(self, workdir=workdir, mounts=mounts, env=env,
+                           limits=Limits(wall_seconds=lifetime_s, memory_bytes=memory_bytes,
+                                         max_processes=max_processes))
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _create_options(self, argv: Sequence[str], workdir: Path, mounts: Sequence[Mount], limits: Limits,
@@ -256,6 +258,111 @@ class DockerSandbox(Sandbox):
                 container.kill()
             status = self._client.api.wait(container.id, timeout=int(_CONTROL_TIMEOUT_S))
             return int(status.get("StatusCode", -1)), "wall"
+
+
+class DockerShell(Shell):
+    """One long-lived container for an agent's shell; each command is an `exec` in it.
+
+    The container starts at the first command (about 0.3 s, paid once per agent instead of per
+    command) with the agent's limits for the whole container: memory, processes, CPU. Each command
+    runs under `timeout -s KILL`, which signals the command's whole process group, and a command
+    that outlives its limit by a grace period anyway gets the container killed (it is re-created
+    for the next command). Files are shared with the agent's file tools through the workspace bind
+    mount; background processes live until the agent ends. The container removes itself when it
+    stops (`auto_remove`), also when its lifetime backstop expires because Engram died."""
+
+    _GRACE_S = 2.0
+
+    def __init__(self, sandbox: DockerSandbox, *, workdir: Path, mounts: Sequence[Mount], env: Mapping[str, str],
+                 limits: Limits) -> None:
+        self._sandbox = sandbox
+        self._workdir = workdir
+        self._mounts = tuple(mounts)
+        self._env = {**env, "PATH": CONTAINER_PATH}
+        self._limits = limits
+        self._lock = threading.Lock()
+        self._container_id: str | None = None
+
+    @property
+    def container_id(self) -> str | None:
+        return self._container_id
+
+    def run(self, command: str, *, wall_seconds: float, output_bytes: int) -> SandboxResult:
+        import docker.errors
+
+        container_id = self._ensure_container()
+        api = self._sandbox._client.api
+        owner = self._workdir.stat()
+        argv = ["timeout", "-s", "KILL", f"{max(wall_seconds, 0.1):.3f}s", "/bin/bash", "-c", command]
+        try:
+            exec_id = api.exec_create(container_id, argv, stdout=True, stderr=True, environment=self._env,
+                                      workdir=str(self._workdir), user=f"{owner.st_uid}:{owner.st_gid}")["Id"]
+            stream = self._sandbox._stream_client.api.exec_start(exec_id, stream=True, demux=True)
+        except docker.errors.APIError as exc:
+            self.close()  # a dead or wedged container: the next command gets a fresh one
+            raise SandboxError(f"the Docker engine refused the shell command: {_first_line(exc)}") from exc
+        captures = (StreamCapture(output_bytes), StreamCapture(output_bytes))
+        reader = threading.Thread(target=_pump, args=(stream, captures), name="engram-docker-shell", daemon=True)
+        reader.start()
+        cgroups = _container_cgroups(container_id)
+        pids_before, ooms_before = _cap_count(cgroups.get("pids")), _oom_count(cgroups.get("memory"))
+        started = time.monotonic()
+        info, forced = self._wait(exec_id, started + wall_seconds + self._GRACE_S)
+        wall = time.monotonic() - started
+        reader.join(_DRAIN_GRACE_S)
+        with contextlib.suppress(Exception):
+            stream.close()
+        returncode = _translate(int(info.get("ExitCode") if info.get("ExitCode") is not None else -signal.SIGKILL))
+        oom = _oom_count(cgroups.get("memory")) > ooms_before
+        timed_out = "wall" if forced or (returncode == -signal.SIGKILL and wall >= wall_seconds and not oom) else None
+        notes = [f"killed by the kernel's OOM killer (memory limit {self._limits.memory_bytes} bytes)"] if oom else []
+        return SandboxResult(returncode=returncode, timed_out=timed_out,  # type: ignore[arg-type]
+                             stdout=captures[0].result(), stderr=captures[1].result(), wall_seconds=wall,
+                             process_cap_hit=_cap_count(cgroups.get("pids")) > pids_before, oom_killed=oom,
+                             notes=notes)
+
+    def close(self) -> None:
+        with self._lock:
+            container_id, self._container_id = self._container_id, None
+        if container_id is None:
+            return
+        _active.pop(container_id, None)
+        with contextlib.suppress(Exception):
+            self._sandbox._client.api.remove_container(container_id, force=True)
+
+    def _ensure_container(self) -> str:
+        with self._lock:
+            if self._container_id is not None:
+                return self._container_id
+            options = self._sandbox._create_options(["sleep", "infinity"], self._workdir, self._mounts,
+                                                    self._limits, self._env)
+            options["auto_remove"] = True
+            try:
+                container = self._sandbox._client.containers.create(self._sandbox.resolved.image_id, **options)
+                _active[container.id] = self._sandbox.image
+                container.start()
+            except Exception:
+                if "container" in locals():
+                    _remove(container)
+                    _active.pop(container.id, None)
+                raise
+            self._container_id = container.id
+            return container.id
+
+    def _wait(self, exec_id: str, deadline: float) -> tuple[dict[str, Any], bool]:
+        """Poll the exec until it ends; past the deadline (timeout(1) failed to end it) kill the container."""
+        api = self._sandbox._client.api
+        while True:
+            try:
+                info = api.exec_inspect(exec_id)
+            except Exception:  # the container is gone (killed by Ctrl-C or closed): the command is over
+                return {"ExitCode": -signal.SIGKILL}, False
+            if not info.get("Running"):
+                return info, False
+            if time.monotonic() > deadline:
+                self.close()
+                return {"ExitCode": 128 + signal.SIGKILL}, True
+            time.sleep(_POLL_S)
 
 
 class _CapWatch:
@@ -328,14 +435,44 @@ def _pids_cgroup(container_id: str) -> Path | None:
 
 
 def _cap_hits(cgroup: Path | None) -> bool:
+    return _cap_count(cgroup) > 0
+
+
+def _cap_count(cgroup: Path | None) -> int:
+    """How many forks the pids cgroup has refused so far."""
+    return _counter(cgroup / "pids.events" if cgroup else None, "max")
+
+
+def _oom_count(cgroup: Path | None) -> int:
+    """How many processes the memory cgroup's OOM killer has ended so far (cgroup v1 or v2)."""
     if cgroup is None:
-        return False
+        return 0
+    return max(_counter(cgroup / "memory.oom_control", "oom_kill"), _counter(cgroup / "memory.events", "oom_kill"))
+
+
+def _counter(path: Path | None, key: str) -> int:
+    if path is None:
+        return 0
     with contextlib.suppress(OSError, ValueError):
-        for line in (cgroup / "pids.events").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "max" and int(value) > 0:
-                return True
-    return False
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    return 0
+
+
+def _container_cgroups(container_id: str) -> dict[str, Path]:
+    """The container's pids and memory cgroups on this host, where the layout is known."""
+    found = {}
+    pids = _pids_cgroup(container_id)
+    if pids is not None:
+        found["pids"] = pids
+    for path in (Path("/sys/fs/cgroup/memory/docker", container_id), Path("/sys/fs/cgroup/docker", container_id),
+                 Path("/sys/fs/cgroup/system.slice", f"docker-{container_id}.scope")):
+        if (path / "memory.oom_control").exists() or (path / "memory.events").exists():
+            found["memory"] = path
+            break
+    return found
 
 
 def _remove(container: Any) -> None:

@@ -1,0 +1,212 @@
+"""Docker sandbox images: building Engram's default image, and pinning the one a run uses.
+
+A run's scores depend on the interpreter and libraries its candidates import, so the image is part
+of the experiment. A spec pins it by content: `repo@sha256:<digest>` for an image from a registry,
+or `sha256:<id>` for one built locally. A spec that names a mutable tag still runs, but gets a
+warning naming the digest the tag resolved to, and the resolved spec records that digest either way.
+
+`engram sandbox build` builds `engram/sandbox/image/Dockerfile`. Online it installs the pinned
+`requirements.txt` from PyPI inside the build. Offline (`--offline`: no registry reachable, as on
+Engram's CI machines) it downloads the matching wheels on the host first and installs them in a
+build with no network at all, on top of any local Python 3.11 image given as `--base`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from engram.errors import SandboxError
+
+DEFAULT_TAG = "engram-sandbox:latest"
+DEFAULT_BASE = "python:3.11-slim-bookworm"
+LABEL_PREFIX = "org.engram.sandbox"
+_WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64", "any")
+_PINNED = re.compile(r"(^sha256:[0-9a-f]{64}$)|(@sha256:[0-9a-f]{64}$)")
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """What a reference named, and the content it resolved to on this engine."""
+
+    reference: str
+    image_id: str
+    repo_digests: tuple[str, ...]
+
+    @property
+    def pinned(self) -> bool:
+        return is_pinned(self.reference)
+
+    @property
+    def digest(self) -> str:
+        """The most portable content reference: a registry digest if the image has one, else its id."""
+        return self.repo_digests[0] if self.repo_digests else self.image_id
+
+    def unpinned_warning(self) -> str | None:
+        if self.pinned:
+            return None
+        return (f"sandbox image {self.reference!r} is not pinned; it resolved to {self.digest}. "
+                f"Pin it for reproducible results: sandbox.image: {self.digest}")
+
+
+def is_pinned(reference: str) -> bool:
+    """True when a reference names image content (a digest or an id), not a mutable tag."""
+    return bool(_PINNED.search(reference.strip()))
+
+
+def resolve_image(client: Any, reference: str) -> ResolvedImage:
+    """Look the image up on the engine; a missing one is an error saying how to get it."""
+    import docker.errors
+
+    try:
+        image = client.images.get(reference)
+    except docker.errors.ImageNotFound as exc:
+        raise SandboxError(
+            f"the Docker sandbox image {reference!r} is not present on this engine: build it with "
+            f"`engram sandbox build` (add --offline --base IMAGE when no registry is reachable), "
+            f"pull it, or choose another image with sandbox.image / $ENGRAM_SANDBOX_IMAGE"
+        ) from exc
+    return ResolvedImage(reference, image.id, tuple(image.attrs.get("RepoDigests") or ()))
+
+
+def image_files() -> Path:
+    """The directory holding the Dockerfile and requirements.txt shipped with Engram."""
+    return Path(str(resources.files("engram.sandbox") / "image"))
+
+
+def requirements() -> dict[str, str]:
+    """The pinned packages of the default image, by lower-cased name."""
+    pins = {}
+    for line in (image_files() / "requirements.txt").read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    tag: str
+    image_id: str
+    base: str
+    base_id: str | None
+    offline: bool
+
+
+def build_image(
+    *,
+    tag: str = DEFAULT_TAG,
+    base: str = DEFAULT_BASE,
+    offline: bool = False,
+    wheel_cache: Path | None = None,
+    say: Callable[[str], None] = lambda line: None,
+    client: Any = None,
+) -> BuildResult:
+    """Build the default sandbox image and return its id; see the module docstring for the two modes."""
+    import docker
+
+    own_client = client is None
+    client = client or docker.from_env(timeout=600)
+    try:
+        base_id = _local_image_id(client, base)
+        if offline and base_id is None:
+            raise SandboxError(f"--offline needs the base image {base!r} on this engine already "
+                               f"(no registry is reachable to pull it); name a local Python 3.11 image with --base")
+        with tempfile.TemporaryDirectory(prefix="engram-image-") as context_dir:
+            context = Path(context_dir)
+            _write_context(context)
+            options = ""
+            if offline:
+                wheels = download_wheels(wheel_cache or _default_wheel_cache(), say=say)
+                for wheel in wheels:
+                    shutil.copy2(wheel, context / "wheels" / wheel.name)
+                options = "--no-index --find-links /tmp/engram-build/wheels"
+            say(f"building {tag} from {base}{' (offline)' if offline else ''}")
+            image = _docker_build(client, context, tag=tag, base=base, pip_options=options,
+                                  offline=offline, base_id=base_id, say=say)
+        return BuildResult(tag=tag, image_id=image.id, base=base, base_id=base_id, offline=offline)
+    finally:
+        if own_client:
+            client.close()
+
+
+def download_wheels(cache: Path, *, say: Callable[[str], None] = lambda line: None) -> list[Path]:
+    """Fetch CPython 3.11 Linux wheels for the requirements (and pip itself) into `cache`.
+
+    The cache is keyed by the requirements file, so a changed pin never reuses stale wheels."""
+    key = hashlib.sha256((image_files() / "requirements.txt").read_bytes()).hexdigest()[:16]
+    target = cache / key
+    done = target / ".complete"
+    if not done.is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        say(f"downloading wheels into {target}")
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                   "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+                   *[arg for platform in _WHEEL_PLATFORMS for arg in ("--platform", platform)],
+                   "--dest", str(target), "-r", str(image_files() / "requirements.txt"), "pip"]
+        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        if completed.returncode != 0:
+            raise SandboxError(f"could not download the sandbox image's wheels (pip download exited "
+                               f"{completed.returncode}): {completed.stderr.strip()[-800:]}")
+        done.write_text("ok\n", encoding="utf-8")
+    return sorted(target.glob("*.whl"))
+
+
+def _default_wheel_cache() -> Path:
+    from engram.data import cache_root
+
+    return cache_root().parent / "sandbox-wheels"
+
+
+def _write_context(context: Path) -> None:
+    for name in ("Dockerfile", "requirements.txt"):
+        shutil.copy2(image_files() / name, context / name)
+    (context / "wheels").mkdir()
+    # COPY needs the folder to exist in the context even when an online build has no wheels.
+    (context / "wheels" / "README").write_text("wheels for an offline build\n", encoding="utf-8")
+
+
+def _docker_build(client: Any, context: Path, *, tag: str, base: str, pip_options: str, offline: bool,
+                  base_id: str | None, say: Callable[[str], None]) -> Any:
+    import docker.errors
+
+    labels = {
+        f"{LABEL_PREFIX}.base": base,
+        f"{LABEL_PREFIX}.base-id": base_id or "",
+        f"{LABEL_PREFIX}.requirements": ",".join(f"{name}=={version}" for name, version in requirements().items()),
+    }
+    try:
+        image, log = client.images.build(
+            path=str(context), tag=tag, rm=True, forcerm=True, pull=False, labels=labels,
+            buildargs={"BASE_IMAGE": base, "PIP_OPTIONS": pip_options},
+            network_mode="none" if offline else None,
+        )
+    except docker.errors.BuildError as exc:
+        tail = "".join(str(chunk.get("stream", "")) for chunk in exc.build_log)[-1500:]
+        raise SandboxError(f"building the sandbox image failed: {exc.msg}\n{tail}") from exc
+    except docker.errors.APIError as exc:
+        raise SandboxError(f"the Docker engine refused the build: {exc}") from exc
+    for chunk in log:
+        line = str(chunk.get("stream", "")).strip()
+        if line.startswith("Step "):
+            say(line)
+    return image
+
+
+def _local_image_id(client: Any, reference: str) -> str | None:
+    import docker.errors
+
+    try:
+        return client.images.get(reference).id
+    except docker.errors.ImageNotFound:
+        return None
