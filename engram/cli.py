@@ -123,19 +123,33 @@ def validate(specs: tuple[Path, ...], overrides: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a spec field (validated, recorded in the resolved spec). Repeatable.")
 @click.option("--new", is_flag=True, help="Start a new run even if an unfinished one of this spec exists.")
 @click.option("-v", "--verbose", is_flag=True, help="Stream each agent turn (text and tool calls).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print progress events and the result as JSON lines.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Local executor: at most this many runs at once [default: the number of cores].")
+@click.option("--executor", "executor_name", type=click.Choice(["local", "ray"]), default=None,
+              help="Where runs execute [default: the spec's executor.name, local].")
+@click.option("--address", default=None, help="Ray cluster address [default: $RAY_ADDRESS or auto].")
+@click.option("--max-dollars", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Sweep cap: the dollars of all runs together, on top of each run's own budget.")
 @_reports_errors
-def apply(spec: Path, overrides: tuple[str, ...], new: bool, verbose: bool, quiet: bool, as_json: bool) -> None:
-    """Run the experiment SPEC (or continue its unfinished run)."""
+def apply(specs: tuple[Path, ...], overrides: tuple[str, ...], new: bool, verbose: bool, quiet: bool, as_json: bool,
+          jobs: int | None, executor_name: str | None, address: str | None, max_dollars: float | None) -> None:
+    """Run the experiment SPEC (or continue its unfinished run); several specs or a grid file run as a sweep."""
     from engram.progress import make_progress
     from engram.runner import apply as apply_spec
+    from engram.sweep import apply_sweep, is_sweep
 
+    executor_options = {"name": executor_name, "jobs": jobs, "address": address, "max_dollars": max_dollars}
+    if is_sweep(specs, list(overrides), executor_options):
+        sys.exit(apply_sweep(specs, list(overrides), executor_options, new=new, quiet=quiet, as_json=as_json,
+                             verbose=verbose))
+    [spec] = specs
     progress = make_progress(verbose=verbose, quiet=quiet, as_json=as_json)
     try:
         outcome = apply_spec(spec, list(overrides), progress, new=new)
@@ -161,6 +175,22 @@ def resume(run_dir: Path, verbose: bool, quiet: bool, as_json: bool) -> None:
     finally:
         progress.close()
     _report_run(outcome, as_json)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per run.")
+@_reports_errors
+def status(paths: tuple[Path, ...], as_json: bool) -> None:
+    """Show each run under PATHS (run directories, seed folders or folders of runs such as runs/)."""
+    from engram.status import collect, find_seed_dirs, render
+
+    rows = collect(find_seed_dirs(paths))
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row.as_json(), default=str))
+        return
+    click.echo(render(rows))
 
 
 @main.command()

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -28,7 +28,12 @@ from engram.errors import ConfigError, EngramError, Interrupted
 from engram.progress import Progress
 from engram.spec import SCRIPTED_MODEL, Spec, load_spec, parse_spec
 
+if TYPE_CHECKING:
+    from engram.llm import SharedBudget
+
 RESOLVED_SPEC = "spec.resolved.yaml"
+RUN_DIR_LABEL = "engram.run_dir"
+"""Docker label carrying a run's directory, so a cancelled sweep removes exactly its own containers."""
 _VERSIONED_PACKAGES = ("pydantic", "litellm", "langchain", "langchain-core", "langchain-litellm", "langgraph",
                        "deepagents", "mlflow", "networkx", "numpy", "pulp", "scikit-learn")
 
@@ -64,14 +69,29 @@ def check_credentials(spec: Spec) -> None:
 
 def find_unfinished_run(spec: Spec) -> Path | None:
     """The newest run directory of this spec whose resolved spec matches and that is not finished."""
+    return find_run(spec, include_finished=False)
+
+
+def find_run(spec: Spec, *, include_finished: bool) -> Path | None:
+    """The newest run directory of this spec whose resolved spec matches (how it runs -- the
+    `executor` section -- aside), optionally also a finished one: a re-launched sweep must find
+    its runs whatever state they are in, so that only the unfinished work is done again."""
     base = spec.output.dir / spec.name
     if not base.is_dir():
         return None
+    wanted = run_identity(spec.to_plain())
     for run_dir in sorted((p for p in base.iterdir() if (p / RESOLVED_SPEC).is_file()), reverse=True):
         stored = yaml.safe_load((run_dir / RESOLVED_SPEC).read_text(encoding="utf-8")) or {}
-        if stored.get("spec") == spec.to_plain() and not run_is_finished(run_dir, spec):
+        if run_identity(stored.get("spec") or {}) != wanted:
+            continue
+        if include_finished or not run_is_finished(run_dir, spec):
             return run_dir
     return None
+
+
+def run_identity(plain_spec: dict[str, Any]) -> dict[str, Any]:
+    """What makes two runs the same experiment: the spec without the settings of where it executes."""
+    return {key: value for key, value in plain_spec.items() if key != "executor"}
 
 
 def run_is_finished(run_dir: Path, spec: Spec) -> bool:
@@ -147,7 +167,11 @@ def resume(run_dir: Path, progress: Progress) -> RunOutcome:
 
 
 def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | None, overrides: list[str],
-            resumed: bool) -> RunOutcome:
+            resumed: bool, seeds: list[int] | None = None, tracking_uri: str | None = None,
+            shared_budget: SharedBudget | None = None) -> RunOutcome:
+    """Run `seeds` (default: all of the spec's) in `run_dir`. A sweep runs one seed per worker
+    process, with the driver's tracking URI (a worker's cwd may differ) and the sweep's shared
+    dollar budget."""
     from engram.problem import load_problem
     from engram.sandbox import get_sandbox
     from engram.tracking import default_tracking_uri
@@ -155,15 +179,16 @@ def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | Non
     problem = load_problem(spec.problem.name)
     problem.ensure_data(problem.select_scenarios(spec.problem.scenarios))
     sandbox = get_sandbox(spec.sandbox.backend, quiet=True, image=spec.sandbox.image,
-                          labels={"engram.run": run_dir.name})
+                          labels={"engram.run": run_dir.name, RUN_DIR_LABEL: str(run_dir.resolve())})
     if not (run_dir / RESOLVED_SPEC).is_file():
         write_resolved_spec(run_dir, spec, source=source, overrides=overrides,
                             problem_fingerprint=problem.fingerprint(), sandbox=sandbox.name,
                             sandbox_image=getattr(sandbox, "image_digest", None))
-    tracking_uri = (spec.tracking.uri or default_tracking_uri()) if spec.tracking.mlflow else None
+    tracking_uri = (spec.tracking.uri or tracking_uri or default_tracking_uri()) if spec.tracking.mlflow else None
     try:
         with _stop_sandboxes_on_interrupt():
-            outcomes = _run_seeds(spec, run_dir, problem, sandbox, progress, tracking_uri, resumed)
+            outcomes = _run_seeds(spec, run_dir, problem, sandbox, progress, tracking_uri, resumed,
+                                  spec.seeds if seeds is None else seeds, shared_budget)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; everything recorded so far is in {run_dir}. "
                           f"Continue with: engram resume {run_dir}") from None
@@ -194,25 +219,27 @@ def _stop_sandboxes_on_interrupt() -> Iterator[None]:
 
 
 def _run_seeds(spec: Spec, run_dir: Path, problem: Any, sandbox: Any, progress: Progress,
-               tracking_uri: str | None, resumed: bool) -> list[SeedOutcome]:
+               tracking_uri: str | None, resumed: bool, seeds: list[int],
+               shared_budget: SharedBudget | None) -> list[SeedOutcome]:
     from engram.evaluation.evaluator import CandidateEvaluator
 
     outcomes = []
     with CandidateEvaluator(problem, sandbox, scenarios=spec.problem.scenarios,
                             time_limit_s=spec.problem.time_limit_s) as evaluator:
-        for seed in spec.seeds:
+        for seed in seeds:
             archive = SeedArchive(run_dir / f"seed-{seed}")
             if archive.is_finished():
                 outcomes.append(SeedOutcome(seed, _read_result(archive)))
                 continue
             progress.seed_started(seed, resumed=resumed and archive.events_file.exists())
             outcomes.append(SeedOutcome(seed, run_seed(spec, run_dir, archive, seed, problem, evaluator, sandbox,
-                                                       progress, tracking_uri)))
+                                                       progress, tracking_uri, shared_budget)))
     return outcomes
 
 
 def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem: Any, evaluator: Any,
-             sandbox: Any, progress: Progress, tracking_uri: str | None) -> dict[str, Any]:
+             sandbox: Any, progress: Progress, tracking_uri: str | None,
+             shared_budget: SharedBudget | None = None) -> dict[str, Any]:
     from engram.llm import UsageLedger
     from engram.methods.context import MethodContext, MethodResult
     from engram.methods.registry import run_method
@@ -221,6 +248,8 @@ def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem
     started = time.time()
     ledger = UsageLedger(max_dollars=spec.budget.max_dollars)
     restore_usage(ledger, archive, spec.model.id)
+    if shared_budget is not None:
+        ledger.share(shared_budget)  # after restoring: the others see this run's spending from now on
     tracker = Tracker(enabled=spec.tracking.mlflow, tracking_uri=tracking_uri,
                       experiment=spec.tracking.experiment or problem.name)
     tracker.start(run_name=f"{spec.name}/{run_dir.name}/seed-{seed}", run_dir=archive.root,

@@ -164,6 +164,23 @@ class OutputSettings(_Strict):
     dir: Path = Field(default=Path("runs"), description="Runs go to <dir>/<spec name>/<run id>/")
 
 
+class ExecutorSettings(_Strict):
+    """Where and how many runs execute at once; not part of a run's identity (changing it resumes the same run)."""
+
+    name: Literal["local", "ray"] = Field(default="local", description="local: a pool of worker processes on this "
+                                          "machine; ray: one Ray task per run on a cluster (pip install 'engram[ray]')")
+    jobs: PositiveInt | None = Field(default=None, description="local: at most this many runs at once; "
+                                     "default: the number of CPU cores")
+    address: str | None = Field(default=None, description="ray: the cluster address; default: $RAY_ADDRESS or auto")
+    cpus_per_run: PositiveFloat = Field(default=1, description="ray: CPUs each run's task declares")
+    docker_resource: str = Field(default="engram_docker", description="ray: custom resource a run with the docker "
+                                 "sandbox takes one unit of (caps concurrent Docker runs per node)")
+    max_retries: NonNegativeInt = Field(default=2, description="Restarts of a run whose worker or node died "
+                                        "(it resumes from its archive)")
+    max_dollars: PositiveFloat | None = Field(default=None, description="Cap on the dollars of all runs launched "
+                                              "together (their sum), on top of each run's budget.max_dollars")
+
+
 class Spec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -176,6 +193,7 @@ class Spec(_Strict):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
 
     @model_validator(mode="before")
     @classmethod

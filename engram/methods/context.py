@@ -84,6 +84,9 @@ class MethodContext:
             return f"evaluation budget reached ({budget.max_evaluations})"
         if budget.max_dollars is not None and self.ledger.total_dollars >= budget.max_dollars:
             return f"dollar budget reached (${self.ledger.total_dollars:.4f} of ${budget.max_dollars:g})"
+        shared = self.ledger.shared  # a sweep's cap over all its runs
+        if shared is not None and (reason := shared.stop_reason(self.ledger.total_dollars)):
+            return reason
         best = self.best_score()
         if budget.target_score is not None and best is not None and best >= budget.target_score:
             return f"target score reached ({best} >= {budget.target_score})"

@@ -1,0 +1,209 @@
+"""One run unit in its own process: `python -m engram.executors.worker` reads the unit (JSON) on stdin.
+
+Every executor runs a unit this way -- the local pool directly, Ray from inside its task -- because
+a run owns process-wide state (signal handlers, MLflow's active run, LangChain autolog) that must
+not leak into the next run a pooled worker would execute. The process:
+
+* dies with its parent (the pool driver or the Ray worker): the kernel sends it SIGINT, which stops
+  the run like Ctrl-C does -- running candidates and shell commands are killed, containers removed;
+* holds an exclusive lock on its seed directory, so a retry never runs beside an attempt that is
+  still winding down (the retry waits for it);
+* keeps a lease file (`worker.json`: host, pid, node, heartbeat, final state) for `engram status`,
+  appends one line per attempt to `attempts.jsonl`, and stops itself when a `cancel` file appears
+  (how a driver cancels gracefully on a machine it cannot signal).
+
+Exit status: 0 done, 2 bad input (the message is in the lease and on stderr), 130 interrupted,
+1 anything else (a bug, with its traceback in `worker.log`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from engram.archive import append_jsonl, write_json
+from engram.errors import EngramError, Interrupted
+from engram.executors.base import (
+    WORKER_EXIT_BAD_INPUT,
+    WORKER_EXIT_CRASHED,
+    WORKER_EXIT_DONE,
+    WORKER_EXIT_INTERRUPTED,
+    RunUnit,
+)
+
+LEASE_FILE = "worker.json"
+ATTEMPTS_FILE = "attempts.jsonl"
+LOG_FILE = "worker.log"
+CANCEL_FILE = "cancel"
+LOCK_FILE = ".worker.lock"
+HEARTBEAT_S = 2.0
+PARENT_ENV = "ENGRAM_WORKER_PARENT"
+NODE_ENV = "ENGRAM_WORKER_NODE"
+"""Set by an executor to name where the worker runs (a Ray node id); recorded in the lease."""
+
+_PR_SET_PDEATHSIG = 1
+
+
+def launch(unit: RunUnit, *, own_process_group: bool, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a worker for `unit`; its output goes to `<seed dir>/worker.log`.
+
+    `own_process_group` keeps a terminal's Ctrl-C away from the worker so that the driver alone
+    decides how to stop it (the local pool); under Ray the worker must stay in the Ray worker's
+    group, which a forced cancellation kills as a whole.
+    """
+    unit.seed_dir.mkdir(parents=True, exist_ok=True)
+    with (unit.seed_dir / LOG_FILE).open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "engram.executors.worker"], stdin=subprocess.PIPE, stdout=log,
+            stderr=subprocess.STDOUT, process_group=0 if own_process_group else None,
+            env={**os.environ, **(env or {}), PARENT_ENV: str(os.getpid())},
+        )
+    assert process.stdin is not None
+    process.stdin.write(unit.to_json().encode("utf-8"))
+    process.stdin.close()
+    return process
+
+
+def read_lease(seed_dir: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        data = json.loads((seed_dir / LEASE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def request_cancel(seed_dir: Path) -> None:
+    """Ask the worker of `seed_dir`, wherever it runs, to stop like on Ctrl-C (within ~2 s)."""
+    with contextlib.suppress(OSError):
+        (seed_dir / CANCEL_FILE).touch()
+
+
+# -- inside the worker -----------------------------------------------------------------------------------
+
+
+def main() -> int:
+    unit = RunUnit.from_json(sys.stdin.read())
+    _die_with_parent()
+    seed_dir = unit.seed_dir
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(seed_dir / LOCK_FILE) as waited:
+        lease = Lease(seed_dir)
+        lease.begin(waited)
+        try:
+            _run(unit)
+        except (Interrupted, KeyboardInterrupt):
+            lease.end("interrupted")
+            return WORKER_EXIT_INTERRUPTED
+        except EngramError as exc:
+            lease.end("failed", str(exc))
+            print(f"engram: error: {exc}", file=sys.stderr)
+            return WORKER_EXIT_BAD_INPUT
+        except BaseException as exc:
+            lease.end("crashed", f"{type(exc).__name__}: {exc}")
+            traceback.print_exc()
+            return WORKER_EXIT_CRASHED
+        lease.end("done")
+        return WORKER_EXIT_DONE
+
+
+def _run(unit: RunUnit) -> None:
+    from engram.executors.budget import SweepBudget
+    from engram.progress import QuietProgress
+    from engram.runner import execute
+    from engram.spec import parse_spec
+
+    run_dir = Path(unit.run_dir)
+    spec = parse_spec(dict(unit.spec), source=f"{run_dir} (sweep unit)", base=run_dir)
+    cap = unit.sweep_cap
+    budget = SweepBudget(cap.max_dollars, cap.seed_dirs, unit.seed_dir) if cap is not None else None
+    execute(spec, run_dir, QuietProgress(), source=Path(unit.spec_file) if unit.spec_file else None,
+            overrides=list(unit.overrides), resumed=True, seeds=[unit.seed], tracking_uri=unit.tracking_uri,
+            shared_budget=budget)
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel for SIGINT when the parent dies (a driver killed with SIGKILL, a lost Ray worker)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
+    parent = os.environ.get(PARENT_ENV)
+    if parent and os.getppid() != int(parent):  # the parent died before the request took effect
+        raise SystemExit(WORKER_EXIT_INTERRUPTED)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[bool]:
+    """Hold a POSIX lock on `path` (also honoured over NFS); yields whether another holder was waited for."""
+    handle: IO[str] = path.open("a")
+    waited = False
+    try:
+        while True:
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if not waited:
+                    print(f"engram: waiting for an earlier attempt at {path.parent} to exit", file=sys.stderr,
+                          flush=True)
+                waited = True
+                time.sleep(0.5)
+        yield waited
+    finally:
+        handle.close()
+
+
+class Lease:
+    """`worker.json`: who runs this seed and that it is alive; a heartbeat thread also watches for `cancel`."""
+
+    def __init__(self, seed_dir: Path) -> None:
+        self.seed_dir = seed_dir
+        self.record: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def begin(self, waited: bool) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.seed_dir / CANCEL_FILE).unlink()  # a request meant for an earlier attempt
+        now = time.time()
+        self.record = {"state": "running", "host": socket.gethostname(), "pid": os.getpid(),
+                       "node": os.environ.get(NODE_ENV), "started": now, "heartbeat": now}
+        append_jsonl(self.seed_dir / ATTEMPTS_FILE, {**self.record, "waited_for_earlier_attempt": waited})
+        write_json(self.seed_dir / LEASE_FILE, self.record)
+        threading.Thread(target=self._beat, name="engram-worker-heartbeat", daemon=True).start()
+
+    def end(self, state: str, error: str | None = None) -> None:
+        with self._lock:
+            self._stop.set()
+            self.record.update(state=state, heartbeat=time.time(), ended=time.time(), error=error)
+            with contextlib.suppress(OSError):
+                write_json(self.seed_dir / LEASE_FILE, self.record)
+
+    def _beat(self) -> None:
+        cancelled = False
+        while not self._stop.wait(HEARTBEAT_S / 4):
+            if not cancelled and (self.seed_dir / CANCEL_FILE).exists():
+                cancelled = True
+                os.kill(os.getpid(), signal.SIGINT)  # handled by the runner exactly like Ctrl-C
+            with self._lock:
+                if self._stop.is_set() or time.time() - self.record["heartbeat"] < HEARTBEAT_S:
+                    continue
+                self.record["heartbeat"] = time.time()
+                with contextlib.suppress(OSError):
+                    write_json(self.seed_dir / LEASE_FILE, self.record)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
