@@ -28,7 +28,7 @@ SPOT_PRICE_RATIO = 3.06 / 0.9731
 BASE_CLASS_NAMES = {"Strategy", "MultiRegionStrategy"}
 
 
-class ClusterType(str, enum.Enum):
+class ClusterType(str, enum.Enum):  # noqa: UP042 - the reference's type, values '1', '2', '3'
     NONE = enum.auto()
     SPOT = enum.auto()
     ON_DEMAND = enum.auto()
@@ -118,7 +118,7 @@ class Env:
         return sum(prices[kind] * self.gap_seconds / 3600 for kind in self.cluster_type_histroy)
 
     def get_trace_before_end(self, end: float) -> typing.Any:
-        return self.trace[: int(math.ceil(end / self.gap_seconds))]
+        return self.trace[: math.ceil(end / self.gap_seconds)]
 
     def next_wait_spot_length(self) -> tuple[int, int]:
         """Ticks until spot is next available, and how long that spot period lasts."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -163,8 +162,7 @@ class CantBeLateScorer(Scorer):
     def score_scenario(self, scenario: ScenarioSpec, answer: Any) -> TraceCosts:
         names = self.scenario_traces(scenario)
         if not isinstance(answer, list) or len(answer) != len(names) or not all(isinstance(a, str) for a in answer):
-            raise InvalidAnswer(f"expected one request string per trace ({len(names)}), got "
-                                f"{type(answer).__name__} of length {len(answer) if hasattr(answer, '__len__') else '?'}")
+            raise InvalidAnswer(f"expected a list of one request string per trace ({len(names)} traces)")
         job = Job.of(scenario.params)
         outcomes = []
         for name, requests in zip(names, answer, strict=True):
