@@ -201,8 +201,18 @@ def test_prune_removes_containers_a_crash_left_behind(docker_sandbox: DockerSand
         client.close()
 
 
-def test_the_image_is_pinned(docker_sandbox: DockerSandbox):
+def test_the_image_is_resolved_to_its_content(docker_sandbox: DockerSandbox):
     assert docker_sandbox.image_digest.startswith("sha256:")
+    assert not docker_sandbox.resolved.pinned  # the default is a tag: runs warn and record the digest
+
+
+def test_what_counts_as_pinned():
+    from engram.sandbox.images import is_pinned
+
+    digest = "sha256:" + "ab" * 32
+    assert is_pinned(digest) and is_pinned(f"ghcr.io/org/engram-sandbox@{digest}")
+    assert is_pinned(f"engram-sandbox:1.0@{digest}")
+    assert not is_pinned("engram-sandbox:latest") and not is_pinned("python:3.11") and not is_pinned("sha256:abc")
 
 
 def test_explicit_docker_without_an_engine_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
@@ -313,3 +323,57 @@ def test_an_engram_run_with_the_docker_backend_uses_one_container_per_agent(tmp_
     meta = yaml.safe_load((outcome.run_dir / "spec.resolved.yaml").read_text())["meta"]
     assert meta["sandbox"] == "docker" and meta["sandbox_image"]["digest"].startswith("sha256:")
     assert meta["sandbox_image"]["pinned"] is False
+
+
+def test_an_unpinned_image_is_warned_about_and_a_pinned_one_is_not(docker_sandbox: DockerSandbox, tmp_path: Path):
+    from engram_runs import SUMMARY, make_spec
+
+    image_id = docker_sandbox.resolved.image_id
+    outputs = {}
+    for label, image in (("tag", docker_sandbox.image), ("id", image_id)):
+        (tmp_path / label).mkdir()
+        spec = make_spec(tmp_path / label, [[
+            {"tool_calls": [{"name": "run_simulation", "args": {"file_path": "/initial_program.py"}}]},
+            {"content": SUMMARY},
+        ]], sandbox={"backend": "docker", "image": image})
+        done = subprocess.run([sys.executable, "-m", "engram.cli", "apply", str(spec), "-q"], capture_output=True,
+                              text=True, timeout=300, check=False, env=os.environ.copy())
+        assert done.returncode == 0, done.stderr
+        outputs[label] = done.stderr
+    assert f"is not pinned; it resolved to {image_id}" in outputs["tag"]
+    assert f"sandbox.image: {image_id}" in outputs["tag"]
+    assert "not pinned" not in outputs["id"]
+
+
+def test_sandbox_build_reuses_the_cache_and_labels_what_it_installed(docker_sandbox: DockerSandbox):
+    import docker
+
+    from engram.sandbox.images import requirements
+
+    done = subprocess.run([sys.executable, "-m", "engram.cli", "sandbox", "build", "--tag", "engram-sandbox:test-build",
+                           "--base", "engram-sandbox:offline", "--offline"], capture_output=True, text=True,
+                          timeout=900, check=False, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    assert "pin it in a spec with:  sandbox: {backend: docker, image: sha256:" in done.stdout
+    client = docker.from_env()
+    try:
+        labels = client.images.get("engram-sandbox:test-build").labels
+        client.images.remove("engram-sandbox:test-build")  # the tag only: the layers stay cached
+    finally:
+        client.close()
+    assert labels["org.engram.sandbox.base"] == "engram-sandbox:offline"
+    pins = dict(item.split("==") for item in labels["org.engram.sandbox.requirements"].split(","))
+    assert pins == requirements()
+
+
+def test_the_images_packages_are_the_pinned_ones(docker_sandbox: DockerSandbox, tmp_path: Path):
+    """A program must score the same under every backend: the image carries the pinned versions."""
+    from engram.sandbox.images import requirements
+
+    code = ("import importlib.metadata as m, json\n"
+            f"print(json.dumps({{n: m.version(n) for n in {sorted(requirements())!r}}}))")
+    result = _py(docker_sandbox, code, tmp_path)
+    import json
+
+    installed = {name.lower(): version for name, version in json.loads(result.stdout.text()).items()}
+    assert installed == requirements()
