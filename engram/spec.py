@@ -109,8 +109,46 @@ class EvolutionMethod(_LLMCallMethod):
         return self
 
 
+class OpenEvolveMethod(_Strict):
+    """OpenEvolve, the `openevolve` package (pip install 'engram[openevolve]'): islands of programs in
+    MAP-Elites grids, evolved by model-written diffs. Defaults: the reference's cloudcast configuration."""
+
+    name: Literal["openevolve"] = "openevolve"
+    iterations: PositiveInt = Field(default=100, description="Iterations (one model call, at most one evaluation "
+                                                             "each), across resumes")
+    islands: PositiveInt = Field(default=3, description="Separately evolving populations")
+    population_size: PositiveInt = Field(default=50, description="Programs kept in OpenEvolve's database")
+    archive_size: PositiveInt = Field(default=20, description="Elite programs kept for exploitation")
+    elite_selection_ratio: float = Field(default=0.2, ge=0, le=1, description="Share of elites among inspirations")
+    exploration_ratio: float = Field(default=0.2, ge=0, le=1, description="Chance a parent is drawn at random "
+                                                                          "from its island")
+    exploitation_ratio: float = Field(default=0.7, ge=0, le=1, description="Chance a parent is drawn from the "
+                                                                           "elite archive (else fitness-weighted)")
+    migration_interval: PositiveInt = Field(default=50, description="Generations between migrations of islands")
+    migration_rate: float = Field(default=0.1, ge=0, le=1, description="Share of an island that migrates")
+    diff_based: bool = Field(default=True, description="Ask for SEARCH/REPLACE diffs (false: whole programs)")
+    num_top_programs: NonNegativeInt = Field(default=3, description="Best programs shown in each prompt")
+    num_diverse_programs: NonNegativeInt = Field(default=2, description="Diverse programs shown as inspirations")
+    max_code_length: PositiveInt = Field(default=10000, description="Longer children are discarded unevaluated")
+    checkpoint_interval: PositiveInt = Field(default=10, description="Iterations between OpenEvolve checkpoints "
+                                                                     "(its own record; resume uses the archive)")
+    workers: PositiveInt = Field(default_factory=available_cores,
+                                 description="Iterations in flight at once (OpenEvolve's worker processes); "
+                                             "default: the number of cores")
+    max_minutes: PositiveFloat | None = Field(default=None, description="Wall-clock budget of a seed, across "
+                                                                        "resumes; default: none")
+
+    @model_validator(mode="after")
+    def _ratios_fit(self) -> OpenEvolveMethod:
+        if self.exploration_ratio + self.exploitation_ratio > 1:
+            raise ValueError(f"exploration_ratio + exploitation_ratio must be at most 1, got "
+                             f"{self.exploration_ratio} + {self.exploitation_ratio}")
+        return self
+
+
 MethodSettings = Annotated[
-    EngramMethod | OneShotMethod | BestShotMethod | EvolutionMethod,
+    EngramMethod | OneShotMethod | BestShotMethod | EvolutionMethod
+    | OpenEvolveMethod,
     Field(discriminator="name"),
 ]
 

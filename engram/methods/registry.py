@@ -18,6 +18,7 @@ METHOD_RUNNERS: dict[str, str] = {
     "one_shot": "baselines.one_shot:run_one_shot",
     "best_shot": "baselines.best_shot:run_best_shot",
     "evolution": "baselines.evolution:run_evolution",
+    "openevolve": "baselines.openevolve_method:run_openevolve",
 }
 
 
