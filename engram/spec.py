@@ -51,6 +51,37 @@ class EngramMethod(_Strict):
     max_steps_per_agent: PositiveInt = Field(default=400, description="Model/tool steps before an agent is stopped")
 
 
+class SingleAgentMethod(_Strict):
+    """One agent alone (the paper's "Glia"): Engram's tools and sandbox, no digest, no other agents'
+    archive; continued with "keep going" messages. budget.max_agents and minutes_per_agent do not apply."""
+
+    name: Literal["single_agent"] = "single_agent"
+    max_minutes: PositiveFloat = Field(default=60, description="Wall-clock time of the agent's whole session "
+                                                               "(all continuations), across resumes")
+    patience: PositiveInt = Field(default=10, description="Stop after this many consecutive continuations "
+                                                          "that bring no new best score")
+    max_continuations: PositiveInt | None = Field(default=None, description="Stop after this many continuations "
+                                                                            "in all; default: no limit")
+    max_steps_per_turn: PositiveInt = Field(default=400, description="Model/tool steps between two continuation "
+                                                                     "messages before the turn is cut")
+
+
+class TreeSearchMethod(_Strict):
+    """A tree of programs: each round expands the best node with a short agent (budget.minutes_per_agent)
+    whose prompt carries its ancestors' summaries; the agent's best program becomes a child.
+    budget.max_agents does not apply (rounds does)."""
+
+    name: Literal["tree_search"] = "tree_search"
+    rounds: PositiveInt = Field(default=10, description="Expansion rounds, one agent each")
+    ancestor_summaries: NonNegativeInt = Field(default=3, description="Summaries of the expanded node and its "
+                                                                      "nearest ancestors given to the agent")
+    epsilon: float = Field(default=0.0, ge=0, le=1, description="Probability of expanding a uniformly random node "
+                                                                "instead of the best one (0: always the best)")
+    max_steps_per_agent: PositiveInt = Field(default=400, description="Model/tool steps before an agent is stopped")
+    max_minutes: PositiveFloat | None = Field(default=None, description="Wall-clock budget of a seed (all rounds), "
+                                                                        "across resumes; default: none")
+
+
 def available_cores() -> int:
     """Cores this process may run on (the affinity mask, which containers and taskset narrow)."""
     try:
@@ -147,7 +178,7 @@ class OpenEvolveMethod(_Strict):
 
 
 MethodSettings = Annotated[
-    EngramMethod | OneShotMethod | BestShotMethod | EvolutionMethod
+    EngramMethod | SingleAgentMethod | TreeSearchMethod | OneShotMethod | BestShotMethod | EvolutionMethod
     | OpenEvolveMethod,
     Field(discriminator="name"),
 ]

@@ -31,8 +31,12 @@ from engram.methods.digest import (
     request_summary,
     summary_from_log,
 )
+from engram.methods.workspace_backend import closing_shells
 
 MIN_EXPERIMENTS_ADVICE = 10
+ARCHIVE_ALL = ("`agent-<k>/experiments/exp-<m>/` with `program.py`, `evaluation.json` and `results/` for every "
+               "experiment so far, and each finished agent's `summary.md`, `transcript.jsonl` and `workspace/`")
+ARCHIVE_OWN = "your own experiments, `experiments/exp-<m>/` with `program.py`, `evaluation.json` and `results/`"
 HELPER_DESCRIPTION = ("A helper with the same tools and workspace, for a self-contained job such as digesting the "
                       "archive, analysing result files or trying one variant; it reports back briefly.")
 _TOOL_OUTPUT_CHARS = 2000
@@ -57,7 +61,7 @@ def run_chain(ctx: MethodContext) -> MethodResult:
     finished = set(archive.finished_agents())
     for agent in started:
         if agent not in finished:
-            close_interrupted_agent(ctx, agent)
+            close_interrupted_agent(ctx, agent, digest=ctx.spec.method.digest)
     settings = ctx.spec.method
     stop_reason = f"all {ctx.spec.budget.max_agents} agents finished"
     for agent in range(max(started, default=0) + 1, ctx.spec.budget.max_agents + 1):
@@ -78,24 +82,37 @@ def run_chain(ctx: MethodContext) -> MethodResult:
 
 
 def run_agent(ctx: MethodContext, agent: int) -> AgentOutcome:
-    archive = ctx.archive
-    budget = ctx.spec.budget
+    settings, budget = ctx.spec.method, ctx.spec.budget
     deadline = time.monotonic() + budget.minutes_per_agent * 60
-    archive_view = prepare_workspace(ctx, agent)
-    archive.log("agent_start", agent=agent, dollars=ctx.ledger.total_dollars)
-    ctx.tracker.start_agent(agent)
-    ctx.progress.agent_started(agent, budget.max_agents)
-    transcript = archive.agent_dir(agent) / "transcript.jsonl"
-    model = ctx.model_factory(agent=agent, role="agent", transcript=transcript)
-    graph = build_agent_graph(ctx, agent, model, deadline, archive_view)
-    outcome, last_text = _drive(ctx, agent, graph, deadline)
-    summary = _summary(ctx, agent, model, outcome, last_text, deadline)
-    _close_agent(ctx, agent, summary, outcome.reason)
+    archive_view = prepare_workspace(ctx, agent, whole_archive=settings.archive)
+    _add_handover_files(ctx)
+    start_agent(ctx, agent, budget.max_agents)
+    model = agent_model(ctx, agent)
+    with closing_shells():
+        graph = build_agent_graph(ctx, agent, model, deadline, archive_view, system=system_prompt(ctx, agent))
+        outcome, last_text = drive(ctx, agent, graph, deadline, first_message(ctx),
+                                   max_steps=settings.max_steps_per_agent)
+        summary = collect_summary(ctx, agent, model, outcome, last_text)
+    close_agent(ctx, agent, summary, outcome.reason, digest=settings.digest)
     return outcome
 
 
-def prepare_workspace(ctx: MethodContext, agent: int) -> Path:
-    """A fresh workspace for `agent`; returns the directory shown to it as /archive/."""
+def start_agent(ctx: MethodContext, agent: int, of: int) -> None:
+    """Record the start of `agent` (of `of` planned): event, nested MLflow run, progress line."""
+    ctx.archive.log("agent_start", agent=agent, dollars=ctx.ledger.total_dollars)
+    ctx.tracker.start_agent(agent)
+    ctx.progress.agent_started(agent, of)
+
+
+def agent_model(ctx: MethodContext, agent: int) -> Any:
+    """The agent's chat model, writing every request and response to the agent's transcript."""
+    transcript = ctx.archive.agent_dir(agent) / "transcript.jsonl"
+    return ctx.model_factory(agent=agent, role="agent", transcript=transcript)
+
+
+def prepare_workspace(ctx: MethodContext, agent: int, *, whole_archive: bool) -> Path:
+    """A fresh workspace for `agent` with the problem's files; returns the directory shown to it as
+    /archive/: every agent's folder when `whole_archive`, else only the agent's own."""
     archive, problem = ctx.archive, ctx.problem
     workspace = archive.workspace
     shutil.rmtree(workspace, ignore_errors=True)
@@ -111,13 +128,8 @@ def prepare_workspace(ctx: MethodContext, agent: int) -> Path:
         (workspace / "data").mkdir()
         for relative in problem.config.agent_files:
             shutil.copyfile(problem.data_file(relative), workspace / "data" / Path(relative).name)
-    best = archive.best()
-    if best is not None:
-        shutil.copyfile(best[1].program, workspace / "best_program.py")
-    if ctx.spec.method.digest and archive.digest().strip():
-        write_atomic(workspace / "digest.md", archive.digest())
     # The no-archive ablation shows an agent only its own experiments.
-    view = archive.agents_dir if ctx.spec.method.archive else archive.agent_dir(agent)
+    view = archive.agents_dir if whole_archive else archive.agent_dir(agent)
     view.mkdir(parents=True, exist_ok=True)
     if ctx.sandbox.name == "process":
         (workspace / "archive").symlink_to(view, target_is_directory=True)
@@ -126,7 +138,20 @@ def prepare_workspace(ctx: MethodContext, agent: int) -> Path:
     return view
 
 
-def build_agent_graph(ctx: MethodContext, agent: int, model: Any, deadline: float, archive_view: Path) -> Any:
+def _add_handover_files(ctx: MethodContext) -> None:
+    """What an Engram agent inherits from the chain: the best program so far and the digest."""
+    archive, workspace = ctx.archive, ctx.archive.workspace
+    best = archive.best()
+    if best is not None:
+        shutil.copyfile(best[1].program, workspace / "best_program.py")
+    if ctx.spec.method.digest and archive.digest().strip():
+        write_atomic(workspace / "digest.md", archive.digest())
+
+
+def build_agent_graph(ctx: MethodContext, agent: int, model: Any, deadline: float, archive_view: Path, *,
+                      system: str, checkpointer: Any = None) -> Any:
+    """A deepagents agent with Engram's tools and limits; a `checkpointer` keeps its conversation so
+    that it can be continued with further messages."""
     from deepagents import create_deep_agent
 
     from engram.llm import retry_middleware
@@ -149,41 +174,45 @@ def build_agent_graph(ctx: MethodContext, agent: int, model: Any, deadline: floa
     return create_deep_agent(
         model=model,
         tools=[make_run_simulation(ctx, agent, remaining, archive_view)],
-        system_prompt=system_prompt(ctx, agent),
+        system_prompt=system,
         subagents=[helper],
         backend=backend,
         permissions=permissions or None,
         middleware=limits(),
+        checkpointer=checkpointer,
         name=f"agent-{agent}",
     )
 
 
 def system_prompt(ctx: MethodContext, agent: int) -> str:
     best = ctx.archive.best()
+    handover = []
+    if best is not None:
+        handover.append(f"- `/best_program.py`: the best program so far (score {best[0]}, exp-{best[1].number:04d})")
+    if ctx.spec.method.digest and ctx.archive.digest().strip():
+        handover.append("- `/digest.md`: the Research Digest of earlier agents")
+    return prompt("agent_system").format(
+        agent=agent, max_agents=ctx.spec.budget.max_agents, minutes=f"{ctx.spec.budget.minutes_per_agent:g}",
+        workspace_map=workspace_map(ctx, handover, archive=ARCHIVE_ALL if ctx.spec.method.archive else ARCHIVE_OWN),
+        min_experiments=MIN_EXPERIMENTS_ADVICE,
+    )
+
+
+def workspace_map(ctx: MethodContext, extra: list[str], *, archive: str) -> str:
+    """The Markdown list of workspace files an agent's system prompt shows; `extra` lines (the
+    method's own files) come right after the starting program, `archive` describes /archive/."""
     lines = [
         "- `/task.md`: the task (also in your first message)",
         "- `/initial_program.py`: the starting program",
+        *extra,
     ]
-    if best is not None:
-        lines.append(f"- `/best_program.py`: the best program so far (score {best[0]}, exp-{best[1].number:04d})")
-    if ctx.spec.method.digest and ctx.archive.digest().strip():
-        lines.append("- `/digest.md`: the Research Digest of earlier agents")
     if ctx.problem.baselines():
         lines.append("- `/baselines/`: known reference algorithms for this problem")
     if ctx.problem.config.agent_files:
         names = ", ".join(f"`{Path(p).name}`" for p in ctx.problem.config.agent_files)
         lines.append(f"- `/data/`: data to explore with your own scripts: {names}")
-    if ctx.spec.method.archive:
-        lines.append("- `/archive/` (read-only): `agent-<k>/experiments/exp-<m>/` with `program.py`, "
-                     "`evaluation.json` and `results/` for every experiment so far, and each finished agent's "
-                     "`summary.md`, `transcript.jsonl` and `workspace/`")
-    else:
-        lines.append("- `/archive/` (read-only): your own experiments, `experiments/exp-<m>/` with `program.py`, "
-                     "`evaluation.json` and `results/`")
-    return prompt("agent_system").format(
-        agent=agent, max_agents=ctx.spec.budget.max_agents, minutes=f"{ctx.spec.budget.minutes_per_agent:g}",
-        workspace_map="\n".join(lines), min_experiments=MIN_EXPERIMENTS_ADVICE,
-    )
+    lines.append(f"- `/archive/` (read-only): {archive}")
+    return "\n".join(lines)
 
 
 def first_message(ctx: MethodContext) -> str:
@@ -276,15 +305,20 @@ class LimitsMiddleware(AgentMiddleware):
 # -- driving the graph ----------------------------------------------------------------------------------
 
 
-def _drive(ctx: MethodContext, agent: int, graph: Any, deadline: float) -> tuple[AgentOutcome, str]:
-    """Stream the agent until it ends; return why it ended and the text of its last message."""
+def drive(ctx: MethodContext, agent: int, graph: Any, deadline: float, message: str, *, max_steps: int,
+          thread: str | None = None) -> tuple[AgentOutcome, str]:
+    """Send `message` and stream the agent until it ends; return why it ended and the text of its last
+    message. With a `thread` (and a graph built with a checkpointer) the message continues that
+    conversation."""
     from langchain_core.messages import AIMessage, HumanMessage
     from langgraph.errors import GraphRecursionError
 
     last_text = ""
-    config = {"recursion_limit": ctx.spec.method.max_steps_per_agent}
+    config: dict[str, Any] = {"recursion_limit": max_steps}
+    if thread is not None:
+        config["configurable"] = {"thread_id": thread}
     try:
-        for update in graph.stream({"messages": [HumanMessage(content=first_message(ctx))]}, config,
+        for update in graph.stream({"messages": [HumanMessage(content=message)]}, config,
                                    stream_mode="updates"):
             for message in _messages_in(update):
                 if isinstance(message, AIMessage):
@@ -300,7 +334,7 @@ def _drive(ctx: MethodContext, agent: int, graph: Any, deadline: float) -> tuple
     except StopRun as stop:
         return AgentOutcome(f"stopped: {stop.reason}", run_stop=stop.reason), last_text
     except GraphRecursionError:
-        return AgentOutcome(f"step limit ({ctx.spec.method.max_steps_per_agent})"), last_text
+        return AgentOutcome(f"step limit ({max_steps})"), last_text
     except EngramError:
         raise  # the run itself is broken (tampered problem files, missing data): stop it, say why
     except Exception as exc:  # a model or provider error that retries did not cure
@@ -324,8 +358,9 @@ def _is_budget_error(exc: BaseException) -> bool:
     return isinstance(exc, BudgetExceeded)
 
 
-def _summary(ctx: MethodContext, agent: int, model: Any, outcome: AgentOutcome, last_text: str,
-             deadline: float) -> str:
+def collect_summary(ctx: MethodContext, agent: int, model: Any, outcome: AgentOutcome, last_text: str) -> str:
+    """The agent's summary: its last message if it has the sections, else one bounded follow-up
+    call, else one written from its experiment log."""
     if has_summary_sections(last_text):
         return last_text.strip()
     experiments = [e for e in ctx.archive.experiments() if e.agent == agent]
@@ -340,10 +375,11 @@ def _summary(ctx: MethodContext, agent: int, model: Any, outcome: AgentOutcome, 
     return summary_from_log(agent, experiments, outcome.reason)
 
 
-def _close_agent(ctx: MethodContext, agent: int, summary: str, reason: str) -> None:
+def close_agent(ctx: MethodContext, agent: int, summary: str, reason: str, *, digest: bool) -> None:
+    """Store the summary (and append it to the digest when `digest`), archive the workspace, log the end."""
     archive = ctx.archive
     write_atomic(archive.agent_dir(agent) / "summary.md", summary + "\n")
-    if ctx.spec.method.digest:
+    if digest:
         append_to_digest(archive, agent, summary)
     archive.archive_workspace(agent)
     experiments = [e for e in archive.experiments() if e.agent == agent]
@@ -357,9 +393,9 @@ def _close_agent(ctx: MethodContext, agent: int, summary: str, reason: str) -> N
     ctx.progress.agent_finished(agent, reason)
 
 
-def close_interrupted_agent(ctx: MethodContext, agent: int) -> None:
+def close_interrupted_agent(ctx: MethodContext, agent: int, *, digest: bool) -> None:
     """Resume: an agent whose run was killed is closed with a summary from its experiment log."""
     experiments = [e for e in ctx.archive.experiments() if e.agent == agent]
     summary = summary_from_log(agent, experiments, "the run was interrupted")
-    _close_agent(ctx, agent, summary, "interrupted")
+    close_agent(ctx, agent, summary, "interrupted", digest=digest)
 

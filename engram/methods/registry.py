@@ -18,6 +18,8 @@ METHOD_RUNNERS: dict[str, str] = {
     "one_shot": "baselines.one_shot:run_one_shot",
     "best_shot": "baselines.best_shot:run_best_shot",
     "evolution": "baselines.evolution:run_evolution",
+    "single_agent": "baselines.single_agent:run_single_agent",
+    "tree_search": "baselines.tree_search:run_tree_search",
     "openevolve": "baselines.openevolve_method:run_openevolve",
 }
 
