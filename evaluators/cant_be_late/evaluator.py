@@ -7,8 +7,10 @@ preemptions and dollars with the reference simulator's rules (mit-nms/Engram,
 `SystemBench/ADRS/cant-be-late/simulator/sky_spot`), so the cost is computed by trusted code only:
 a strategy that edits its own progress, prices or environment in the sandbox only changes which
 requests it makes. A request string is rejected if it asks for spot while spot is unavailable,
-holds an unknown request, ends before the job is done, or runs past the end of the trace or the
-deadline.
+holds an unknown request, ends before the job is done, runs past the end of the trace, or finishes
+more than one tick after the deadline (the reference's deadline guard can itself overshoot by a
+tick: it keeps a spot instance at the last moment, and if spot is gone at the next tick, that tick
+is lost).
 
 Score = -(mean cost + 0.25 * standard deviation of cost) over every simulation of the selected
 scenarios, the reference's `combined_score`.
@@ -110,7 +112,7 @@ def replay(requests: str, unavailable: bytes, gap: int, job: Job) -> Outcome:
             overhead = job.overhead_s
         running = request
         if job.duration_s - done <= DONE_EPSILON:
-            if tick * gap > job.deadline_s:
+            if (tick - 1) * gap > job.deadline_s:  # one tick of grace: the reference's guard can overshoot
                 raise InvalidAnswer(f"the job finished at {tick * gap / 3600:g} h, after its deadline of "
                                     f"{job.deadline_s / 3600:g} h")
             return Outcome(cost=_cost(charged, gap), finish_tick=tick, spot_ticks=charged.count("S"),
