@@ -74,7 +74,7 @@ def run_slot(ctx: MethodContext, slot: Slot, deadline: Deadline, policy: RetryPo
     model = ctx.model_factory(agent=slot.index, role="agent", transcript=transcript)
     answer = request_program(model, slot.messages, policy, before_call=lambda: check_run(ctx, deadline))
     if isinstance(answer, ProposalFailure):
-        ctx.archive.log(FAILED_EVENT, agent=slot.index, kind=answer.kind, error=answer.message,
+        ctx.archive.log(FAILED_EVENT, agent=slot.index, failure=answer.kind, error=answer.message,
                         attempts=answer.attempts, dollars=ctx.ledger.total_dollars, **slot.record)
         ctx.progress.note(f"proposal {slot.index}: {answer.kind.replace('_', ' ')} ({answer.message[:200]})")
         return SlotOutcome(slot, failure=answer)
@@ -103,7 +103,7 @@ def finished_slots(archive: SeedArchive) -> set[int]:
 def failure_counts(archive: SeedArchive) -> dict[str, int]:
     counts = {"model_error": 0, "malformed": 0}
     for event in archive.events(FAILED_EVENT):
-        kind = str(event.get("kind"))
+        kind = str(event.get("failure"))
         counts[kind] = counts.get(kind, 0) + 1
     return counts
 
