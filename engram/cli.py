@@ -204,6 +204,115 @@ def ui(uri: str | None, port: int) -> None:
     sys.exit(run_ui(uri or default_tracking_uri(), port=port))
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--problem", default=None, help="Score with this problem (name or directory) instead of the run's.")
+@click.option("--sandbox", "sandbox_name", type=click.Choice(list(SANDBOX_CHOICES)), default=None,
+              help="Where candidates run [default: the run's sandbox setting].")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Relative difference of scores still counted as equal (0: bit for bit).")
+@click.option("--changes-only", is_flag=True, help="List only the experiments whose score moved.")
+@_reports_errors
+def rescore(run_dir: Path, problem: str | None, sandbox_name: str | None, tolerance: float,
+            changes_only: bool) -> None:
+    """Evaluate every archived candidate of RUN_DIR again and compare with the recorded scores.
+
+    New evaluations go next to the old ones (exp-<m>/rescores/<stamp>/); exit code 4 when a score moved.
+    """
+    from engram.rescore import SCORES_DIFFER_EXIT_CODE, format_comparison, rescore_run
+
+    outcome = rescore_run(run_dir, problem_path=problem, sandbox_name=sandbox_name, tolerance=tolerance)
+    click.echo(format_comparison(outcome.comparison, before="recorded", after="rescored", changes_only=changes_only))
+    click.echo(f"new evaluations: {run_dir}/seed-<k>/agents/agent-<n>/experiments/exp-<m>/rescores/{outcome.stamp}/")
+    click.echo(f"comparison: {outcome.summary_file}")
+    if not outcome.comparison.identical:
+        sys.exit(SCORES_DIFFER_EXIT_CODE)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory of the replay [default: RUN_DIR-replay-<time> beside it].")
+@click.option("--problem", default=None, help="Score with this problem (name or directory) instead of the run's.")
+@click.option("--sandbox", "sandbox_name", type=click.Choice(list(SANDBOX_CHOICES)), default=None,
+              help="Where candidates run [default: the run's sandbox setting].")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Relative difference of scores still counted as equal (0: bit for bit).")
+@click.option("--mlflow", is_flag=True, help="Mirror the replay into MLflow too (off by default: it is a check).")
+@click.option("--strict", is_flag=True, help="Fail also when a model request differs from the recorded one.")
+@click.option("--changes-only", is_flag=True, help="List only the experiments whose score moved.")
+@click.option("-v", "--verbose", is_flag=True, help="Stream each agent turn (text and tool calls).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display, only the comparison.")
+@_reports_errors
+def replay(run_dir: Path, out: Path | None, problem: str | None, sandbox_name: str | None, tolerance: float,
+           mlflow: bool, strict: bool, changes_only: bool, verbose: bool, quiet: bool) -> None:
+    """Run RUN_DIR again from its recorded model replies (offline, no key, no cost) and compare every score.
+
+    Exit code 4 when a score moved (or, with --strict, a model request differs).
+    """
+    from engram.progress import make_progress
+    from engram.replay import replay_run
+    from engram.rescore import SCORES_DIFFER_EXIT_CODE, format_comparison
+
+    progress = make_progress(verbose=verbose, quiet=quiet, as_json=False)
+    try:
+        outcome = replay_run(run_dir, progress, out=out, problem=problem, tolerance=tolerance, mlflow=mlflow,
+                             sandbox=sandbox_name)
+    finally:
+        progress.close()
+    click.echo(format_comparison(outcome.comparison, before="recorded", after="replayed", changes_only=changes_only))
+    for note in outcome.transcript_notes:
+        click.echo(note)
+    for seed, (recorded, replayed) in outcome.dollars.items():
+        if recorded != replayed:
+            click.echo(f"seed {seed}: dollars {recorded} recorded, {replayed} replayed")
+    click.echo(f"replay: {outcome.replay_dir}")
+    if not outcome.comparison.identical or (strict and not outcome.transcripts_identical):
+        sys.exit(SCORES_DIFFER_EXIT_CODE)
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"), show_default=True,
+              help="Directory for the table, figures and HTML page.")
+@click.option("--group-by", type=click.Choice(["method", "spec"]), default="method", show_default=True,
+              help="One line per method (the spec's method.name) or per spec.")
+@click.option("--band", type=click.Choice(["ci", "iqr"]), default="ci", show_default=True,
+              help="Band around the median: 95% bootstrap CI of the median, or interquartile range of the seeds.")
+@click.option("--mlflow/--no-mlflow", default=True, show_default=True,
+              help="Also log the figures and page to each problem's MLflow experiment.")
+@click.option("--tracking-uri", default=None, help="MLflow store [default: the runs' own, else ./mlruns].")
+@_reports_errors
+def report(run_dirs: tuple[Path, ...], out: Path, group_by: str, band: str, mlflow: bool,
+           tracking_uri: str | None) -> None:
+    """Compare runs (run directories, or folders of them such as runs/) by problem and method."""
+    from engram.report import build_report, format_table, log_to_mlflow
+
+    built = build_report(list(run_dirs), out, group_by=group_by, band=band)  # type: ignore[arg-type]
+    click.echo(format_table(built))
+    for note in built.notes:
+        click.echo(f"note: {note}")
+    for warning in log_to_mlflow(built, tracking_uri) if mlflow else []:
+        click.echo(f"engram: warning: {warning}", err=True)
+    figures = sum(len(p.figures) for p in built.problems)
+    click.echo(f"\nreport: {built.html_file} ({figures} figure(s); table in report.csv, report.md, report.json)")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "metrics_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the metrics JSON here (e.g. for `dvc metrics`).")
+@click.option("--plot-csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the best score so far after every evaluation as CSV here (e.g. for `dvc plots`).")
+@_reports_errors
+def metrics(run_dir: Path, metrics_file: Path | None, plot_csv: Path | None) -> None:
+    """Summarise RUN_DIR (or the newest run in a folder such as runs/<spec>): best score, evaluations,
+    dollars, wall time."""
+    from engram.report import write_run_metrics
+
+    click.echo(json.dumps(write_run_metrics(run_dir, metrics_file=metrics_file, plot_file=plot_csv), indent=2))
+
+
 def _report_run(outcome: Any, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"event": "result", "run_dir": str(outcome.run_dir),

@@ -38,6 +38,22 @@ class ScoreSpec(_Strict):
     direction: Literal["maximize", "minimize"] = "maximize"
     unit: str = Field(description="What the score measures, e.g. '1 / (1 + total dollars)'")
     natural_unit: str | None = Field(default=None, description="Unit of the underlying quantity, e.g. dollars")
+    natural_metric: str | None = Field(default=None, description="The evaluation total holding that quantity "
+                                                                 "(e.g. total_cost); reports plot results in it")
+    natural_label: str | None = Field(default=None, description="Axis label for it, e.g. 'total cost ($)'")
+    natural_direction: Literal["maximize", "minimize"] = Field(default="maximize",
+                                                               description="Which way the quantity is better")
+
+
+class ReferenceScore(_Strict):
+    """A known solution's result, drawn as a horizontal line in reports (`engram report`)."""
+
+    name: str = Field(min_length=1)
+    score: float
+    natural: float | None = Field(default=None, description="The same result in the natural unit")
+    scenarios: list[str] | None = Field(default=None, description="Scenario or scenario-set names it was measured "
+                                                                  "on; default: the problem's default selection")
+    source: str = Field(default="", description="Where it comes from, e.g. baselines/steiner_tree.py or a paper")
 
 
 class ScenarioSpec(_Strict):
@@ -73,6 +89,8 @@ class ProblemConfig(_Strict):
     data: list[data_files.DataFile] = Field(default_factory=list)
     agent_files: list[str] = Field(default_factory=list,
                                    description="Manifest paths copied into each agent's workspace under /data/")
+    references: list[ReferenceScore] = Field(default_factory=list,
+                                             description="Known solutions' scores, for reports to compare against")
 
     @model_validator(mode="after")
     def _names_are_consistent(self) -> ProblemConfig:
@@ -97,6 +115,11 @@ class ProblemConfig(_Strict):
             unknown = [p for p in scenario.data or [] if p not in paths]
             if unknown:
                 raise ValueError(f"scenario {scenario.name!r} reads {unknown}, which the data manifest does not list")
+        for reference in self.references:
+            unknown = [s for s in reference.scenarios or [] if s not in names and s not in self.scenario_sets
+                       and s != "all"]
+            if unknown:
+                raise ValueError(f"reference {reference.name!r} names unknown scenarios {unknown}")
         return self
 
 
@@ -170,6 +193,12 @@ class Problem:
                 raise ConfigError(f"problem {self.name} has no scenario or scenario set {item!r}; "
                                   f"choose from: {', '.join(choices)}")
         return [s for s in self.config.scenarios if s.name in wanted]
+
+    def references_for(self, selection: list[str] | None) -> list[ReferenceScore]:
+        """The declared references measured on the same scenarios as `selection`: scores of other
+        scenario sets are not comparable."""
+        wanted = [s.name for s in self.select_scenarios(selection)]
+        return [r for r in self.config.references if [s.name for s in self.select_scenarios(r.scenarios)] == wanted]
 
     def trusted_files(self) -> list[Path]:
         """Files whose content decides a score: any change to them invalidates comparisons."""
