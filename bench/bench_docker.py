@@ -13,7 +13,11 @@ Columns (medians, milliseconds):
 * ``empty run``: a bare ``sandbox.run([python, "-c", "pass"])``, the backend's floor.
 
 The docker row's ``overhead`` minus the process row's is what Docker adds per evaluation (target
-< 300 ms). Nothing is asserted; the script exits 0 unless something crashes.
+< 300 ms). A second table times an agent's shell command (`true`) through each backend's
+``open_shell``: for docker one long-lived container per agent (`exec`), against a fresh container
+per command (``docker run``), which is what the shell would cost without the long-lived container.
+
+Nothing is asserted; the script exits 0 unless something crashes.
 
     DOCKER_HOST=... ENGRAM_DATA_DIR=../shared/data python bench/bench_docker.py --repeat 10
 """
@@ -24,6 +28,8 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from engram.errors import SandboxError
@@ -80,6 +86,41 @@ def main() -> None:
         extra = 1000 * (statistics.median(samples["docker"]["overhead"])
                         - statistics.median(samples["process"]["overhead"]))
         print(f"docker adds {extra:.0f} ms per evaluation over the process backend (target < 300 ms)")
+    _shell_table(sandboxes, args.repeat)
+
+
+def _shell_table(sandboxes: dict[str, Sandbox], repeat: int) -> None:
+    print(f"\nagent shell command `true`, {repeat * 3} commands, medians in ms")
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="engram-bench-") as directory:
+        workdir = Path(directory)
+        for name, sandbox in sandboxes.items():
+            shell = sandbox.open_shell(workdir=workdir, env=clean_environment(workdir), memory_bytes=None,
+                                       max_processes=64, lifetime_s=600)
+            try:
+                shell.run("true", wall_seconds=30, output_bytes=1024)  # warm-up (starts the container)
+                rows[f"{name} shell"] = _timed(partial(shell.run, "true", wall_seconds=30, output_bytes=1024),
+                                               repeat * 3)
+            finally:
+                shell.close()
+            if name == "docker":
+                rows["docker run"] = _timed(partial(sandbox.run, ["true"], workdir=workdir,
+                                                    limits=Limits(wall_seconds=30), env=clean_environment(workdir)),
+                                            repeat * 3)
+    for label, median in rows.items():
+        print(f"{label:<14} {1000 * median:8.0f}")
+    if "docker shell" in rows and "docker run" in rows:
+        print(f"one container per agent: {rows['docker run'] / rows['docker shell']:.1f}x faster per command "
+              f"than a container per command")
+
+
+def _timed(action: Callable[[], object], times: int) -> float:
+    durations = []
+    for _ in range(times):
+        started = time.monotonic()
+        action()
+        durations.append(time.monotonic() - started)
+    return statistics.median(durations)
 
 
 def _empty_run(sandbox: Sandbox) -> float:

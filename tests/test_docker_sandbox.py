@@ -377,3 +377,49 @@ def test_the_images_packages_are_the_pinned_ones(docker_sandbox: DockerSandbox, 
 
     installed = {name.lower(): version for name, version in json.loads(result.stdout.text()).items()}
     assert installed == requirements()
+
+
+def test_a_killed_runner_leaves_only_what_prune_removes(docker_sandbox: DockerSandbox, tmp_path: Path):
+    """SIGKILL gives Engram no chance to clean up: the agent's shell container stays until `prune`."""
+    import signal
+
+    from engram_runs import SUMMARY, make_spec
+
+    spec = make_spec(tmp_path, [[
+        {"tool_calls": [{"name": "execute", "args": {"command": "sleep 120"}}]},
+        {"content": SUMMARY},
+    ]], sandbox={"backend": "docker"})
+    before = _ours()
+    runner = subprocess.Popen([sys.executable, "-m", "engram.cli", "apply", str(spec), "-q"], env=os.environ.copy(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (set(_shell_containers()) - before) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        left = set(_shell_containers()) - before
+        assert left, "the agent's shell container never started"
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(30)
+    assert left <= _ours()  # still there: nobody removed it
+    done = subprocess.run([sys.executable, "-m", "engram.cli", "sandbox", "prune"], capture_output=True, text=True,
+                          timeout=120, check=False, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    assert not (left & _ours())
+
+
+def test_the_smoke_spec_runs_end_to_end_in_docker(docker_sandbox: DockerSandbox, tmp_path: Path):
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "engram.cli", "apply", str(repo / "specs" / "smoke.yaml"), "--json",
+                           "--set", "sandbox.backend=docker", "--set", f"output.dir={tmp_path}",
+                           "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"],
+                          capture_output=True, text=True, timeout=600, check=False, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    scores = [e["score"] for e in events if e.get("event") == "experiment"]
+    assert scores[0] == INITIAL_SCORE  # the same score as on the host
+    assert max(s for s in scores if s is not None) > INITIAL_SCORE and scores.count(None) == 1  # the scripted lie
+    [resolved] = tmp_path.glob("smoke/*/spec.resolved.yaml")
+    assert "sandbox: docker" in resolved.read_text()
