@@ -273,6 +273,9 @@ def test_a_shell_has_no_network_and_no_secrets(shell: DockerShell, monkeypatch: 
                        wall_seconds=30, output_bytes=16384)
     assert "sk-never-show-this" not in result.stdout.text()
     assert "['lo']" in result.stdout.text()
+    denied = shell.run("touch /usr/planted || echo denied; touch $HOME/ok && echo allowed", wall_seconds=30,
+                       output_bytes=4096)
+    assert denied.stdout.text() == "denied\nallowed\n"  # read-only root; the workspace is the home
 
 
 def test_a_shell_command_over_the_memory_limit_is_reported_as_oom(shell: DockerShell):
