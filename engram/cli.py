@@ -385,6 +385,27 @@ def prune() -> None:
     click.echo(f"removed {removed} sandbox container{'s' if removed != 1 else ''}")
 
 
+@sandbox.command()
+@click.option("--tag", default="engram-sandbox:latest", show_default=True, help="Name for the built image")
+@click.option("--base", default=None, help="Base image with Python 3.11 [default: python:3.11-slim-bookworm]")
+@click.option("--offline", is_flag=True,
+              help="No registry reachable: download wheels on this host, build with no network on a local --base")
+@_reports_errors
+def build(tag: str, base: str | None, offline: bool) -> None:
+    """Build Engram's default Docker sandbox image and print the digest to pin in specs."""
+    from engram.errors import SandboxError
+    from engram.sandbox.docker import DockerSandbox
+    from engram.sandbox.images import DEFAULT_BASE, build_image
+
+    reason = DockerSandbox.availability()
+    if reason is not None:
+        raise SandboxError(f"cannot build: {reason}")
+    result = build_image(tag=tag, base=base or DEFAULT_BASE, offline=offline,
+                         say=lambda line: click.echo(line, err=True))
+    click.echo(f"built {result.tag} = {result.image_id}")
+    click.echo(f"pin it in a spec with:  sandbox: {{backend: docker, image: {result.image_id}}}")
+
+
 def render_evaluation(result: Evaluation, program: Path) -> str:
     """A per-scenario table, the totals and the score, or the failure with the candidate's output."""
     lines = [f"{result.problem}: {program} (sandbox: {result.sandbox}, {result.duration_s:.2f} s)", ""]

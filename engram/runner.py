@@ -113,7 +113,7 @@ def new_run_dir(spec: Spec) -> Path:
 
 
 def write_resolved_spec(run_dir: Path, spec: Spec, *, source: Path | None, overrides: list[str],
-                        problem_fingerprint: str, sandbox: str, sandbox_image: str | None = None) -> None:
+                        problem_fingerprint: str, sandbox: str, sandbox_image: dict[str, Any] | None = None) -> None:
     from engram.llm import price_snapshot
 
     meta = {
@@ -125,7 +125,7 @@ def write_resolved_spec(run_dir: Path, spec: Spec, *, source: Path | None, overr
         "platform": platform.platform(),
         "packages": {name: _version(name) for name in _VERSIONED_PACKAGES},
         "sandbox": sandbox,
-        "sandbox_image": sandbox_image,  # the Docker image id candidates ran in, if any
+        "sandbox_image": sandbox_image,  # the Docker image candidates ran in: reference, digest, pinned
         "problem_fingerprint": problem_fingerprint,
         "model_prices": price_snapshot(spec.model.price_as or spec.model.id),
     }
@@ -183,7 +183,7 @@ def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | Non
     if not (run_dir / RESOLVED_SPEC).is_file():
         write_resolved_spec(run_dir, spec, source=source, overrides=overrides,
                             problem_fingerprint=problem.fingerprint(), sandbox=sandbox.name,
-                            sandbox_image=getattr(sandbox, "image_digest", None))
+                            sandbox_image=_image_record(sandbox))
     tracking_uri = (spec.tracking.uri or tracking_uri or default_tracking_uri()) if spec.tracking.mlflow else None
     try:
         with _stop_sandboxes_on_interrupt():
@@ -193,6 +193,18 @@ def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | Non
         raise Interrupted(f"interrupted; everything recorded so far is in {run_dir}. "
                           f"Continue with: engram resume {run_dir}") from None
     return RunOutcome(run_dir, outcomes, tracking_uri)
+
+
+def _image_record(sandbox: Any) -> dict[str, Any] | None:
+    """What the docker backend runs in, warning (once per run directory) when the spec did not pin it."""
+    resolved = getattr(sandbox, "resolved", None)
+    if resolved is None:
+        return None
+    warning = resolved.unpinned_warning()
+    if warning:
+        print(f"engram: warning: {warning}", file=sys.stderr)
+    return {"reference": resolved.reference, "digest": resolved.digest, "image_id": resolved.image_id,
+            "pinned": resolved.pinned}
 
 
 @contextlib.contextmanager
@@ -243,6 +255,7 @@ def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem
     from engram.llm import UsageLedger
     from engram.methods.context import MethodContext, MethodResult
     from engram.methods.registry import run_method
+    from engram.methods.workspace_backend import closing_shells
     from engram.tracking import Tracker, flatten_params
 
     started = time.time()
@@ -266,7 +279,8 @@ def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem
                         model_factory=_model_factory(spec, archive, ledger))
     status = "FINISHED"
     try:
-        outcome: MethodResult = run_method(ctx)
+        with closing_shells():  # a method that forgot to close an agent's shell container: at the latest here
+            outcome: MethodResult = run_method(ctx)
     except BaseException:
         status = "KILLED"
         tracker.finish(status)

@@ -217,8 +217,9 @@ class BudgetSettings(_Strict):
 
 class SandboxSettings(_Strict):
     backend: Literal["auto", "docker", "bwrap", "process"] = "auto"
-    image: str | None = Field(default=None, description="Docker image for the 'docker' backend; "
-                              "default: $ENGRAM_SANDBOX_IMAGE or engram-sandbox:offline")
+    image: str | None = Field(default=None, description="Docker image for the 'docker' backend, pinned by content: "
+                              "repo@sha256:<digest> or sha256:<image id> (a tag works but is warned about); "
+                              "default: $ENGRAM_SANDBOX_IMAGE or engram-sandbox:latest (`engram sandbox build`)")
     shell_timeout_s: PositiveFloat = Field(default=300, description="Limit for one shell command of an agent")
     shell_memory_mb: PositiveInt = 4096
 
