@@ -1,0 +1,216 @@
+"""The OpenEvolve baseline end to end: the real `openevolve` package, offline, with the scripted model.
+
+Every run here is a real OpenEvolve run (its worker pool, prompts, diff parsing and database) whose
+model calls and evaluations go through the runner's endpoint, on one cloudcast scenario.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import REPO
+from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec
+
+from engram.archive import SeedArchive, read_jsonl
+from engram.progress import QuietProgress
+from engram.runner import apply, run_is_finished
+
+pytest.importorskip("openevolve", reason="the dev extra installs openevolve; pip install -e '.[dev]'")
+
+SCRIPT = REPO / "specs" / "scripts" / "cloudcast_openevolve.yaml"
+INITIAL = (REPO / "evaluators" / "cloudcast" / "initial_program.py").read_text()
+SLEEPER = '''      - when: '# Current Program\\s+```python\\s+"""(Starting point|Variant A)'
+        repeat: true
+        content: |
+          Wait for the network to settle.
+
+          <<<<<<< SEARCH
+              graph = G.copy()
+          =======
+              import time
+              time.sleep(60)
+              graph = G.copy()
+          >>>>>>> REPLACE
+'''
+
+
+def _spec(tmp_path: Path, *, method: dict[str, Any] | None = None, budget: dict[str, Any] | None = None,
+          script: Path = SCRIPT, mlflow: str | None = None, time_limit_s: float | None = None) -> Path:
+    spec: dict[str, Any] = {
+        "name": "oe",
+        "problem": {"name": "cloudcast", "scenarios": ["intra_azure"]},
+        "method": {"name": "openevolve", "iterations": 6, "islands": 2, "workers": 1, **(method or {})},
+        "model": {"id": "scripted", "script": str(script), "price_as": "openai/o3", "max_retries": 1},
+        "budget": budget or {},
+        "sandbox": {"backend": "process"},
+        "tracking": {"mlflow": mlflow is not None, **({"uri": mlflow} if mlflow else {})},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    if time_limit_s is not None:
+        spec["problem"]["time_limit_s"] = time_limit_s
+    path = tmp_path / "oe.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _seed(tmp_path: Path) -> Path:
+    [run_dir] = list((tmp_path / "runs" / "oe").iterdir())
+    return run_dir / "seed-0"
+
+
+def _result(seed: Path) -> dict[str, Any]:
+    return json.loads((seed / "result.json").read_text())
+
+
+def _programs(seed: Path) -> Counter[str]:
+    return Counter(e.program.read_text() for e in SeedArchive(seed).experiments())
+
+
+def _traced_children(seed: Path) -> list[dict[str, Any]]:
+    """OpenEvolve's own record of the children it evaluated and filed, over all sessions."""
+    return [r for path in sorted(seed.glob("openevolve/session-*/output/evolution_trace.jsonl"))
+            for r in read_jsonl(path)]
+
+
+def _logged_experiments(seed: Path) -> list[int]:
+    return [e["experiment"] for e in read_jsonl(seed / "events.jsonl") if e["type"] == "experiment"]
+
+
+def test_scripted_run_records_every_evaluation_once_with_usage_and_engrams_metric_names(tmp_path: Path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    apply(_spec(tmp_path, mlflow=store), [], QuietProgress())
+    seed = _seed(tmp_path)
+    result = _result(seed)
+    assert result["stop_reason"] == "all 6 iterations done"
+
+    # Every program OpenEvolve evaluated -- the starting program and each traced child -- is one
+    # experiment, logged once, and nothing else is in the archive.
+    children = _traced_children(seed)
+    assert len(children) >= 2
+    assert _programs(seed) == Counter([INITIAL] + [c["child_code"] for c in children])
+    assert _logged_experiments(seed) == list(range(1, len(children) + 2))
+    admissions = read_jsonl(seed / "openevolve" / "programs.jsonl")
+    assert [a["experiment"] for a in admissions] == _logged_experiments(seed)
+    assert {a["program_id"] for a in admissions[1:]} == {c["child_id"] for c in children}
+
+    # A failed candidate is an error in the archive and -inf for OpenEvolve, never a score.
+    failed = [e for e in SeedArchive(seed).experiments() if e.evaluation().score is None]
+    assert [e.evaluation().error_kind for e in failed] == ["runtime"]
+    [traced] = [c for c in children if c["child_code"] == failed[0].program.read_text()]
+    assert traced["child_metrics"]["combined_score"] == -math.inf
+    assert result["best_score"] > max(c["parent_metrics"]["combined_score"] for c in children[:1])
+
+    # Six iterations, six model calls, each in the transcript and the ledger, priced as o3.
+    responses = [r for r in read_jsonl(seed / "agents/agent-1/transcript.jsonl") if r["type"] == "response"]
+    assert len(read_jsonl(seed / "openevolve" / "requests.jsonl")) == 6
+    assert len(responses) == result["usage"]["calls"] == 6
+    assert result["dollars"] == pytest.approx(sum(r["dollars"] for r in responses)) and result["dollars"] > 0
+
+    # The same metric names as an Engram run in the same MLflow experiment.
+    (tmp_path / "engram").mkdir()
+    engram_spec = make_spec(tmp_path / "engram", [[{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"content": SUMMARY}]],
+                            problem={"scenarios": ["intra_azure"]}, tracking={"mlflow": True, "uri": store})
+    apply(engram_spec, [], QuietProgress())
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("cloudcast").experiment_id])
+    parents = {r.data.tags["engram.method"]: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    assert set(parents) == {"openevolve", "engram"}
+    assert set(parents["openevolve"].data.metrics) == set(parents["engram"].data.metrics) == {
+        "score", "best_score", "dollars", "tokens"}
+    history = client.get_metric_history(parents["openevolve"].info.run_id, "score")
+    assert len(history) == len(children) + 1 - len(failed)
+
+
+def test_evaluation_budget_stops_at_exactly_that_many(tmp_path: Path):
+    apply(_spec(tmp_path, budget={"max_evaluations": 3}, method={"iterations": 20}), [], QuietProgress())
+    seed = _seed(tmp_path)
+    assert _result(seed)["stop_reason"] == "evaluation budget reached (3)"
+    assert _logged_experiments(seed) == [1, 2, 3]
+    assert len(read_jsonl(seed / "openevolve" / "requests.jsonl")) < 20
+
+
+def test_dollar_budget_refuses_model_calls_with_402_and_ends_the_run(tmp_path: Path):
+    apply(_spec(tmp_path, budget={"max_dollars": 0.001}), [], QuietProgress())
+    seed = _seed(tmp_path)
+    result = _result(seed)
+    assert result["stop_reason"].startswith("dollar budget reached")
+    # The one call that crossed the cap is paid for and recorded; its answer was refused (HTTP 402),
+    # so OpenEvolve counted a failed iteration and nothing beyond the starting program was evaluated.
+    assert result["usage"]["calls"] == 1 and result["dollars"] > 0.001
+    statuses = [r["status"] for r in read_jsonl(seed / "openevolve" / "requests.jsonl")]
+    assert statuses[0] == 402 and set(statuses) == {402}
+    assert _logged_experiments(seed) == [1]
+    failures = seed / "openevolve/session-1/output/evolution_trace_failures.jsonl"
+    if failures.exists():  # openevolve >= 0.4.1 records failed iterations
+        assert any("402" in r.get("error", "") for r in read_jsonl(failures))
+
+
+def test_time_budget_stops_after_the_starting_program(tmp_path: Path):
+    apply(_spec(tmp_path, method={"max_minutes": 0.001}), [], QuietProgress())
+    seed = _seed(tmp_path)
+    assert _result(seed)["stop_reason"] == "time budget reached (0.001 min)"
+    assert _logged_experiments(seed) == [1]
+
+
+def test_resume_after_sigkill_keeps_every_evaluation_and_continues(tmp_path: Path):
+    # From the starting program: variant A first, then a candidate that sleeps past its limit.
+    script = tmp_path / "script.yaml"
+    text = SCRIPT.read_text()
+    first_turn_end = text.index("      - when:", text.index("      - when:") + 1)
+    script.write_text(text[:first_turn_end] + SLEEPER)
+    spec = _spec(tmp_path, script=script, method={"iterations": 3}, time_limit_s=2)
+    process = subprocess.Popen([sys.executable, "-m", "engram.cli", "apply", str(spec), "--quiet"], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    sleeper = None
+    deadline = time.monotonic() + 90
+    while sleeper is None:
+        assert time.monotonic() < deadline and process.poll() is None, "the sleeping candidate never started"
+        stored = sorted((tmp_path / "runs").glob("oe/*/seed-0/agents/agent-1/experiments/exp-*/program.py"))
+        sleeper = next((p for p in stored if "time.sleep(60)" in p.read_text()), None)
+        time.sleep(0.05)
+    time.sleep(0.5)  # its evaluation is under way
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    seed = _seed(tmp_path)
+    number = int(sleeper.parent.name.split("-")[1])
+    assert not (sleeper.parent / "evaluation.json").exists()
+    assert _logged_experiments(seed) == list(range(1, number))
+    admitted_before = read_jsonl(seed / "openevolve" / "programs.jsonl")
+
+    done = subprocess.run([sys.executable, "-m", "engram.cli", "resume", str(seed.parent), "--quiet"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert run_is_finished(seed.parent, _load(seed))
+    logged = _logged_experiments(seed)
+    assert sorted(logged) == list(range(1, len(logged) + 1)) and len(logged) > number - 1  # each once, none lost
+    assert json.loads((sleeper.parent / "evaluation.json").read_text())["error_kind"] == "timeout"
+    # The new OpenEvolve session started from every evaluated program, under the ids it had.
+    replayed = {p.stem for p in (seed / "openevolve/session-2/db/programs").glob("*.json")}
+    assert {a["program_id"] for a in admitted_before} <= replayed
+    assert len(replayed) >= number
+    assert len(read_jsonl(seed / "openevolve" / "requests.jsonl")) == 3
+    result = _result(seed)
+    assert result["stop_reason"] == "all 3 iterations done"
+    responses = [r for r in read_jsonl(seed / "agents/agent-1/transcript.jsonl") if r["type"] == "response"]
+    assert result["usage"]["calls"] == len(responses) == 3  # the killed session's calls were read back
+    # Whatever OpenEvolve evaluated in either session is in the archive.
+    assert not Counter([INITIAL] + [c["child_code"] for c in _traced_children(seed)]) - _programs(seed)
+
+
+def _load(seed: Path) -> Any:
+    from engram.runner import load_run_spec
+
+    return load_run_spec(seed.parent)
