@@ -53,7 +53,8 @@ ATTACKS = {
     "model_left_out": ("        placement[0] = placement[0][1:]", "not placed on any GPU"),
     "model_placed_twice": ("        placement[1].append(placement[0][0])", "is placed twice"),
     "invented_light_models": ("        for g in placement:\n"
-                              "            placement[g] = [Model(m.model_name + 'x', 0, 0, 1, 0) for m in placement[g]]",
+                              "            placement[g] = [Model(m.model_name + 'x', 0, 0, 1, 0)\n"
+                              "                            for m in placement[g]]",
                               "not one of the case's models"),
     "unknown_gpu": ("        placement[gpu_num] = placement.pop(0)", "does not exist"),
     "not_a_dict": ("        return None", "not NoneType"),

@@ -71,10 +71,11 @@ def serialize(result: typing.Any, scenario: dict) -> dict:
     """`{"schedule": [...], "claimed_makespan": ...}` from `(makespan, schedule)` or a bare schedule."""
     claimed = None
     schedule = result
-    if isinstance(result, tuple | list) and len(result) == 2 and _is_sequence(result[1]):
+    if (isinstance(result, tuple) and len(result) == 2) or (
+            isinstance(result, list) and len(result) == 2 and _is_sequence(result[1])):
         claimed, schedule = result
     if not _is_sequence(schedule):
-        return {"returned": type(result).__name__}
+        return {"returned": type(schedule).__name__}
     return {"schedule": [_plain_int(item) for item in schedule], "claimed_makespan": _plain_number(claimed)}
 
 

@@ -53,7 +53,8 @@ def check_schedule(answer: Any, num_txns: int) -> list[int]:
     seen: dict[int, int] = {}
     for position, item in enumerate(schedule):
         if not isinstance(item, int) or isinstance(item, bool) or not 0 <= item < num_txns:
-            raise InvalidAnswer(f"schedule position {position}: {item!r} is not a transaction index "
+            shown = item if isinstance(item, str) else repr(item)  # the adapter sends non-integers as repr
+            raise InvalidAnswer(f"schedule position {position}: {shown} is not a transaction index "
                                 f"(0..{num_txns - 1})")
         if item in seen:
             raise InvalidAnswer(f"transaction {item} appears twice in the schedule (positions {seen[item]} "
