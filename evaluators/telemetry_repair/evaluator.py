@@ -100,7 +100,7 @@ class TelemetryRepairScorer(Scorer):
 def _checked_repairs(answer: Any, telemetry: dict[str, Any]) -> dict[str, dict[str, Repair]]:
     """Every interface of the input with three `[original, repaired, confidence]` triples."""
     if not isinstance(answer, dict):
-        raise InvalidAnswer(f"the answer must be a dict of interface id -> fields, got {type(answer).__name__}")
+        raise InvalidAnswer(f"the answer must be a dict of interface id -> fields, got {answer!r:.200}")
     checked: dict[str, dict[str, Repair]] = {}
     for interface_id in telemetry:
         fields = answer.get(interface_id)
