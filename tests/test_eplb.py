@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from conftest import BACKENDS, REPO, require_backend
+from engram_runs import run
 
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
@@ -184,3 +185,10 @@ def test_a_torch_program_without_torch_is_told_so(steady: CandidateEvaluator, so
     result = steady.evaluate(source)
     assert not result.ok and result.error_kind == kind
     assert "torch is not installed" in result.error and "numpy" in result.error
+
+
+def test_the_scripted_spec_runs_the_engram_method(tmp_path):
+    outcome = run(REPO / "specs" / "eplb_scripted.yaml", [f"output.dir={tmp_path}", "sandbox.backend=process"])
+    result = json.loads((outcome.run_dir / "seed-0" / "result.json").read_text())
+    assert result["evaluations"] == 2
+    assert result["best_score"] == pytest.approx(GLOBAL_GREEDY_STEADY, rel=1e-12)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import BACKENDS, REPO, require_backend
+from engram_runs import run
 
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
@@ -162,3 +163,13 @@ def test_held_out_seed_and_listing(problem: Problem):
     assert result.ok and list(result.scenarios) == ["seed42", "seed7"]
     assert result.metrics["cases"] == 100
     assert result.score == pytest.approx(1 / result.metrics["mean_max_kvpr"] + 1)
+
+
+def test_the_scripted_spec_runs_the_engram_method(tmp_path):
+    outcome = run(REPO / "specs" / "prism_scripted.yaml", [f"output.dir={tmp_path}", "sandbox.backend=process"])
+    seed = outcome.run_dir / "seed-0"
+    result = json.loads((seed / "result.json").read_text())
+    assert result["evaluations"] == 3 and result["best_score"] == REFERENCE_SCORES["lookahead_local_search"]
+    events = [json.loads(line) for line in (seed / "events.jsonl").read_text().splitlines()]
+    kinds = [e["error_kind"] for e in events if e["type"] == "experiment"]
+    assert kinds == [None, "invalid_output", None]  # dropping a model is rejected

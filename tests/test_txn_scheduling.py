@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BACKENDS, REPO, require_backend
+from engram_runs import run
 
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
@@ -143,10 +144,10 @@ def test_schedules_that_are_not_permutations_fail(evaluator: CandidateEvaluator,
 def _schedules(evaluator: CandidateEvaluator, source: str, directory: Path) -> list[str]:
     """The schedule CSVs of two evaluations of the same program."""
     texts = []
-    for run in ("first", "second"):
-        result = evaluator.evaluate(source, artifacts_dir=directory / run)
+    for attempt in ("first", "second"):
+        result = evaluator.evaluate(source, artifacts_dir=directory / attempt)
         assert result.ok, result.error
-        texts.append((directory / run / "workload_2.schedule.csv").read_text())
+        texts.append((directory / attempt / "workload_2.schedule.csv").read_text())
     return texts
 
 
@@ -167,3 +168,14 @@ def get_best_schedule(workload, num_seqs):
     first, second = _schedules(one_workload, numpy_shuffler, tmp_path / "numpy")
     assert first == second
     assert "txn_scheduling" in {p.name for p in list_problems()}
+
+
+def test_the_scripted_spec_runs_the_engram_method(tmp_path: Path):
+    outcome = run(REPO / "specs" / "txn_scheduling_scripted.yaml",
+                  [f"output.dir={tmp_path}", "sandbox.backend=process"])
+    seed = outcome.run_dir / "seed-0"
+    result = json.loads((seed / "result.json").read_text())
+    assert result["evaluations"] == 3 and result["best_score"] == 1e6 / (1 + BASELINE_TOTALS["full_greedy"])
+    events = [json.loads(line) for line in (seed / "events.jsonl").read_text().splitlines()]
+    scores = [e["score"] for e in events if e["type"] == "experiment"]
+    assert scores[1] == 1e6 / (1 + sum(IN_ORDER.values()))  # the claimed makespan of 1 was not believed
