@@ -337,8 +337,9 @@ def _install_modules() -> None:
 
 
 def namespace(context: typing.Any) -> dict:
+    """The base classes are also given to the program directly, so the entry point always exists."""
     _install_modules()
-    return {}
+    return {"Strategy": Strategy, "ClusterType": ClusterType}
 
 
 def prepare(shared: dict) -> dict:
