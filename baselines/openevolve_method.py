@@ -403,7 +403,7 @@ def _replay(oe: OpenEvolve, ctx: MethodContext, log: RunLog, bridge: Bridge) -> 
         bridge.replaying = False
     if replayed:
         bridge.seeded = True
-        oe.database.last_iteration = log.iterations_started()
+        oe.database.last_iteration = log.iterations_started() + 1  # the next iteration's number
     return replayed
 
 
