@@ -287,17 +287,28 @@ def system_prompt(ctx: MethodContext) -> str:
 def first_message(ctx: MethodContext, nodes: dict[int, Node], parent: Node) -> str:
     carried = ancestor_summaries(nodes, parent.id, ctx.spec.method.ancestor_summaries)
     if carried:
-        ancestors = "\n\n".join(f"## Round {node.id} (its best program scored {_score_text(node.score)})\n\n"
-                                + _nested(node.summary) for node in carried)
+        ancestors = "\n\n".join(f"## Round {node.id} ({_outcome(node)})\n\n" + _nested(node.summary)
+                                  for node in carried)
     else:
         ancestors = "Nothing yet: your program is the initial program."
     program = node_program(ctx, parent)
     code = program.read_text(encoding="utf-8") if program is not None else ""
-    where = "the initial program" if parent.id == ROOT_AGENT else f"the best program of round {parent.id}"
+    if parent.id == ROOT_AGENT:
+        where = "the initial program"
+    elif parent.copied:
+        where = f"round {parent.id} scored no valid program, so this is node {parent.parent}'s program again"
+    else:
+        where = f"the best program of round {parent.id}"
     parent_text = (f"Node {parent.id} ({where}), score {_score_text(parent.score)}, also at `/parent_program.py`:"
                    f"\n\n```python\n{code}\n```")
     return prompt("tree_first_message").format(task=ctx.problem.task_prompt.strip(), ancestors=ancestors,
                                                parent=parent_text)
+
+
+def _outcome(node: Node) -> str:
+    if node.copied:
+        return "it scored no valid program"
+    return f"its best program scored {_score_text(node.score)}"
 
 
 def _score_text(score: float | None) -> str:
