@@ -118,8 +118,10 @@ def validate(specs: tuple[Path, ...], overrides: tuple[str, ...]) -> None:
         problem = load_problem(spec.problem.name)
         problem.select_scenarios(spec.problem.scenarios)
         budget = spec.budget
+        chain = (f", up to {budget.max_agents} agents of {budget.minutes_per_agent:g} min"
+                 if spec.method.name == "engram" else "")  # other methods do not run a chain of agents
         click.echo(f"{path}: ok ({spec.name}: {problem.name}, {spec.method.name}, {spec.model.id}, "
-                   f"{spec.runs} seed(s), up to {budget.max_agents} agents of {budget.minutes_per_agent:g} min)")
+                   f"{spec.runs} seed(s){chain})")
 
 
 @main.command()
@@ -327,7 +329,8 @@ def _report_run(outcome: Any, as_json: bool) -> None:
                    f"{result.get('agents')} agents, ${result.get('dollars', 0.0):.4f}; "
                    f"stopped: {result.get('stop_reason')}")
     click.echo(f"  best program: {outcome.run_dir}/seed-<k>/best/program.py")
-    click.echo(f"  digest:       {outcome.run_dir}/seed-<k>/digest.md")
+    if any((outcome.run_dir / f"seed-{seed.seed}" / "digest.md").is_file() for seed in outcome.seeds):
+        click.echo(f"  digest:       {outcome.run_dir}/seed-<k>/digest.md")  # only Engram writes one
     if outcome.tracking_uri:
         click.echo(f"  MLflow: engram ui   (store {outcome.tracking_uri})")
 
