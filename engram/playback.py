@@ -323,29 +323,28 @@ class RecordedModelError(Exception):
 
 
 def recorded_error(record: dict[str, Any]) -> Exception:
-    """The error a recorded call ended with, as an exception of the same retry class.
+    """The error a recorded call ended with, rebuilt as the same litellm exception with the same message.
 
-    Transient errors come back as the litellm type that `engram.llm.is_retryable` retries, so the
-    replay retries exactly where the recording did; anything else ends the agent as it did then.
+    The type decides what happens next -- `engram.llm.is_retryable` retries transient errors, a
+    method may treat a bad request as a failed proposal -- so the replay takes the same path as the
+    recording. An error of another kind becomes `RecordedModelError`, which nothing retries.
     """
     import litellm
 
-    name = str(record.get("error_type") or record.get("error") or "").split("(", 1)[0].rsplit(".", 1)[-1]
-    text = f"recorded error: {record.get('error')}"
+    name = str(record.get("error_type") or "").rsplit(".", 1)[-1]
+    text = str(record.get("error") or "")
+    message = text.removeprefix(f"litellm.{name}: ")
     status = record.get("status_code")
-    if name == "APIError" and isinstance(status, int) and status >= 500:
-        name = "InternalServerError"
-    factories = {
-        "RateLimitError": lambda: litellm.RateLimitError(text, llm_provider=SCRIPTED, model=SCRIPTED),
-        "InternalServerError": lambda: litellm.InternalServerError(text, llm_provider=SCRIPTED, model=SCRIPTED),
-        "ServiceUnavailableError": lambda: litellm.ServiceUnavailableError(text, llm_provider=SCRIPTED,
-                                                                           model=SCRIPTED),
-        "BadGatewayError": lambda: litellm.InternalServerError(text, llm_provider=SCRIPTED, model=SCRIPTED),
-        "Timeout": lambda: litellm.Timeout(text, model=SCRIPTED, llm_provider=SCRIPTED),
-        "APIConnectionError": lambda: litellm.APIConnectionError(text, llm_provider=SCRIPTED, model=SCRIPTED),
-    }
-    factory = factories.get(name)
-    return factory() if factory is not None else RecordedModelError(text)
+    kind = getattr(litellm.exceptions, name, None) if name else None
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        arguments: dict[str, Any] = {"message": message, "model": SCRIPTED, "llm_provider": SCRIPTED}
+        if name == "APIError":
+            arguments["status_code"] = status if isinstance(status, int) else 500
+        try:
+            return kind(**arguments)
+        except (TypeError, ValueError, AttributeError):  # a type that needs a live HTTP response
+            pass
+    return RecordedModelError(f"recorded error: {text}")
 
 
 def playback_model(script: Path, agent: int, *, price_as: str | None, callbacks: list | None) -> BaseChatModel | None:

@@ -177,7 +177,10 @@ def _call_difference(recorded: RecordedCall | None, replayed: RecordedCall | Non
 
 
 def _reply(call: RecordedCall) -> Any:
-    return (call.response or {}).get("message") if call.response is not None else ("error", call.error)
+    if call.response is not None:
+        return call.response.get("message")
+    error = call.error or {}
+    return ("error", error.get("error_type"), error.get("error"))
 
 
 def _first_difference(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> str:
