@@ -1,8 +1,9 @@
 """One run unit in its own process: `python -m engram.executors.worker` reads the unit (JSON) on stdin.
 
-Every executor runs a unit this way -- the local pool directly, Ray from inside its task -- because
-a run owns process-wide state (signal handlers, MLflow's active run, LangChain autolog) that must
-not leak into the next run a pooled worker would execute. The process:
+Every executor runs a unit in a process of its own -- the local pool as a child of a fork server
+that has imported the heavy libraries once (`child_main`), Ray as this module's `main` started from
+inside its task -- because a run owns process-wide state (signal handlers, MLflow's active run,
+LangChain autolog) that must not leak into the next run a pooled worker would execute. The process:
 
 * dies with its parent (the pool driver or the Ray worker): the kernel sends it SIGINT, which stops
   the run like Ctrl-C does -- running candidates and shell commands are killed, containers removed;
@@ -96,8 +97,27 @@ def request_cancel(seed_dir: Path) -> None:
 
 
 def main() -> int:
+    """`python -m engram.executors.worker`: the unit comes on stdin (how Ray's tasks start a run)."""
     unit = RunUnit.from_json(sys.stdin.read())
-    _die_with_parent()
+    parent = os.environ.get(PARENT_ENV)
+    _die_with_parent(int(parent) if parent else None)
+    return run_unit(unit)
+
+
+def child_main(unit_json: str, log_path: str) -> None:
+    """A child of the local pool's fork server (which has the heavy libraries imported already):
+    its own process group, output to `worker.log`, dies with the fork server (which dies with the driver)."""
+    os.setpgid(0, 0)
+    _die_with_parent(None)
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    for stream in (1, 2):
+        os.dup2(log, stream)
+    os.close(log)
+    sys.exit(run_unit(RunUnit.from_json(unit_json)))
+
+
+def run_unit(unit: RunUnit) -> int:
+    """Run one unit under its seed directory's lock and lease; the exit status."""
     seed_dir = unit.seed_dir
     seed_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(seed_dir / LOCK_FILE) as waited:
@@ -135,12 +155,11 @@ def _run(unit: RunUnit) -> None:
             shared_budget=budget)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(expected_parent: int | None) -> None:
     """Ask the kernel for SIGINT when the parent dies (a driver killed with SIGKILL, a lost Ray worker)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
-    parent = os.environ.get(PARENT_ENV)
-    if parent and os.getppid() != int(parent):  # the parent died before the request took effect
+    if expected_parent is not None and os.getppid() != expected_parent:  # it died before the request took effect
         raise SystemExit(WORKER_EXIT_INTERRUPTED)
 
 
