@@ -169,6 +169,19 @@ def test_continuation_limit(tmp_path: Path):
     assert [t["continuation"] for t in _events(seed, "turn_end")] == [False, True]
 
 
+def test_a_turn_cut_at_its_step_limit_is_continued(tmp_path: Path):
+    spec = _single_agent(tmp_path, [[
+        {"tool_calls": [INITIAL_PROGRAM_CALL]}, *[{"tool_calls": [{"name": "ls", "args": {"path": "/"}}]}] * 3,
+        {"content": "after the cut"},
+    ]], max_steps_per_turn=5, patience=2)
+    outcome = run(spec)
+    seed = _seed(outcome)
+    turns = _events(seed, "turn_end")
+    assert [t["reason"] for t in turns] == ["step limit (5)"] * 3 and turns[-1]["idle"] == 2
+    last = transcript_requests(seed / "agents/agent-1/transcript.jsonl")[-1]
+    assert sum(KEEP_GOING in str(m["content"]) for m in last if m["type"] == "human") == 2
+
+
 def _turn_ends(tmp_path: Path) -> list[dict[str, Any]]:
     logs = list((tmp_path / "runs").glob("t/*/seed-0/events.jsonl"))
     return [e for e in read_jsonl(logs[0]) if e["type"] == "turn_end"] if logs else []
