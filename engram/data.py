@@ -5,7 +5,7 @@ local mirror when `ENGRAM_DATA_DIR` is set (how tests and CI run), otherwise in 
 (`$XDG_CACHE_HOME/engram/data`), downloading on first use. A file is re-hashed whenever its inode
 metadata changes, so a file edited behind Engram's back (for example by a candidate program run
 without isolation) is caught before it is used again. Tar archives are unpacked once into the
-cache (`unpacked`), and the members a problem reads are checked against their sha256 on every use.
+cache (`unpacked`), the members a problem reads only, checked against their sha256 on every use.
 """
 
 from __future__ import annotations
@@ -127,11 +127,11 @@ def resolve(entry: DataFile) -> Path:
 
 
 def unpacked(entry: DataFile, expected: Mapping[str, str]) -> Path:
-    """Directory holding the contents of a verified tar archive, unpacked once into the cache.
+    """Directory holding members of a verified tar archive, unpacked once into the cache.
 
-    `expected` maps the member paths the caller reads to their sha256. They are checked on every
-    call, and the archive is unpacked afresh if any is missing or altered, so a file changed in
-    the cache behind Engram's back (by a candidate run without isolation) is never read.
+    `expected` maps the member paths the caller reads to their sha256; only those are unpacked.
+    They are checked on every call, and unpacked afresh if any is missing or altered, so a file
+    changed in the cache behind Engram's back (by a candidate run without isolation) is never read.
     """
     archive = resolve(entry)
     root = cache_root() / "unpacked" / (entry.sha256 or entry.git_blob or "")
@@ -140,7 +140,9 @@ def unpacked(entry: DataFile, expected: Mapping[str, str]) -> Path:
     staging = Path(tempfile.mkdtemp(dir=_ensure_dir(root.parent), prefix=root.name, suffix=".part"))
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(staging, filter="data")
+            for member in tar:
+                if member.name in expected:
+                    tar.extract(member, staging, filter="data")
         if not _members_match(staging, expected):
             raise DataError(f"data file {entry.path} ({archive}) does not contain the expected files; "
                             f"the problem's list of members does not belong to this archive")

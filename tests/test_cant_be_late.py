@@ -207,12 +207,15 @@ def test_unpacked_archives_are_checked_and_restored(tmp_path: Path, monkeypatch:
     entry = _archive(mirror / "t" / "a.tar.gz", {"d/x.json": b"[1]", "d/y.json": b"[2]"})
     expected = {"d/x.json": hashlib.sha256(b"[1]").hexdigest()}
     root = data_files.unpacked(entry, expected)
-    assert (root / "d" / "x.json").read_bytes() == b"[1]" and (root / "d" / "y.json").is_file()
+    assert (root / "d" / "x.json").read_bytes() == b"[1]"
+    assert not (root / "d" / "y.json").exists()  # only what the problem reads
     assert root.is_relative_to(tmp_path / "cache")  # the mirror stays untouched
     (root / "d" / "x.json").write_bytes(b"[0]")  # a candidate run without isolation edits the cache
     assert (data_files.unpacked(entry, expected) / "d" / "x.json").read_bytes() == b"[1]"
     with pytest.raises(DataError, match="does not contain the expected files"):
         data_files.unpacked(entry, {"d/z.json": "0" * 64})
+    both = {**expected, "d/y.json": hashlib.sha256(b"[2]").hexdigest()}
+    assert (data_files.unpacked(entry, both) / "d" / "y.json").read_bytes() == b"[2]"
 
 
 def test_archives_that_escape_their_folder_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -222,7 +225,7 @@ def test_archives_that_escape_their_folder_are_refused(tmp_path: Path, monkeypat
     monkeypatch.setenv(data_files.CACHE_DIR_ENV, str(tmp_path / "cache"))
     entry = _archive(mirror / "t" / "a.tar.gz", {"../../escape.txt": b"x"})
     with pytest.raises(DataError, match="cannot unpack"):
-        data_files.unpacked(entry, {})
+        data_files.unpacked(entry, {"../../escape.txt": hashlib.sha256(b"x").hexdigest()})
     assert not (tmp_path / "escape.txt").exists()
 
 
