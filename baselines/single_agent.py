@@ -67,7 +67,8 @@ class SessionState:
 
     def stop_reason(self, settings: Any) -> str | None:
         if self.idle >= settings.patience:
-            return f"no new best score in {self.idle} consecutive continuations"
+            plural = "s" if self.idle != 1 else ""
+            return f"no new best score in {self.idle} consecutive continuation{plural}"
         if settings.max_continuations is not None and self.continuations >= settings.max_continuations:
             return f"continuation limit reached ({settings.max_continuations})"
         return None

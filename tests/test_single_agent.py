@@ -134,6 +134,21 @@ def _assert_metric_names_match_engram(tmp_path: Path, store: str, outcome: RunOu
     assert len({frozenset(r.data.metrics) for r in children}) == 1  # agent runs: same names too
 
 
+def test_shipped_specs(tmp_path: Path):
+    """The o3 spec has the reference settings; its scripted twin runs offline."""
+    from engram.spec import load_spec
+
+    spec = load_spec(REPO / "specs" / "cloudcast_single_agent_o3.yaml")
+    assert spec.model.id == "openai/o3" and spec.method.name == "single_agent"
+    assert (spec.method.max_minutes, spec.method.patience) == (60, 10)
+    outcome = run(REPO / "specs" / "cloudcast_single_agent_scripted.yaml",
+                  [f"output.dir={tmp_path}", "tracking.mlflow=false", "problem.scenarios=[intra_azure]",
+                   "method.patience=1"])
+    result = json.loads((_seed(outcome) / "result.json").read_text())
+    assert result["stop_reason"] == "no new best score in 1 consecutive continuation"
+    assert result["evaluations"] == 3 and result["best_experiment"] == 2
+
+
 def test_evaluation_budget_stops_the_run(tmp_path: Path):
     spec = _single_agent(tmp_path, [[
         {"tool_calls": [INITIAL_PROGRAM_CALL]}, {"tool_calls": [INITIAL_PROGRAM_CALL]},

@@ -87,6 +87,14 @@ def _first_request(seed: Path, agent: int) -> str:
     return json.dumps(transcript_requests(seed / f"agents/agent-{agent}/transcript.jsonl")[0])
 
 
+def test_the_o3_spec_has_the_reference_settings():
+    from engram.spec import load_spec
+
+    spec = load_spec(REPO / "specs" / "cloudcast_tree_search_o3.yaml")
+    assert spec.model.id == "openai/o3" and spec.method.name == "tree_search"
+    assert (spec.method.rounds, spec.method.ancestor_summaries, spec.method.epsilon) == (10, 3, 0)
+
+
 def test_scripted_spec_grows_a_tree(tmp_path: Path):
     """The shipped scripted twin: round 1 improves the root, round 2 scores nothing valid (its
     child repeats node 1), round 3 expands one of the two tied nodes as the seeded rule picks it."""
