@@ -32,7 +32,7 @@ METHOD = "best_shot"
 
 def run_best_shot(ctx: MethodContext) -> MethodResult:
     settings = ctx.spec.method
-    ctx.finish_interrupted_experiments()
+    ctx.finish_interrupted_experiments(workers=settings.workers)
     deadline = Deadline.for_run(settings.max_minutes, ctx.archive.events())
     database = ProgramDatabase(settings.database_size)
     for individual in scored_individuals(ctx.archive).values():

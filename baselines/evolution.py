@@ -113,7 +113,7 @@ def slot_of(generation: int, child: int, *, population: int, elitism: int) -> in
 
 def run_evolution(ctx: MethodContext) -> MethodResult:
     settings = ctx.spec.method
-    ctx.finish_interrupted_experiments()
+    ctx.finish_interrupted_experiments(workers=settings.workers)
     deadline = Deadline.for_run(settings.max_minutes, ctx.archive.events())
     scored = scored_individuals(ctx.archive)
     run = _Generations(ctx, deadline, scored)

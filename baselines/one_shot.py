@@ -22,7 +22,7 @@ METHOD = "one_shot"
 
 def run_one_shot(ctx: MethodContext) -> MethodResult:
     settings = ctx.spec.method
-    ctx.finish_interrupted_experiments()
+    ctx.finish_interrupted_experiments(workers=settings.workers)
     deadline = Deadline.for_run(settings.max_minutes, ctx.archive.events())
     stopped = run_parallel(_jobs(ctx, deadline), workers=settings.workers,
                            stop_reason=lambda: run_stop_reason(ctx, deadline))

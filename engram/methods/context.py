@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,17 +146,19 @@ class MethodContext:
                                     agent=experiment.agent)
         self.progress.experiment(experiment.number, evaluation, best, self.ledger.total_dollars)
 
-    def finish_interrupted_experiments(self) -> int:
-        """Resume: evaluate experiments stored but not scored, and log those scored but not logged."""
+    def finish_interrupted_experiments(self, workers: int = 1) -> int:
+        """Resume: log experiments scored but not logged, then evaluate those stored but not scored
+        (up to `workers` at once: a method that evaluated in parallel left several behind)."""
         logged = self.archive.logged_experiment_numbers()
-        finished = 0
+        unscored = []
         for experiment in self.archive.experiments():
             if experiment.number in logged:
                 continue
             evaluation = experiment.evaluation()
-            if evaluation is None and experiment.program.is_file():
-                self.complete(experiment)
-            elif evaluation is not None:
+            if evaluation is not None:
                 self.log_experiment(experiment, evaluation)
-            finished += 1
-        return finished
+            elif experiment.program.is_file():
+                unscored.append(experiment)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            list(pool.map(self.complete, unscored))
+        return len(self.archive.logged_experiment_numbers()) - len(logged)
