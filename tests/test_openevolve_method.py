@@ -206,3 +206,50 @@ def test_resume_after_sigkill_keeps_every_evaluation_and_continues(tmp_path: Pat
     assert result["usage"]["calls"] == len(responses) == 3  # the killed session's calls were read back
     # Whatever OpenEvolve evaluated in either session is in the archive.
     assert not Counter([INITIAL] + [c["child_code"] for c in _traced_children(seed)]) - _programs(seed)
+
+
+def test_the_endpoint_needs_its_token_and_answers_refusals_with_402():
+    import urllib.error
+    import urllib.request
+
+    from baselines.openevolve_endpoint import CHAT_PATH, EVALUATE_PATH, ChatReply, LocalEndpoint, Refused
+
+    class Handlers:
+        def chat(self, messages: list[dict[str, str]]) -> ChatReply:
+            return ChatReply(content=f"{len(messages)} messages", prompt_tokens=7, completion_tokens=3)
+
+        def evaluate(self, code: str) -> dict[str, Any]:
+            raise Refused("evaluation budget reached (1)")
+
+    endpoint = LocalEndpoint(Handlers(), model_name="m")
+    endpoint.start()
+
+    def post(path: str, body: dict[str, Any], token: str | None) -> tuple[int, dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(endpoint.url + path, data=json.dumps(body).encode(), headers=headers)
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        assert endpoint.url.startswith("http://127.0.0.1:")
+        assert post(CHAT_PATH, {"messages": []}, None)[0] == 401
+        assert post(CHAT_PATH, {"messages": []}, "wrong")[0] == 401
+        status, reply = post(CHAT_PATH, {"messages": [{"role": "user", "content": "hi"}]}, endpoint.token)
+        assert status == 200 and reply["choices"][0]["message"]["content"] == "1 messages"
+        assert reply["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+        status, refusal = post(EVALUATE_PATH, {"code": "x = 1"}, endpoint.token)
+        assert status == 402 and refusal["error"]["message"] == "evaluation budget reached (1)"
+    finally:
+        endpoint.close(drain=True)
+
+
+def test_a_missing_openevolve_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch):
+    from baselines.openevolve_method import OpenEvolveMissing, run_openevolve
+
+    monkeypatch.setitem(sys.modules, "openevolve", None)  # what `import openevolve` sees when it is absent
+    with pytest.raises(OpenEvolveMissing, match=r"pip install 'engram\[openevolve\]'") as raised:
+        run_openevolve(None)  # type: ignore[arg-type]  # fails before it touches the context
+    assert raised.value.exit_code == 2
