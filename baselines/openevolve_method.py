@@ -211,8 +211,11 @@ class Bridge:
 
     def should_shut_down(self) -> bool:
         """Stop OpenEvolve once a budget is spent, but first let evaluations already answered be admitted,
-        so that its database keeps them (within a grace period, in case one never arrives)."""
-        reason = self.stop_reason()
+        so that its database keeps them (within a grace period, in case one never arrives).
+
+        Polled often, so it reads no files: budgets that change with a model call or an evaluation are
+        checked when those happen, and only the clock here."""
+        reason = self._stop or self.deadline.stop_reason()
         if reason is None:
             return False
         self.request_stop(reason)
@@ -223,7 +226,7 @@ class Bridge:
     # -- model requests
 
     def chat(self, messages: list[dict[str, str]]) -> ChatReply:
-        status = 402
+        status = 500
         try:
             reason = self.stop_reason()
             if reason:
@@ -231,7 +234,12 @@ class Bridge:
                 raise Refused(reason)
             reply = self._invoke(_langchain_messages(messages))
             status = 200
+            if after := self.ctx.stop_reason():  # e.g. this call spent the last of the dollars
+                self.request_stop(after)
             return reply
+        except Refused:
+            status = 402
+            raise
         except Unavailable:
             status = 502
             raise
@@ -277,6 +285,8 @@ class Bridge:
             raise
         with self._lock:
             self._unadmitted[_code_key(code)].append(experiment.number)
+        if after := self.ctx.stop_reason():  # e.g. this was the last evaluation of the budget
+            self.request_stop(after)
         return {"metrics": openevolve_metrics(evaluation), "artifacts": openevolve_artifacts(evaluation)}
 
     def _time_left(self) -> float | None:
@@ -336,6 +346,10 @@ def _run_session(ctx: MethodContext, log: RunLog, deadline: Deadline, iterations
                             workers=worker_count(settings), openevolve_version=version)
             failure = _drive(oe, bridge, iterations)
         drain = True
+    except Exception:
+        if bridge.fatal is not None:  # the cause, rather than how OpenEvolve reacted to it
+            raise bridge.fatal from None
+        raise
     finally:
         endpoint.close(drain=drain)
     if bridge.fatal is not None:
