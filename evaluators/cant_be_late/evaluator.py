@@ -76,6 +76,12 @@ class Outcome:
     finish_tick: int
     spot_ticks: int
     on_demand_ticks: int
+    gap: int
+
+    @property
+    def finish_h(self) -> float:
+        """When the job was seen done, in hours from the start."""
+        return self.finish_tick * self.gap / 3600
 
 
 def replay(requests: str, unavailable: bytes, gap: int, job: Job) -> Outcome:
@@ -116,7 +122,7 @@ def replay(requests: str, unavailable: bytes, gap: int, job: Job) -> Outcome:
                 raise InvalidAnswer(f"the job finished at {tick * gap / 3600:g} h, after its deadline of "
                                     f"{job.deadline_s / 3600:g} h")
             return Outcome(cost=_cost(charged, gap), finish_tick=tick, spot_ticks=charged.count("S"),
-                           on_demand_ticks=charged.count("O"))
+                           on_demand_ticks=charged.count("O"), gap=gap)
     raise InvalidAnswer(f"the requests end after {len(requests)} ticks, but the job is not done "
                         f"({done / 3600:.3f} of {job.duration_s / 3600:g} h of work)")
 
@@ -174,12 +180,10 @@ class CantBeLateScorer(Scorer):
             except InvalidAnswer as exc:
                 raise InvalidAnswer(f"trace {name}: {exc}") from None
         costs = [o.cost for o in outcomes]
-        hours = [o.finish_tick * gap / 3600 for o, gap in zip(outcomes, (self.traces[n][0] for n in names),
-                                                              strict=True)]
         metrics = {
             "mean_cost": float(np.mean(costs)), "std_cost": float(np.std(costs)),
             "min_cost": float(np.min(costs)), "max_cost": float(np.max(costs)), "traces": len(costs),
-            "mean_finish_h": float(np.mean(hours)),
+            "mean_finish_h": float(np.mean([o.finish_h for o in outcomes])),
             "spot_share": sum(o.spot_ticks for o in outcomes) / max(1, sum(o.spot_ticks + o.on_demand_ticks
                                                                           for o in outcomes)),
         }

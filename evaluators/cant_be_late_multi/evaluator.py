@@ -84,6 +84,12 @@ class Outcome:
     switches: int
     spot_ticks: int
     on_demand_ticks: int
+    gap: int
+
+    @property
+    def finish_h(self) -> float:
+        """When the job was seen done, in hours from the start."""
+        return self.finish_tick * self.gap / 3600
 
 
 def replay(regions: str, requests: str, traces: list[RegionTrace], job: Job) -> Outcome:
@@ -122,7 +128,8 @@ def replay(regions: str, requests: str, traces: list[RegionTrace], job: Job) -> 
                                     f"{job.deadline_s / 3600:g} h")
             prices = {"O": ON_DEMAND_PRICE, "S": traces[region].spot_price, "N": 0.0}
             return Outcome(cost=sum(prices[kind] * gap / 3600 for kind in charged), finish_tick=tick,
-                           switches=switches, spot_ticks=charged.count("S"), on_demand_ticks=charged.count("O"))
+                           switches=switches, spot_ticks=charged.count("S"), on_demand_ticks=charged.count("O"),
+                           gap=gap)
     raise InvalidAnswer(f"the requests end after {len(requests)} ticks, but the job is not done "
                         f"({done / 3600:.3f} of {job.duration_s / 3600:g} h of work)")
 
@@ -193,8 +200,7 @@ class CantBeLateMultiScorer(Scorer):
         costs = [o.cost for o in outcomes]
         metrics = {
             "mean_cost": mean, "std_cost": float(np.std(costs)), "min_cost": min(costs), "max_cost": max(costs),
-            "trace_sets": len(outcomes), "mean_finish_h": float(np.mean([o.finish_tick for o in outcomes]))
-            * self.traces[trace_sets[0][0]].gap / 3600,
+            "trace_sets": len(outcomes), "mean_finish_h": float(np.mean([o.finish_h for o in outcomes])),
             "region_switches": sum(o.switches for o in outcomes),
             "spot_share": sum(o.spot_ticks for o in outcomes) / max(1, sum(o.spot_ticks + o.on_demand_ticks
                                                                           for o in outcomes)),
