@@ -343,6 +343,7 @@ def _result(spec: Spec, archive: SeedArchive, seed: int, outcome: Any, ledger: A
         "dollars": ledger.total_dollars,
         "wall_s": time.time() - started,
         "scripted": spec.model.id == SCRIPTED_MODEL,
+        "details": outcome.details,  # the method's own counts (e.g. failed proposals of the baselines)
     }
 
 

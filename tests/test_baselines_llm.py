@@ -256,7 +256,9 @@ def test_malformed_answers_and_model_errors_are_errors_never_scores(tmp_path: Pa
     assert by_agent[3][0].proposal()["model_calls"] == 2  # the rate limit was retried
     assert by_agent[4][0].evaluation().score is None
     [scored] = [e for e in archive.events("experiment") if e["score"] is not None]
-    assert scored["agent"] == 3 and outcome.seeds[0].result["best_experiment"] == by_agent[3][0].number
+    result = outcome.seeds[0].result
+    assert scored["agent"] == 3 and result["best_experiment"] == by_agent[3][0].number
+    assert result["details"] == {"model_errors": 1, "malformed_answers": 1}
 
 
 # -- resume after SIGKILL -------------------------------------------------------------------------------------
