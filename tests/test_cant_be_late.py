@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
@@ -227,6 +228,17 @@ def test_archives_that_escape_their_folder_are_refused(tmp_path: Path, monkeypat
     with pytest.raises(DataError, match="cannot unpack"):
         data_files.unpacked(entry, {"../../escape.txt": hashlib.sha256(b"x").hexdigest()})
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_engram_evaluate_writes_per_trace_costs(tmp_path: Path):
+    done = subprocess.run([sys.executable, "-m", "engram.cli", "evaluate", "cant_be_late",
+                           "evaluators/cant_be_late/initial_program.py", "--sandbox", "process", "--scenarios", ONE[0],
+                           "--json", "--artifacts", str(tmp_path)], capture_output=True, text=True, cwd=REPO,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["metrics"]["simulations"] == 30
+    rows = (tmp_path / f"{ONE[0]}.costs.csv").read_text().splitlines()
+    assert rows[0] == "trace,cost,finish_tick,spot_ticks,on_demand_ticks" and len(rows) == 31
 
 
 # -- the Engram method, offline -------------------------------------------------------------------
