@@ -40,8 +40,8 @@ from engram.rescore import seed_dirs
 
 GroupBy = Literal["method", "spec"]
 REACH_FRACTION = 0.95
-_BOOTSTRAP_SAMPLES = 2000
-_DOLLAR_GRID_POINTS = 400
+_BOOTSTRAP_SAMPLES = 1000
+_DOLLAR_GRID_POINTS = 300
 
 
 # -- reading runs -----------------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ def evaluation_curve(group: Group, natural: bool, band: str = "ci") -> Curve | N
         return None
     length = max(s.size for s in series)
     matrix = np.array([np.concatenate([s, np.full(length - s.size, s[-1])]) for s in series])
-    return _curve(group.label, np.arange(1, length + 1), matrix, band)
+    return _curve(group.label, np.arange(1, length + 1), _worst_when_missing(matrix, group, natural), band)
 
 
 def dollar_curve(group: Group, natural: bool, band: str = "ci") -> Curve | None:
@@ -357,12 +357,22 @@ def dollar_curve(group: Group, natural: bool, band: str = "ci") -> Curve | None:
         return None
     grid = np.linspace(0.0, top, _DOLLAR_GRID_POINTS)
     matrix = np.array([_step_at(spent, values, grid) for spent, values in rows])
-    return _curve(group.label, grid, matrix, band)
+    return _curve(group.label, grid, _worst_when_missing(matrix, group, natural), band)
 
 
 def _series(seed: SeedTrace, maximize: bool, natural: bool) -> np.ndarray:
     scores, naturals = seed.best_so_far(maximize)
     return naturals if natural else scores
+
+
+def _worst_when_missing(matrix: np.ndarray, group: Group, natural: bool) -> np.ndarray:
+    """A seed with no valid program yet counts as worse than any result, so the median exists (and
+    is drawn) once more than half of the seeds have one, instead of following the lucky few."""
+    problem = group.problem
+    maximize = group.maximize
+    if natural and problem is not None:
+        maximize = problem.config.score.natural_direction == "maximize"
+    return np.where(np.isnan(matrix), -np.inf if maximize else np.inf, matrix)
 
 
 def _step_at(spent: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -377,26 +387,35 @@ def _step_at(spent: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np.ndar
 def _curve(label: str, x: np.ndarray, matrix: np.ndarray, band: str) -> Curve:
     """Median over seeds and its band: "ci" (bootstrap CI of the median) or "iqr" (quartiles of the seeds)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns before any seed has scored
-        median = np.nanmedian(matrix, axis=0)
+        warnings.simplefilter("ignore", RuntimeWarning)  # inf - inf while interpolating between missing seeds
+        median = _finite_or_nan(np.median(matrix, axis=0))
         low = high = None
         if matrix.shape[0] > 1:
             low, high = (bootstrap_median_band(matrix) if band == "ci"
-                         else (np.nanpercentile(matrix, 25, axis=0), np.nanpercentile(matrix, 75, axis=0)))
+                         else (np.percentile(matrix, 25, axis=0), np.percentile(matrix, 75, axis=0)))
+            low, high = _finite_or_nan(low), _finite_or_nan(high)
     return Curve(label, matrix.shape[0], x, median, low, high)
+
+
+def _finite_or_nan(values: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(values), values, np.nan)
 
 
 def bootstrap_median_band(matrix: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """A percentile-bootstrap confidence band for the median over rows (seeds), column by column.
 
-    Seeded, so the same runs always give the same figure. With few seeds the band is wide and
-    coarse (it can only take the seeds' own values): that is the honest answer.
+    Seeds without a result yet are -inf or +inf (the worst), so bounds may be infinite there; the
+    caller leaves those out. Seeded, so the same runs always give the same figure. With few seeds
+    the band is wide and coarse (it can only take the seeds' own values): that is the honest answer.
     """
     rng = np.random.default_rng(0)
     picks = rng.integers(0, matrix.shape[0], size=(_BOOTSTRAP_SAMPLES, matrix.shape[0]))
-    medians = np.nanmedian(matrix[picks], axis=1)
-    tail = (1 - level) / 2 * 100
-    return np.nanpercentile(medians, tail, axis=0), np.nanpercentile(medians, 100 - tail, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # inf - inf where seeds have no result yet
+        medians = np.median(matrix[picks], axis=1)
+        tail = (1 - level) / 2 * 100
+        low, high = np.percentile(medians, [tail, 100 - tail], axis=0)
+    return low, high
 
 
 # -- the report -------------------------------------------------------------------------------------------
