@@ -217,11 +217,11 @@ def test_dollar_budget_stops_before_another_call(tmp_path: Path):
 
 
 def test_time_budget_cuts_the_running_evaluation_and_stops(tmp_path: Path):
-    spec = llm_spec(tmp_path, {"name": "one_shot", "samples": 3, "workers": 1, "max_minutes": 0.05},
+    spec = llm_spec(tmp_path, {"name": "one_shot", "samples": 3, "workers": 1, "max_minutes": 0.1},
                     [[answer(SLEEPY)], [answer(DIRECT)], [answer(DIRECT)]])
     outcome = run(spec)
     result = outcome.seeds[0].result
-    assert result["stop_reason"] == "time budget reached (0.05 min)"
+    assert result["stop_reason"] == "time budget reached (0.1 min)"
     [experiment] = SeedArchive(seed_dir(outcome.run_dir)).experiments()
     evaluation = experiment.evaluation()
     assert evaluation.error_kind == "timeout" and evaluation.duration_s < 30
