@@ -16,6 +16,7 @@ experiment, and the time, continuation count and no-improvement count the killed
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -99,13 +100,13 @@ def run_session(ctx: MethodContext, session: int, state: SessionState, run_deadl
 
     settings = ctx.spec.method
     deadline = time.monotonic() + (run_deadline.remaining() or 0.0)
+    resumed = session > 1
     archive_view = prepare_workspace(ctx, session, whole_archive=True)
     best = ctx.archive.best()
-    if best is not None:
-        (ctx.archive.workspace / "best_program.py").write_bytes(best[1].program.read_bytes())
+    if resumed and best is not None:
+        shutil.copyfile(best[1].program, ctx.archive.workspace / "best_program.py")
     start_agent(ctx, session, session)
     model = agent_model(ctx, session)
-    resumed = session > 1
     graph = build_agent_graph(ctx, session, model, deadline, archive_view, system=system_prompt(ctx, resumed=resumed),
                               checkpointer=InMemorySaver())
     message, continuation = first_message(ctx, resumed=resumed), False
