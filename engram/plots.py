@@ -24,7 +24,7 @@ _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#
 
 
 def plot_problem(problem_name: str, groups: list[Group], references: list[Any], out_dir: Path, *,
-                 scenarios: list[str] | None, band: str = "ci") -> list[Path]:
+                 scenarios: list[str] | None, band: str = "ci", stem: str | None = None) -> list[Path]:
     """Write this problem's figures to `out_dir` and return their paths (figures without data are skipped)."""
     from engram.report import dollar_curve, evaluation_curve
 
@@ -38,10 +38,10 @@ def plot_problem(problem_name: str, groups: list[Group], references: list[Any], 
             curves = [c for c in (make(g, natural, band) for g in groups) if c is not None]
             if not curves:
                 continue
-            path = out_dir / f"{problem_name}_{'natural' if natural else 'score'}_vs_{axis}.png"
+            path = out_dir / f"{stem or problem_name}_{'natural' if natural else 'score'}_vs_{axis}.png"
             lines = [(r.name, r.natural if natural else r.score) for r in references]
             draw(curves, path, colors=colors, axis=axis, y_label=_y_label(problem, natural),
-                 title=_title(problem_name, axis, scenarios),
+                 title=_title(groups[0].problem_name if groups else problem_name, axis, scenarios),
                  references=[(name, value) for name, value in lines if value is not None], band=band)
             written.append(path)
     return written

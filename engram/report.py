@@ -24,6 +24,7 @@ import html
 import io
 import json
 import math
+import re
 import time
 import warnings
 from collections import Counter, defaultdict
@@ -347,12 +348,14 @@ def dollar_curve(group: Group, natural: bool, band: str = "ci") -> Curve | None:
     """Best so far once d dollars are spent, on a common grid up to the costliest seed; None when no
     seed has a known price."""
     rows = []
+    top = 0.0
     for seed in group.seeds:
         values, spent = _series(seed, group.maximize, natural), seed.cumulative_dollars()
         keep = ~np.isnan(spent)
         if values.size and keep.any():
             rows.append((spent[keep], values[keep]))
-    top = max((float(spent.max()) for spent, _ in rows), default=0.0)
+            # The best stays the best until the run ends, including the calls after its last evaluation.
+            top = max(top, float(spent[keep].max()), seed.dollars if _finite(seed.dollars) else 0.0)  # type: ignore[arg-type]
     if not rows or top <= 0:
         return None
     grid = np.linspace(0.0, top, _DOLLAR_GRID_POINTS)
@@ -430,6 +433,7 @@ class ProblemReport:
     scenarios: list[str] | None
     experiment: str
     tracking_uri: str | None
+    problem: str = ""  # the problem's own name (problem_name may add a scenario selection)
 
 
 @dataclass
@@ -450,22 +454,26 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, group_by: GroupBy = "me
     if not runs:
         raise ConfigError("no run directories given (a run directory holds spec.resolved.yaml)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_problem: dict[str, list[RunInfo]] = defaultdict(list)
+    # Scores of different scenario selections are not comparable: each selection is its own section.
+    by_problem: dict[tuple[str, str], list[RunInfo]] = defaultdict(list)
     for run in runs:
-        by_problem[run.problem_name].append(run)
+        by_problem[(run.problem_name, _selection_label(run))].append(run)
     reports, notes = [], []
-    for problem_name, problem_runs in sorted(by_problem.items()):
+    for (problem_name, selection), problem_runs in sorted(by_problem.items()):
+        title = f"{problem_name} [{selection}]" if selection else problem_name
         groups = group_runs(problem_runs, group_by)
-        scenarios, mixed = _common_scenarios(problem_runs)
-        if mixed:
-            notes.append(f"{problem_name}: the runs use different scenario selections, so their scores are not "
-                         "comparable and no reference lines are drawn")
+        scenarios = problem_runs[0].scenarios
         problem = next((g.problem for g in groups if g.problem is not None), None)
-        references = problem.references_for(scenarios) if problem is not None and not mixed else []
-        figures = plot_problem(problem_name, groups, references, out_dir, scenarios=scenarios, band=band)
-        reports.append(ProblemReport(problem_name, [summarize_group(g) for g in groups], figures, references,
+        references = problem.references_for(scenarios) if problem is not None else []
+        figures = plot_problem(title, groups, references, out_dir, scenarios=scenarios, band=band,
+                               stem=re.sub(r"[^A-Za-z0-9_.-]+", "-", title).strip("-"))
+        rows = [summarize_group(g) for g in groups]
+        for row in rows:
+            row.problem = title
+        reports.append(ProblemReport(title, rows, figures, references,
                                      scenarios, _most_common(r.experiment for r in problem_runs),
-                                     next((r.tracking_uri for r in problem_runs if r.tracking_uri), None)))
+                                     next((r.tracking_uri for r in problem_runs if r.tracking_uri), None),
+                                     problem_name))
     report = Report(out_dir, reports, runs, out_dir / "report.html", notes)
     _write_tables(report)
     write_atomic(report.html_file, render_html(report))
@@ -488,16 +496,15 @@ def _expand(paths: list[Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _common_scenarios(runs: list[RunInfo]) -> tuple[list[str] | None, bool]:
-    selections = {json.dumps(_resolved_scenarios(run)) for run in runs}
-    first = runs[0].scenarios
-    return first, len(selections) > 1
-
-
-def _resolved_scenarios(run: RunInfo) -> list[str] | None:
-    if run.problem is None:
-        return run.scenarios
-    return [s.name for s in run.problem.select_scenarios(run.scenarios)]
+def _selection_label(run: RunInfo) -> str:
+    """"" for the problem's default scenarios, else the selection as the spec names it (e.g. "quick")."""
+    if not run.scenarios:
+        return ""
+    if run.problem is not None:
+        chosen = [s.name for s in run.problem.select_scenarios(run.scenarios)]
+        if chosen == [s.name for s in run.problem.select_scenarios(None)]:
+            return ""
+    return "+".join(run.scenarios)
 
 
 def _most_common(values: Any) -> str:
@@ -637,7 +644,7 @@ def _log_problem(report: Report, problem: ProblemReport, tracking_uri: str | Non
     found = client.get_experiment_by_name(problem.experiment)
     experiment_id = found.experiment_id if found is not None else client.create_experiment(problem.experiment)
     run = client.create_run(experiment_id, run_name=f"report {problem.problem_name} {time.strftime('%Y%m%d-%H%M%S')}",
-                            tags={"engram.report": "true", "engram.problem": problem.problem_name})
+                            tags={"engram.report": "true", "engram.problem": problem.problem or problem.problem_name})
     run_id = run.info.run_id
     for row in problem.rows:
         for key, value in (("best_score", row.best_score), ("median_best_score", row.score.median),

@@ -92,7 +92,8 @@ def test_report_of_two_methods_over_seeds(runs: dict[str, list[Path]], tmp_path:
     assert len(summary["runs"]) == 3 and summary["rows"][1]["evaluations_to_reach_median"] == 1
 
     names = sorted(p.name for p in problem.figures)
-    assert names == sorted(f"cloudcast_{unit}_vs_{axis}.png" for unit in ("natural", "score")
+    assert problem.problem_name == "cloudcast [quick]"  # not the default scenarios: not comparable with those
+    assert names == sorted(f"cloudcast-quick_{unit}_vs_{axis}.png" for unit in ("natural", "score")
                            for axis in ("evaluations", "dollars"))
     for figure in problem.figures:
         assert figure.read_bytes().startswith(PNG) and figure.stat().st_size > 20_000
@@ -122,7 +123,7 @@ def test_cli_report_and_mlflow(runs: dict[str, list[Path]], tmp_path: Path) -> N
     experiment = client.get_experiment_by_name("cloudcast")
     [logged] = client.search_runs([experiment.experiment_id], "tags.`engram.report` = 'true'")
     artifacts = {a.path for a in client.list_artifacts(logged.info.run_id, "report")}
-    assert {"report/cloudcast_natural_vs_evaluations.png", "report/report.html"} <= artifacts
+    assert {"report/cloudcast-quick_natural_vs_evaluations.png", "report/report.html"} <= artifacts
     assert logged.data.metrics["alpha.best_score"] == report.problems[0].rows[0].best_score
 
 
