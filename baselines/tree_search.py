@@ -49,6 +49,7 @@ from engram.methods.agent_chain import (
 )
 from engram.methods.context import MethodContext, MethodResult, StopRun
 from engram.methods.digest import prompt
+from engram.methods.workspace_backend import closing_shells
 
 ROOT_AGENT = 0
 """The root's evaluation is recorded as an experiment of agent 0 (no agent runs under that number)."""
@@ -194,10 +195,11 @@ def run_round_agent(ctx: MethodContext, nodes: dict[int, Node], parent: Node, ag
         shutil.copyfile(program, ctx.archive.workspace / "parent_program.py")
     start_agent(ctx, agent, settings.rounds)
     model = agent_model(ctx, agent)
-    graph = build_agent_graph(ctx, agent, model, deadline, archive_view, system=system_prompt(ctx))
-    outcome, last_text = drive(ctx, agent, graph, deadline, first_message(ctx, nodes, parent),
-                               max_steps=settings.max_steps_per_agent)
-    summary = collect_summary(ctx, agent, model, outcome, last_text)
+    with closing_shells():  # the round's shell (a container under docker) ends with its agent
+        graph = build_agent_graph(ctx, agent, model, deadline, archive_view, system=system_prompt(ctx))
+        outcome, last_text = drive(ctx, agent, graph, deadline, first_message(ctx, nodes, parent),
+                                   max_steps=settings.max_steps_per_agent)
+        summary = collect_summary(ctx, agent, model, outcome, last_text)
     close_agent(ctx, agent, summary, outcome.reason, digest=False)
     return outcome.run_stop
 

@@ -16,7 +16,6 @@ from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate,
 from engram.archive import read_jsonl
 from engram.llm import transcript_requests
 from engram.runner import RunOutcome
-from engram.sandbox.bwrap import BwrapSandbox
 
 SLEEPY = "import time\n\ndef search_algorithm(src, dsts, G, num_partitions):\n    time.sleep(60)\n"
 
