@@ -16,18 +16,21 @@ Nothing here knows about a particular method: any method whose calls go through
 Which recorded reply answers which request? Replies are handed out per *conversation*, in the
 recorded order: a request continues the conversation whose last request it extends (an agent's
 loop, a helper sub-agent, a summary request, a digest distillation each form one), and a request
-that extends none starts the next conversation not yet started -- the one whose first request is
-identical, if there is one. That keeps a replay on track where plain call order would not: an agent
-stopped by its time limit in the recording asks the replay for one more turn (it gets an empty
-reply, which ends it, and its summary request then gets the recorded summary), and parallel
-helpers are told apart by their first request. A request that finds no recorded reply gets an
-empty one, as when a scripted agent's turns run out.
+that extends none starts a recorded conversation not yet started -- the one whose first request is
+identical, else the one most like it (the earliest on a tie). That keeps a replay on track where
+plain call order would not: an agent stopped by its time limit in the recording asks the replay
+for one more turn (it gets an empty reply, which ends it, and its summary request then gets the
+recorded summary); parallel helpers, and OpenEvolve's workers asking in another order, are told
+apart by their first request. A request that finds no recorded reply gets an empty one, as when a
+scripted agent's turns run out.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +151,7 @@ class _Player:
     mapping: dict[int, int] = field(default_factory=dict)  # replay conversation -> recorded conversation
     played: dict[int, int] = field(default_factory=dict)  # recorded conversation -> calls played
     started: set[int] = field(default_factory=set)
+    words: dict[int, Counter[str]] = field(default_factory=dict)  # first request of a recorded conversation
 
     def next_call(self, request: Messages) -> RecordedCall | None:
         with self.lock:
@@ -168,12 +172,32 @@ class _Player:
             return calls[position]
 
     def _start(self, request: Messages) -> int | None:
+        """The recorded conversation a new one replays: the first not yet started whose first request
+        is identical, else the one most like it (a caller that asks in another order than the
+        recording did, such as OpenEvolve's workers, still gets the reply to its own prompt)."""
         waiting = [i for i in range(len(self.conversations)) if i not in self.started]
         if not waiting:
             return None
-        chosen = next((i for i in waiting if self.conversations[i][0].request == request), waiting[0])
+        chosen = next((i for i in waiting if self.conversations[i][0].request == request), None)
+        if chosen is None:
+            words = _words(request)
+            chosen = max(waiting, key=lambda i: (_overlap(words, self._first_words(i)), -i))
         self.started.add(chosen)
         return chosen
+
+    def _first_words(self, conversation: int) -> Counter[str]:
+        if conversation not in self.words:
+            self.words[conversation] = _words(self.conversations[conversation][0].request)
+        return self.words[conversation]
+
+
+def _words(messages: Messages) -> Counter[str]:
+    return Counter(re.findall(r"\w+", json.dumps(messages, default=str)))
+
+
+def _overlap(a: Counter[str], b: Counter[str]) -> float:
+    """Shared words over the longer text's words: 1 for the same text, near 0 for unrelated ones."""
+    return sum((a & b).values()) / max(sum(a.values()), sum(b.values()), 1)
 
 
 _PLAYERS: dict[tuple[str, str], _Player] = {}

@@ -178,3 +178,19 @@ def test_recorded_errors_come_back_as_the_same_kind() -> None:
     assert is_retryable(server)
     other = recorded_error({"error_type": "builtins.ValueError", "error": "ValueError('x')"})
     assert isinstance(other, RecordedModelError) and not is_retryable(other)
+
+
+def test_player_starts_the_most_similar_recorded_conversation(tmp_path: Path) -> None:
+    """A caller that asks in another order, with prompts that differ in a detail (a score), still gets
+    the reply recorded for its own prompt."""
+    system = SystemMessage("Improve the program you are shown.")
+    transcript = tmp_path / "transcript.jsonl"
+    record_calls(transcript, [
+        ([system, HumanMessage("Program: def route(): return 'cheapest path'  # score 0.10")], reply("tree variant")),
+        ([system, HumanMessage("Program: def route(): return 'direct edges'  # score 0.08")], reply("relay variant")),
+    ])
+    player = _Player(split_conversations(recorded_calls(transcript)))
+    asked = records([system, HumanMessage("Program: def route(): return 'direct edges'  # score 0.09")])
+    assert player.next_call(asked).response["message"]["content"] == "relay variant"
+    asked = records([system, HumanMessage("Program: def route(): return 'cheapest path'  # score 0.11")])
+    assert player.next_call(asked).response["message"]["content"] == "tree variant"
