@@ -24,10 +24,13 @@ def test_help_does_not_import_heavy_libraries():
     assert "evaluate" in _run("--help").stdout
 
 
-def test_problems_lists_cloudcast():
+def test_problems_lists_the_built_in_problems_sorted():
     done = _run("problems")
     assert done.returncode == 0
-    assert done.stdout.startswith("cloudcast")
+    names = [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
+    assert names == sorted(names)
+    assert {"cloudcast", "llm_sql", "llm_routing", "prism", "telemetry_repair", "txn_scheduling", "eplb",
+            "cant_be_late", "cant_be_late_multi"} <= set(names)
 
 
 def test_evaluate_prints_a_table_and_the_score(cloudcast):
