@@ -210,7 +210,7 @@ def prepare_tracking(specs: Sequence[Spec], runs: Sequence[PlannedRun]) -> None:
     """Create each MLflow store and experiment once, before runs start side by side: two runs that
     create the same experiment (or a fresh SQLite store) at the same moment would collide."""
     from engram.problem import load_problem
-    from engram.tracking import Tracker
+    from engram.tracking import prepare_experiment
 
     wanted: set[tuple[str, str]] = set()
     by_name = {spec.name: spec for spec in specs}
@@ -221,13 +221,7 @@ def prepare_tracking(specs: Sequence[Spec], runs: Sequence[PlannedRun]) -> None:
         wanted.add((run.unit.tracking_uri, spec.tracking.experiment or load_problem(spec.problem.name).name))
     for uri, experiment in sorted(wanted):
         try:
-            import mlflow
-
-            from engram.tracking import _create_sqlite_directory
-
-            _create_sqlite_directory(uri)
-            Tracker(enabled=True, tracking_uri=uri, experiment=experiment)._get_or_create_experiment(
-                mlflow.MlflowClient(uri), uri)
+            prepare_experiment(uri, experiment)
         except Exception as exc:  # tracking never stops a run; each run reports its own failure
             print(f"engram: warning: MLflow store {uri} not prepared ({type(exc).__name__}: {exc})", file=sys.stderr)
 

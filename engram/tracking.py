@@ -521,6 +521,17 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len(prefix) :].split("?", 1)[0])
 
 
+def prepare_experiment(uri: str, experiment: str) -> str:
+    """Create the store and the experiment before runs start side by side, so that parallel runs
+    never race to create the same experiment (MLflow's SQLite store refuses the second creation)."""
+    import mlflow
+
+    _quiet_mlflow_logging()
+    _create_sqlite_directory(uri)
+    return Tracker(enabled=True, tracking_uri=uri, experiment=experiment)._get_or_create_experiment(
+        mlflow.MlflowClient(uri), uri)
+
+
 def _create_sqlite_directory(uri: str) -> None:
     """Create the directory of a SQLite store: SQLite creates the file, but not missing directories."""
     if (path := _sqlite_path(uri)) is not None:
