@@ -214,7 +214,7 @@ class RescoreOutcome:
 
 
 def rescore_run(run_dir: Path, *, problem_path: str | None = None, sandbox_name: str | None = None,
-                tolerance: float = 0.0, on_experiment: Any = None) -> RescoreOutcome:
+                tolerance: float = 0.0) -> RescoreOutcome:
     """Evaluate every archived candidate of `run_dir` again; see the module docstring."""
     from engram.evaluation.evaluator import CandidateEvaluator
     from engram.problem import load_problem
@@ -238,8 +238,6 @@ def rescore_run(run_dir: Path, *, problem_path: str | None = None, sandbox_name:
                 fresh = _rescore_experiment(evaluator, experiment, stamp)
                 before.append(ScoreRecord.of(seed, experiment, recorded))
                 after.append(ScoreRecord.of(seed, experiment, fresh))
-                if on_experiment is not None:
-                    on_experiment(before[-1], after[-1])
     comparison = compare_by_number(before, after, tolerance)
     comparison.notes += fingerprint_notes(run_dir, problem.fingerprint())
     summary = run_dir / f"rescore-{stamp}.json"
