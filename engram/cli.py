@@ -326,13 +326,19 @@ def _report_run(outcome: Any, as_json: bool) -> None:
         best = result.get("best_score")
         click.echo(f"  seed {seed.seed}: best score {best if best is not None else '-'} "
                    f"(exp {result.get('best_experiment') or '-'}), {result.get('evaluations')} evaluations, "
-                   f"{result.get('agents')} agents, ${result.get('dollars', 0.0):.4f}; "
+                   f"{_agents_part(result)}${result.get('dollars', 0.0):.4f}; "
                    f"stopped: {result.get('stop_reason')}")
     click.echo(f"  best program: {outcome.run_dir}/seed-<k>/best/program.py")
     if any((outcome.run_dir / f"seed-{seed.seed}" / "digest.md").is_file() for seed in outcome.seeds):
         click.echo(f"  digest:       {outcome.run_dir}/seed-<k>/digest.md")  # only Engram writes one
     if outcome.tracking_uri:
         click.echo(f"  MLflow: engram ui   (store {outcome.tracking_uri})")
+
+
+def _agents_part(result: dict[str, Any]) -> str:
+    """Agent count only for methods that run agents: "0 agents" would misdescribe one-shot or EoH."""
+    agents = result.get("agents") or 0
+    return f"{agents} agent{'s' if agents != 1 else ''}, " if agents else ""
 
 
 @main.command("new-problem")
