@@ -443,6 +443,7 @@ class Report:
     runs: list[RunInfo]
     html_file: Path
     notes: list[str] = field(default_factory=list)
+    band: str = "ci"
 
 
 def build_report(run_dirs: list[Path], out_dir: Path, *, group_by: GroupBy = "method",
@@ -474,7 +475,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, group_by: GroupBy = "me
                                      scenarios, _most_common(r.experiment for r in problem_runs),
                                      next((r.tracking_uri for r in problem_runs if r.tracking_uri), None),
                                      problem_name))
-    report = Report(out_dir, reports, runs, out_dir / "report.html", notes)
+    report = Report(out_dir, reports, runs, out_dir / "report.html", notes, band)
     _write_tables(report)
     write_atomic(report.html_file, render_html(report))
     return report
@@ -592,6 +593,8 @@ def render_html(report: Report) -> str:
     runs = "".join(f"<li><code>{html.escape(str(r.run_dir))}</code>: {html.escape(r.spec_name)}, "
                    f"{html.escape(r.method)}, {html.escape(r.model)}, {len(r.seeds)} seed(s)</li>" for r in report.runs)
     notes = "".join(f"<p class=note>{html.escape(n)}</p>" for n in report.notes)
+    band = ("95% bootstrap confidence interval of the median" if report.band == "ci"
+            else "interquartile range of the seeds")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Engram report</title>
 <style>
@@ -608,7 +611,8 @@ figure {{ display: inline-block; margin: 0.5em; }} img {{ max-width: 100%; }}
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <p class=defs>Per method, over seeds: median of each seed's final best, with the interquartile range in brackets;
 "evals to 95%" and "$ to 95%" are the evaluations and dollars a seed took until its best so far was within 5% of its
-own final best. Curves: median over seeds of the best so far, band: 95% bootstrap confidence interval of the median.
+own final best. Curves: median over seeds of the best so far (a seed without a valid program yet counts as the worst),
+band: {band}.
 "natural" is the best-scoring program's result in the problem's own unit.</p>
 {''.join(sections)}
 <h2>Runs</h2><ul>{runs}</ul>
