@@ -9,7 +9,8 @@ overrides for all of them and the executor settings:
     set: {tracking.experiment: cloudcast-sweep}     # applied to every spec (before each entry's own)
     executor: {name: local, jobs: 4, max_dollars: 200}
 
-(a bare YAML list of entries is a grid too). Each (spec, seed) is a run unit with its own seed
+(a bare YAML list of entries is a grid too; so is `dvc.yaml`, or `{dvc: dvc.yaml, stages: [offline]}`:
+see `engram.dvc_grid`). Each (spec, seed) is a run unit with its own seed
 directory; `plan` finds each spec's run directory -- for a sweep the newest one of the same
 resolved spec, finished or not, so re-launching a sweep finishes only what is unfinished -- and
 `run_sweep` hands the unfinished units to an executor while it shows one line per run.
@@ -28,6 +29,7 @@ import yaml
 from pydantic import ValidationError
 
 from engram.config_files import format_validation_error
+from engram.dvc_grid import dvc_runs, is_dvc_pipeline
 from engram.errors import ConfigError, EngramError, Interrupted
 from engram.executors.base import Executor, RunUnit, SweepCap, UnitOutcome
 from engram.spec import SCRIPTED_MODEL, ExecutorSettings, Spec, load_spec
@@ -80,18 +82,29 @@ def is_grid_file(path: Path) -> bool:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return False  # reading it as a spec reports the problem
-    return isinstance(data, list) or (isinstance(data, dict) and "specs" in data)
+    return isinstance(data, list) or (isinstance(data, dict) and ("specs" in data or "dvc" in data)) \
+        or is_dvc_pipeline(data)
 
 
 def load_grid(path: Path) -> Grid:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     if isinstance(data, list):
         data = {"specs": data}
-    unknown = set(data) - {"specs", "set", "executor"}
+    if is_dvc_pipeline(data):
+        data = {"dvc": path.name}
+        path = path.parent / "grid"  # the pipeline itself: every foreach stage, paths relative to it
+    unknown = set(data) - {"specs", "set", "executor", "dvc", "stages"}
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; a grid has specs, set and executor")
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; a grid has specs (or dvc and "
+                          f"stages), set and executor")
     common = _overrides(data.get("set"), f"{path}: set")
     entries = [_entry(item, i, path, common) for i, item in enumerate(data.get("specs") or [])]
+    if data.get("dvc"):
+        stages = data.get("stages") or []
+        if not isinstance(stages, list) or not all(isinstance(name, str) for name in stages):
+            raise ConfigError(f"{path}: stages must be a list of stage names, e.g. [offline]")
+        entries += [SweepEntry(spec, (*common, *overrides))
+                    for spec, overrides in dvc_runs(path.parent / str(data["dvc"]), stages)]
     if not entries:
         raise ConfigError(f"{path}: `specs` lists no spec")
     executor = data.get("executor") or {}
