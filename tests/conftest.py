@@ -19,6 +19,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 if not os.environ.get("ENGRAM_DATA_DIR") and SHARED_DATA.is_dir():
     os.environ["ENGRAM_DATA_DIR"] = str(SHARED_DATA)
+if os.environ.get("ENGRAM_DATA_DIR"):
+    # The README's command gives a relative path; tests run engram in other working directories too.
+    os.environ["ENGRAM_DATA_DIR"] = os.path.abspath(os.environ["ENGRAM_DATA_DIR"])
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 BACKENDS = ["process", "bwrap", "docker"]
