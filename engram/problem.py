@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
@@ -218,12 +219,7 @@ class Problem:
 
         path = self.file(self.config.evaluator)
         module_name = f"engram_problem_{self.name.replace('-', '_')}_evaluator"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise ConfigError(f"{path}: cannot be imported as a Python module")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        module = _import_file(module_name, path)
         found = [obj for obj in vars(module).values()
                  if inspect.isclass(obj) and issubclass(obj, Scorer) and obj is not Scorer
                  and obj.__module__ == module_name]
@@ -234,6 +230,31 @@ class Problem:
 
     def make_scorer(self) -> Scorer:
         return self.scorer_class(self)
+
+
+def _import_file(module_name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{path}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_problem_module(anchor_file: str | Path, stem: str) -> ModuleType:
+    """Import `stem.py` from the directory of `anchor_file` (pass `__file__`).
+
+    Problem directories are not packages, so a trusted evaluator cannot import its helper modules
+    (simulators, workloads, data readers) with a plain import; this gives each one a name of its own,
+    `engram_problem_<directory>_<stem>`, so helpers of different problems never collide. Only for
+    trusted code: the sandboxed side (adapter.py) runs without Engram installed.
+    """
+    path = Path(anchor_file).resolve().with_name(f"{stem}.py")
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such module next to {Path(anchor_file).name}")
+    directory = path.parent.name.replace("-", "_")
+    return _import_file(f"engram_problem_{directory}_{stem}", path)
 
 
 def builtin_problems_dir() -> Path:

@@ -10,7 +10,7 @@ import yaml
 
 from engram.errors import ConfigError, ProblemNotFoundError
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import Problem, list_problems, load_problem
+from engram.problem import Problem, list_problems, load_problem, load_problem_module
 from engram.sandbox import get_sandbox
 
 
@@ -207,3 +207,16 @@ def test_scenarios_name_the_data_they_read(cloudcast: Problem, tmp_path: Path):
     only = problem.ensure_data(problem.select_scenarios(["intra_aws"]))
     assert [p.name for p in only] == ["cost.csv", "intra_aws.json"]
     assert len(problem.ensure_data(problem.select_scenarios(["intra_aws", "intra_gcp"]))) == 7  # one reads all
+
+
+def test_problem_modules_of_two_directories_do_not_collide(tmp_path: Path):
+    anchors = []
+    for directory in ("first-problem", "second"):
+        (tmp_path / directory).mkdir()
+        (tmp_path / directory / "helper.py").write_text(f"WHERE = {directory!r}\n")
+        anchors.append(tmp_path / directory / "evaluator.py")
+    first, second = (load_problem_module(anchor, "helper") for anchor in anchors)
+    assert (first.WHERE, second.WHERE) == ("first-problem", "second")
+    assert first.__name__ == "engram_problem_first_problem_helper"
+    with pytest.raises(ConfigError, match="no such module next to evaluator.py"):
+        load_problem_module(anchors[0], "missing")

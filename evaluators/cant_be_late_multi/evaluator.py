@@ -18,18 +18,15 @@ mean cost), the reference's `combined_score`.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from engram import data as data_files
 from engram.evaluation import InvalidAnswer, ScenarioScore, Scorer
-from engram.problem import Problem, ScenarioSpec
+from engram.problem import Problem, ScenarioSpec, load_problem_module
 
 ARCHIVE = "adrs/cant-be-late-multi/real_traces.tar.gz"
 ON_DEMAND_PRICE = 3.06
@@ -38,18 +35,7 @@ OVERHEAD_EPSILON = 1e-3
 REQUESTS = ("S", "O", "N")
 
 
-def _load_sibling(stem: str) -> ModuleType:
-    """Import a module from this directory (problem directories are not packages)."""
-    name = f"engram_problem_cant_be_late_multi_{stem}"
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{stem}.py"))
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {stem}.py next to the cant_be_late_multi evaluator")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-trace_index = _load_sibling("trace_index")
+trace_index = load_problem_module(__file__, "trace_index")
 
 
 @dataclass(frozen=True)

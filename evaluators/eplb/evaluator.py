@@ -14,17 +14,13 @@ in the candidate's process.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from engram.evaluation import InvalidAnswer, ScenarioScore, Scorer
-from engram.problem import Problem, ScenarioSpec
+from engram.problem import Problem, ScenarioSpec, load_problem_module
 
 # The reference's cluster: 256 logical experts in 8 groups, 288 replicas on 4 nodes of 8 GPUs.
 NUM_REPLICAS = 288
@@ -33,18 +29,7 @@ NUM_NODES = 4
 NUM_GPUS = 32
 
 
-def _load_workload_module() -> ModuleType:
-    name = "engram_problem_eplb_workload"
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("workload.py"))
-    if spec is None or spec.loader is None:
-        raise ImportError("cannot load workload.py next to the eplb evaluator")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-workload = _load_workload_module()
+workload = load_problem_module(__file__, "workload")
 
 
 @dataclass(frozen=True)

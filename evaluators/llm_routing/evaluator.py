@@ -11,35 +11,19 @@ run, as in the reference evaluator (which scored one trace this way).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from engram.evaluation import InvalidAnswer, ScenarioScore, Scorer
-from engram.problem import Problem, ScenarioSpec
+from engram.problem import Problem, ScenarioSpec, load_problem_module
 
 SCORE_NUMERATOR_S = 20.0
 """The reference's score is 20 / mean latency in seconds: about 0.37 for its initial program."""
 
 
-def load_simulator() -> ModuleType:
-    """Import simulator.py from this directory (problem directories are not packages)."""
-    name = "engram_problem_llm_routing_simulator"
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("simulator.py"))
-    if spec is None or spec.loader is None:
-        raise ImportError("cannot load simulator.py next to the llm_routing evaluator")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-simulator = load_simulator()
+simulator = load_problem_module(__file__, "simulator")
 
 
 @dataclass

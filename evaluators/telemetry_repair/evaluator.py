@@ -14,16 +14,12 @@ program).
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from engram.evaluation import InvalidAnswer, ScenarioScore, Scorer
-from engram.problem import Problem, ScenarioSpec
+from engram.problem import Problem, ScenarioSpec, load_problem_module
 
 DATA_FILE = "adrs/telemetry_repair/evaluation_data.csv"
 COUNTERS = ("rx_rate", "tx_rate")
@@ -31,19 +27,7 @@ FIELDS = (*COUNTERS, "interface_status")
 WEIGHTS = {"counter_repair": 0.75, "status_repair": 0.05, "confidence_calibration": 0.2}
 
 
-def _load_sibling(stem: str) -> ModuleType:
-    """Import a module from this directory (problem directories are not packages)."""
-    name = f"engram_problem_telemetry_repair_{stem}"
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{stem}.py"))
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {stem}.py next to the telemetry_repair evaluator")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-cases_module = _load_sibling("cases")
+cases_module = load_problem_module(__file__, "cases")
 
 
 @dataclass(frozen=True)

@@ -13,34 +13,18 @@ reference's formula.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from engram.evaluation import InvalidAnswer, ScenarioScore, Scorer
-from engram.problem import Problem, ScenarioSpec
+from engram.problem import Problem, ScenarioSpec, load_problem_module
 
 SCORE_NUMERATOR = 1_000_000.0
 
 
-def _load(name: str) -> ModuleType:
-    """A module of this problem directory (problem directories are not packages)."""
-    module_name = f"engram_problem_txn_scheduling_{name}"
-    spec = importlib.util.spec_from_file_location(module_name, Path(__file__).with_name(f"{name}.py"))
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {name}.py next to the txn_scheduling evaluator")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-simulator = _load("txn_simulator")
-workloads = _load("workloads")
+simulator = load_problem_module(__file__, "txn_simulator")
+workloads = load_problem_module(__file__, "workloads")
 
 
 def check_schedule(answer: Any, num_txns: int) -> list[int]:
