@@ -218,5 +218,5 @@ def test_problem_modules_of_two_directories_do_not_collide(tmp_path: Path):
     first, second = (load_problem_module(anchor, "helper") for anchor in anchors)
     assert (first.WHERE, second.WHERE) == ("first-problem", "second")
     assert first.__name__ == "engram_problem_first_problem_helper"
-    with pytest.raises(ConfigError, match="no such module next to evaluator.py"):
+    with pytest.raises(ConfigError, match=r"missing\.py: no such module next to evaluator\.py"):
         load_problem_module(anchors[0], "missing")
