@@ -41,6 +41,22 @@ def _reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _comparison_options(command: F) -> F:
+    """The options `rescore` and `replay` share: both score a run's candidates again and compare,
+    so they must accept the same problem override, sandbox, tolerance and listing."""
+    for option in reversed((
+        click.option("--problem", default=None,
+                     help="Score with this problem (name or directory) instead of the run's."),
+        click.option("--sandbox", "sandbox_name", type=click.Choice(list(SANDBOX_CHOICES)), default=None,
+                     help="Where candidates run [default: the run's sandbox setting]."),
+        click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Relative difference of scores still counted as equal (0: bit for bit)."),
+        click.option("--changes-only", is_flag=True, help="List only the experiments whose score moved."),
+    )):
+        command = option(command)
+    return command
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="engram")
 def main() -> None:
@@ -208,12 +224,7 @@ def ui(uri: str | None, port: int) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--problem", default=None, help="Score with this problem (name or directory) instead of the run's.")
-@click.option("--sandbox", "sandbox_name", type=click.Choice(list(SANDBOX_CHOICES)), default=None,
-              help="Where candidates run [default: the run's sandbox setting].")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Relative difference of scores still counted as equal (0: bit for bit).")
-@click.option("--changes-only", is_flag=True, help="List only the experiments whose score moved.")
+@_comparison_options
 @_reports_errors
 def rescore(run_dir: Path, problem: str | None, sandbox_name: str | None, tolerance: float,
             changes_only: bool) -> None:
@@ -235,14 +246,9 @@ def rescore(run_dir: Path, problem: str | None, sandbox_name: str | None, tolera
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory of the replay [default: RUN_DIR-replay-<time> beside it].")
-@click.option("--problem", default=None, help="Score with this problem (name or directory) instead of the run's.")
-@click.option("--sandbox", "sandbox_name", type=click.Choice(list(SANDBOX_CHOICES)), default=None,
-              help="Where candidates run [default: the run's sandbox setting].")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Relative difference of scores still counted as equal (0: bit for bit).")
+@_comparison_options
 @click.option("--mlflow", is_flag=True, help="Mirror the replay into MLflow too (off by default: it is a check).")
 @click.option("--strict", is_flag=True, help="Fail also when a model request differs from the recorded one.")
-@click.option("--changes-only", is_flag=True, help="List only the experiments whose score moved.")
 @click.option("-v", "--verbose", is_flag=True, help="Stream each agent turn (text and tool calls).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display, only the comparison.")
 @_reports_errors
