@@ -23,8 +23,17 @@ from functools import partial
 from baselines.deadline import Deadline
 from baselines.parallel import run_parallel
 from baselines.population import ProgramDatabase, scored_individuals
-from baselines.prompting import best_shot_messages, first_sample_messages
-from baselines.slots import Slot, SlotOutcome, finished_slots, retry_policy, run_details, run_slot, run_stop_reason
+from baselines.prompting import best_shot_messages
+from baselines.slots import (
+    Slot,
+    SlotOutcome,
+    finished_slots,
+    first_sample_jobs,
+    retry_policy,
+    run_details,
+    run_slot,
+    run_stop_reason,
+)
 from engram.methods.context import MethodContext, MethodResult
 
 METHOD = "best_shot"
@@ -45,7 +54,9 @@ def run_best_shot(ctx: MethodContext) -> MethodResult:
     def stop_reason() -> str | None:
         return run_stop_reason(ctx, deadline)
 
-    stopped = run_parallel(_initial_jobs(ctx, deadline), workers=settings.workers, stop_reason=stop_reason,
+    initial = first_sample_jobs(ctx, deadline, settings.initial_samples,
+                                lambda _: {"method": METHOD, "phase": "initial"})
+    stopped = run_parallel(initial, workers=settings.workers, stop_reason=stop_reason,
                            on_done=admit)
     if stopped is None:
         stopped = run_parallel(_step_jobs(ctx, deadline, database), workers=settings.workers,
@@ -54,16 +65,6 @@ def run_best_shot(ctx: MethodContext) -> MethodResult:
     return MethodResult(stop_reason=stopped or f"all {total} proposals done", best_score=ctx.best_score(),
                         evaluations=ctx.evaluations_done(),
                         details=run_details(ctx, database=[m.experiment for m in database.members]))
-
-
-def _initial_jobs(ctx: MethodContext, deadline: Deadline) -> Iterator[Callable[[], SlotOutcome]]:
-    done = finished_slots(ctx.archive)
-    messages = first_sample_messages(ctx.problem)
-    policy = retry_policy(ctx)
-    for index in range(1, ctx.spec.method.initial_samples + 1):
-        if index not in done:
-            slot = Slot(index, messages, {"method": METHOD, "phase": "initial"})
-            yield partial(run_slot, ctx, slot, deadline, policy)
 
 
 def _step_jobs(ctx: MethodContext, deadline: Deadline,

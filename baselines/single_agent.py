@@ -28,7 +28,7 @@ from engram.methods.agent_chain import (
     agent_model,
     build_agent_graph,
     close_agent,
-    close_interrupted_agent,
+    close_interrupted_agents,
     drive,
     prepare_workspace,
     start_agent,
@@ -78,12 +78,7 @@ class SessionState:
 def run_single_agent(ctx: MethodContext) -> MethodResult:
     """Run (or continue) the single agent's session for one seed."""
     archive = ctx.archive
-    ctx.finish_interrupted_experiments()
-    started = archive.started_agents()
-    finished = set(archive.finished_agents())
-    for session in started:
-        if session not in finished:
-            close_interrupted_agent(ctx, session, digest=False)
+    started = close_interrupted_agents(ctx, digest=False)
     state = SessionState.from_archive(archive)
     deadline = Deadline.for_run(ctx.spec.method.max_minutes, archive.events())
     stop = state.stop_reason(ctx.spec.method) or deadline.stop_reason() or ctx.stop_reason()

@@ -13,13 +13,16 @@ resume the methods rerun exactly the unfinished slots of their plan.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 
 from baselines.deadline import Deadline
 from baselines.population import Individual
+from baselines.prompting import first_sample_messages
 from baselines.proposals import Proposal, ProposalFailure, RetryPolicy, request_program
 from engram.archive import Experiment, SeedArchive
 from engram.evaluation.result import Evaluation
@@ -98,6 +101,18 @@ def finished_slots(archive: SeedArchive) -> set[int]:
     done = {experiment.agent for experiment in archive.experiments() if experiment.program.is_file()}
     done |= {int(event["agent"]) for event in archive.events(FAILED_EVENT) if "agent" in event}
     return done
+
+
+def first_sample_jobs(ctx: MethodContext, deadline: Deadline, count: int,
+                      record: Callable[[int], dict[str, Any]]) -> Iterator[Callable[[], SlotOutcome]]:
+    """Slots 1..count that are still unfinished, each asking for a program from the task alone
+    (one-shot's samples, best-shot's initial samples); `record` gives slot k's facts."""
+    done = finished_slots(ctx.archive)
+    messages = first_sample_messages(ctx.problem)
+    policy = retry_policy(ctx)
+    for index in range(1, count + 1):
+        if index not in done:
+            yield partial(run_slot, ctx, Slot(index, messages, record(index)), deadline, policy)
 
 
 def failure_counts(archive: SeedArchive) -> dict[str, int]:

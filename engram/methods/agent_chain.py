@@ -55,13 +55,7 @@ class AgentOutcome:
 
 def run_chain(ctx: MethodContext) -> MethodResult:
     """Run (or continue) the agent chain of one seed."""
-    archive = ctx.archive
-    ctx.finish_interrupted_experiments()
-    started = archive.started_agents()
-    finished = set(archive.finished_agents())
-    for agent in started:
-        if agent not in finished:
-            close_interrupted_agent(ctx, agent, digest=ctx.spec.method.digest)
+    started = close_interrupted_agents(ctx, digest=ctx.spec.method.digest)
     settings = ctx.spec.method
     stop_reason = f"all {ctx.spec.budget.max_agents} agents finished"
     for agent in range(max(started, default=0) + 1, ctx.spec.budget.max_agents + 1):
@@ -74,7 +68,7 @@ def run_chain(ctx: MethodContext) -> MethodResult:
             stop_reason = outcome.run_stop
             break
         if settings.digest:
-            distill_if_needed(archive, ctx.model_factory, max_tokens=settings.digest_max_tokens, ledger=ctx.ledger)
+            distill_if_needed(ctx.archive, ctx.model_factory, max_tokens=settings.digest_max_tokens, ledger=ctx.ledger)
     return MethodResult(stop_reason=stop_reason, best_score=ctx.best_score(), evaluations=ctx.evaluations_done())
 
 
@@ -391,6 +385,18 @@ def close_agent(ctx: MethodContext, agent: int, summary: str, reason: str, *, di
         metrics["best_score"] = best
     ctx.tracker.end_agent(agent, metrics=metrics, artifacts=[archive.agent_dir(agent) / "summary.md"])
     ctx.progress.agent_finished(agent, reason)
+
+
+def close_interrupted_agents(ctx: MethodContext, *, digest: bool) -> list[int]:
+    """Resume: finish the evaluations and close the agents a killed run left open, so the run goes on
+    from a consistent archive. Returns the agents started so far."""
+    ctx.finish_interrupted_experiments()
+    started = ctx.archive.started_agents()
+    finished = set(ctx.archive.finished_agents())
+    for agent in started:
+        if agent not in finished:
+            close_interrupted_agent(ctx, agent, digest=digest)
+    return started
 
 
 def close_interrupted_agent(ctx: MethodContext, agent: int, *, digest: bool) -> None:
