@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,6 +80,40 @@ def ensure_sandbox_image() -> None:
     _image_checked = True
 
 
+@contextmanager
+def mlflow_state_restored() -> Iterator[None]:
+    """In-process runs point MLflow's process-wide tracking URI and experiment at their store; put
+    them back afterwards so later tests (and their subprocesses) do not inherit them."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+        fluent._active_experiment_id = None
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def restore_mlflow() -> Iterator[None]:
+    with mlflow_state_restored():
+        yield
+
+
+def evaluator_on(request: pytest.FixtureRequest, problem: Problem, **options: Any) -> Iterator[CandidateEvaluator]:
+    """The body of a per-backend evaluator fixture (`params=BACKENDS`): `options` go to the
+    evaluator; an unavailable backend skips (fails in CI)."""
+    require_backend(request.param)
+    with CandidateEvaluator(problem, get_sandbox(request.param, quiet=True), **options) as ev:
+        yield ev
+
+
 @pytest.fixture(scope="session")
 def cloudcast() -> Problem:
     return load_problem("cloudcast")
@@ -91,14 +127,10 @@ def initial_source(cloudcast: Problem) -> str:
 @pytest.fixture(scope="module", params=BACKENDS)
 def evaluator(request: pytest.FixtureRequest, cloudcast: Problem) -> Iterator[CandidateEvaluator]:
     """An evaluator with the problem's own limits, once per backend."""
-    require_backend(request.param)
-    with CandidateEvaluator(cloudcast, get_sandbox(request.param, quiet=True)) as ev:
-        yield ev
+    yield from evaluator_on(request, cloudcast)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def tight_evaluator(request: pytest.FixtureRequest, cloudcast: Problem) -> Iterator[CandidateEvaluator]:
     """An evaluator with small limits, for candidates that misbehave on purpose."""
-    require_backend(request.param)
-    with CandidateEvaluator(cloudcast, get_sandbox(request.param, quiet=True), limits=TIGHT) as ev:
-        yield ev
+    yield from evaluator_on(request, cloudcast, limits=TIGHT)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from conftest import REPO
 
 from engram.progress import QuietProgress
 from engram.runner import RunOutcome, apply
@@ -63,3 +70,33 @@ def make_spec(tmp_path: Path, agents: list[list[dict[str, Any]]], *, distill: li
 
 def run(spec: Path, overrides: list[str] = ()) -> RunOutcome:
     return apply(spec, list(overrides), QuietProgress())
+
+
+def start_cli(*args: str) -> subprocess.Popen[bytes]:
+    """`engram ARGS --quiet` in a session of its own, so killing its group takes its sandboxes and shells too."""
+    return subprocess.Popen([sys.executable, "-m", "engram.cli", *args, "--quiet"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the run never reached the point where it should be killed"
+        time.sleep(0.05)
+
+
+def kill_when(process: subprocess.Popen[bytes], condition: Callable[[], bool], *, settle_s: float) -> None:
+    """SIGKILL a `start_cli` run once `condition` holds and `settle_s` more seconds have passed: the
+    time for the step the test interrupts (an evaluation, a shell command) to be under way."""
+    wait_for(condition)
+    time.sleep(settle_s)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def finish_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`engram ARGS --quiet` to its end, which must be a success."""
+    done = subprocess.run([sys.executable, "-m", "engram.cli", *args, "--quiet"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return done

@@ -4,20 +4,14 @@ MLflow side by side with Engram, budget stops, errors never scored, and resume a
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from conftest import REPO
-from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run
+from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, kill_when, make_spec, run, start_cli
 
 from engram.archive import SeedArchive
 from engram.llm import transcript_requests
@@ -264,25 +258,6 @@ def test_malformed_answers_and_model_errors_are_errors_never_scores(tmp_path: Pa
 # -- resume after SIGKILL -------------------------------------------------------------------------------------
 
 
-def _start(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "engram.cli", *args, "--quiet"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the run never reached the point where it should be killed"
-        time.sleep(0.05)
-
-
-def _kill_when(process: subprocess.Popen[bytes], condition: Callable[[], bool]) -> None:
-    _wait_for(condition)
-    time.sleep(0.5)  # the sandboxed evaluations are now under way
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-
-
 def test_evolution_resumes_after_sigkill_during_parallel_evaluations(tmp_path: Path):
     method = {"name": "evolution", "population_size": 3, "elitism": 1, "generations": 2, "workers": 2}
     spec = llm_spec(tmp_path, method, [
@@ -290,9 +265,10 @@ def test_evolution_resumes_after_sigkill_during_parallel_evaluations(tmp_path: P
         [answer(SLEEPY, "wait")], [answer(SLEEPY, "wait longer")],                                # generation 1
         [answer(DIRECT, "direct again")], [answer(CHEAPEST, "cheapest again")],                   # generation 2
     ], problem={"time_limit_s": 2})
-    process = _start("apply", str(spec))
+    process = start_cli("apply", str(spec))
     runs = tmp_path / "runs" / "t"
-    _kill_when(process, lambda: len(list(runs.glob("*/seed-0/agents/agent-[45]/experiments/*/program.py"))) == 2)
+    kill_when(process, lambda: len(list(runs.glob("*/seed-0/agents/agent-[45]/experiments/*/program.py"))) == 2,
+              settle_s=0.5)  # the sandboxed evaluations are then under way
     [run_dir] = list(runs.iterdir())
     archive = SeedArchive(seed_dir(run_dir))
     # Generation 0 ran on two workers: experiments 1 and 2 may be logged in either order.
@@ -318,9 +294,9 @@ def test_best_shot_resumes_after_sigkill_with_the_next_step(tmp_path: Path):
     method = {"name": "best_shot", "initial_samples": 1, "iterations": 2, "workers": 1}
     spec = llm_spec(tmp_path, method, [[answer(CHEAPEST)], [answer(SLEEPY)], [answer(DIRECT)]],
                     problem={"time_limit_s": 2})
-    process = _start("apply", str(spec))
+    process = start_cli("apply", str(spec))
     runs = tmp_path / "runs" / "t"
-    _kill_when(process, lambda: any(runs.glob("*/seed-0/agents/agent-2/experiments/*/program.py")))
+    kill_when(process, lambda: any(runs.glob("*/seed-0/agents/agent-2/experiments/*/program.py")), settle_s=0.5)
     [run_dir] = list(runs.iterdir())
     resume(run_dir, QuietProgress())
     archive = SeedArchive(seed_dir(run_dir))

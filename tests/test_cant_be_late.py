@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BACKENDS, REPO, require_backend
+from conftest import BACKENDS, REPO, evaluator_on
 from engram_runs import run
 
 from engram import data as data_files
@@ -48,16 +48,12 @@ def initial_source(problem: Problem) -> str:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def evaluator(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
-    require_backend(request.param)
-    with CandidateEvaluator(problem, get_sandbox(request.param, quiet=True)) as ev:
-        yield ev
+    yield from evaluator_on(request, problem)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def one_scenario(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
-    require_backend(request.param)
-    with CandidateEvaluator(problem, get_sandbox(request.param, quiet=True), scenarios=ONE) as ev:
-        yield ev
+    yield from evaluator_on(request, problem, scenarios=ONE)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BACKENDS, REPO, require_backend
+from conftest import BACKENDS, REPO, evaluator_on
 from engram_runs import run
 
 from engram import data as data_files
@@ -37,16 +37,12 @@ def problem() -> Problem:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def evaluator(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
-    require_backend(request.param)
-    with CandidateEvaluator(problem, get_sandbox(request.param, quiet=True)) as ev:
-        yield ev
+    yield from evaluator_on(request, problem)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def small(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
-    require_backend(request.param)
-    with CandidateEvaluator(problem, get_sandbox(request.param, quiet=True), scenarios=SMALL) as ev:
-        yield ev
+    yield from evaluator_on(request, problem, scenarios=SMALL)
 
 
 def test_the_initial_program_and_the_baseline_score_as_under_the_reference(evaluator: CandidateEvaluator,

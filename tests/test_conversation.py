@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import BACKENDS, require_backend
+from conftest import BACKENDS, evaluator_on
 
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.problem import load_problem
-from engram.sandbox import Limits, get_sandbox
+from engram.sandbox import Limits
 
 EVALUATOR = '''
 import time
@@ -65,9 +65,7 @@ def problem(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def evaluator(request: pytest.FixtureRequest, problem):
-    require_backend(request.param)
-    with CandidateEvaluator(problem, get_sandbox(request.param, quiet=True), limits=Limits(wall_seconds=6)) as ev:
-        yield ev
+    yield from evaluator_on(request, problem, limits=Limits(wall_seconds=6))
 
 
 def test_a_conversation_is_scored(evaluator: CandidateEvaluator, problem):

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from conftest import BACKENDS, REPO, require_backend
+from conftest import BACKENDS, REPO, evaluator_on, require_backend
 from engram_runs import run
 
 from engram.evaluation import ErrorKind
@@ -81,10 +81,7 @@ def scorer(problem: Problem):
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def steady(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
-    require_backend(request.param)
-    with CandidateEvaluator(problem, get_sandbox(request.param, quiet=True), scenarios=["steady"],
-                            time_limit_s=60) as ev:
-        yield ev
+    yield from evaluator_on(request, problem, scenarios=["steady"], time_limit_s=60)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BACKENDS, require_backend
+from conftest import BACKENDS, evaluator_on, require_backend
 
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
@@ -193,11 +193,8 @@ def test_the_initial_program_is_llq_and_scores_the_same_again(problem: Problem, 
 @pytest.fixture(scope="module", params=BACKENDS)
 def evaluator(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
     """The 6 qps scenario only, once per backend: enough for the hostile candidates."""
-    require_backend(request.param)
     limits = Limits(wall_seconds=60, memory_bytes=2 * 1024**3, max_processes=32)
-    with CandidateEvaluator(problem, get_sandbox(request.param, quiet=True), scenarios=["sharegpt_6qps"],
-                            limits=limits) as ev:
-        yield ev
+    yield from evaluator_on(request, problem, scenarios=["sharegpt_6qps"], limits=limits)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import BACKENDS, REPO, require_backend
+from conftest import BACKENDS, REPO, evaluator_on
 
 from engram.errors import DataError
 from engram.evaluation import ErrorKind
@@ -72,18 +72,13 @@ def adapter(problem: Problem):
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def samples(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
-    require_backend(request.param)
-    with CandidateEvaluator(problem, get_sandbox(request.param, quiet=True), scenarios=["samples"]) as ev:
-        yield ev
+    yield from evaluator_on(request, problem, scenarios=["samples"])
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def small(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
     """One small scenario, for hostile candidates."""
-    require_backend(request.param)
-    with CandidateEvaluator(problem, get_sandbox(request.param, quiet=True), scenarios=["beer_sample"],
-                            time_limit_s=60) as ev:
-        yield ev
+    yield from evaluator_on(request, problem, scenarios=["beer_sample"], time_limit_s=60)
 
 
 @pytest.fixture(scope="module")

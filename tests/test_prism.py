@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from conftest import BACKENDS, REPO, require_backend
+from conftest import BACKENDS, REPO, evaluator_on, require_backend
 from engram_runs import run
 
 from engram.evaluation import ErrorKind
@@ -69,9 +69,7 @@ def problem() -> Problem:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def evaluator(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
-    require_backend(request.param)
-    with CandidateEvaluator(problem, get_sandbox(request.param, quiet=True), time_limit_s=60) as ev:
-        yield ev
+    yield from evaluator_on(request, problem, time_limit_s=60)
 
 
 def _source(problem: Problem, name: str) -> str:

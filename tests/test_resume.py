@@ -3,37 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from conftest import REPO
-from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, simulate, write_program
+from engram_runs import (
+    INITIAL_PROGRAM_CALL,
+    SUMMARY,
+    finish_cli,
+    kill_when,
+    make_spec,
+    simulate,
+    start_cli,
+    wait_for,
+    write_program,
+)
 
 from engram.archive import read_jsonl
 
 SLEEPY = "import time\n\ndef search_algorithm(src, dsts, G, num_partitions):\n    time.sleep(60)\n"
-
-
-def _start(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "engram.cli", *args, "--quiet"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the run never reached the point where it should be killed"
-        time.sleep(0.05)
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
 
 
 def _run_dir(tmp_path: Path) -> Path:
@@ -45,29 +36,21 @@ def _events(run_dir: Path, kind: str) -> list[dict]:
     return [e for e in read_jsonl(run_dir / "seed-0" / "events.jsonl") if e["type"] == kind]
 
 
-def _finish(*args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "engram.cli", *args, "--quiet"], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    return done
-
-
 def test_killed_during_an_evaluation(tmp_path: Path):
     spec = make_spec(tmp_path, [
         [{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"tool_calls": [write_program("/slow.py", SLEEPY)]},
          {"tool_calls": [simulate("/slow.py")]}, {"content": SUMMARY}],
         [{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"content": SUMMARY}],
     ], problem={"time_limit_s": 4})
-    process = _start("apply", str(spec))
-    _wait_for(lambda: any((tmp_path / "runs").glob("t/*/seed-0/agents/agent-1/experiments/exp-0002/program.py")))
-    time.sleep(0.5)  # the sandboxed evaluation is now under way
-    _kill(process)
+    process = start_cli("apply", str(spec))
+    stored = "t/*/seed-0/agents/agent-1/experiments/exp-0002/program.py"
+    kill_when(process, lambda: any((tmp_path / "runs").glob(stored)), settle_s=0.5)  # its evaluation is under way
     run_dir = _run_dir(tmp_path)
     exp2 = run_dir / "seed-0/agents/agent-1/experiments/exp-0002"
     assert not (exp2 / "evaluation.json").exists()
     assert [e["experiment"] for e in _events(run_dir, "experiment")] == [1]
 
-    _finish("resume", str(run_dir))
+    finish_cli("resume", str(run_dir))
     assert [e["experiment"] for e in _events(run_dir, "experiment")] == [1, 2, 3]
     assert json.loads((exp2 / "evaluation.json").read_text())["error_kind"] == "timeout"
     assert [(e["agent"], e["reason"]) for e in _events(run_dir, "agent_end")] == [(1, "interrupted"),
@@ -83,14 +66,13 @@ def test_killed_during_an_agent_turn_and_continued_by_apply(tmp_path: Path):
          {"tool_calls": [{"name": "execute", "args": {"command": "sleep 60"}}]}, {"content": SUMMARY}],
         [{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"content": SUMMARY}],
     ])
-    process = _start("apply", str(spec))
-    _wait_for(lambda: any((tmp_path / "runs").glob("t/*/seed-0/agents/agent-1/experiments/exp-0001/evaluation.json")))
-    time.sleep(1.5)  # the agent's shell command is running
-    _kill(process)
+    process = start_cli("apply", str(spec))
+    scored = "t/*/seed-0/agents/agent-1/experiments/exp-0001/evaluation.json"
+    kill_when(process, lambda: any((tmp_path / "runs").glob(scored)), settle_s=1.5)  # the shell command is running
     run_dir = _run_dir(tmp_path)
     assert not _events(run_dir, "agent_end")
 
-    _finish("apply", str(spec))  # the same spec finds its unfinished run
+    finish_cli("apply", str(spec))  # the same spec finds its unfinished run
     assert len(list((tmp_path / "runs" / "t").iterdir())) == 1
     assert [e["experiment"] for e in _events(run_dir, "experiment")] == [1, 2]
     assert [e["reason"] for e in _events(run_dir, "agent_end")] == ["interrupted", "completed"]
@@ -106,7 +88,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path):
     ])
     process = subprocess.Popen([sys.executable, "-m", "engram.cli", "apply", str(spec), "--quiet"], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: any((tmp_path / "runs").glob("t/*/seed-0/agents/agent-1/experiments/exp-0001/evaluation.json")))
+    wait_for(lambda: any((tmp_path / "runs").glob("t/*/seed-0/agents/agent-1/experiments/exp-0001/evaluation.json")))
     time.sleep(1.0)
     interrupted_at = time.monotonic()
     process.send_signal(signal.SIGINT)
@@ -116,6 +98,6 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path):
     assert process.returncode == 130
     assert f"engram resume {run_dir}" in stderr and "Traceback" not in stderr
     assert [e["experiment"] for e in _events(run_dir, "experiment")] == [1]
-    _finish("resume", str(run_dir))
+    finish_cli("resume", str(run_dir))
     assert [e["reason"] for e in _events(run_dir, "agent_end")] == ["interrupted"]
     assert (run_dir / "seed-0/result.json").is_file()

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import INITIAL_SCORE, REPO
-from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate, write_program
+from engram_runs import (
+    INITIAL_PROGRAM_CALL,
+    SUMMARY,
+    finish_cli,
+    kill_when,
+    make_spec,
+    run,
+    simulate,
+    start_cli,
+    write_program,
+)
 
 from engram.archive import read_jsonl
 from engram.llm import transcript_requests
@@ -46,23 +51,6 @@ def _events(seed: Path, kind: str) -> list[dict[str, Any]]:
 
 def _single_agent(tmp_path: Path, agents: list[list[dict[str, Any]]], **method: Any) -> Path:
     return make_spec(tmp_path, agents, method={"name": "single_agent", **method}, problem=PROBLEM)
-
-
-@pytest.fixture
-def restore_mlflow() -> Iterator[None]:
-    """In-process runs point MLflow's process-wide state at their store; put it back afterwards."""
-    import mlflow
-    from mlflow.tracking import fluent
-
-    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-    yield
-    mlflow.set_tracking_uri(None)
-    fluent._active_experiment_id = None
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 def test_continued_until_continuations_stop_improving(tmp_path: Path, restore_mlflow: None):
@@ -211,22 +199,13 @@ def test_killed_mid_session_resumes_with_a_fresh_session(tmp_path: Path):
          {"tool_calls": [{"name": "execute", "args": {"command": "sleep 60"}}]}, {"content": "never reached"}],
         [{"tool_calls": [simulate("/best_program.py")]}, {"content": "Re-measured."}],
     ], patience=2)
-    process = subprocess.Popen([sys.executable, "-m", "engram.cli", "apply", str(spec), "--quiet"], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 90
-    while len(_turn_ends(tmp_path)) < 2:
-        assert time.monotonic() < deadline, "the run never reached its second continuation"
-        time.sleep(0.05)
-    time.sleep(1.5)  # the continuation's shell command is running
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
+    process = start_cli("apply", str(spec))
+    kill_when(process, lambda: len(_turn_ends(tmp_path)) >= 2, settle_s=1.5)  # the continuation's command runs
     [run_dir] = list((tmp_path / "runs" / "t").iterdir())
     seed = run_dir / "seed-0"
     assert not (seed / "result.json").exists()
 
-    done = subprocess.run([sys.executable, "-m", "engram.cli", "resume", str(run_dir), "--quiet"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
+    finish_cli("resume", str(run_dir))
     assert [e["experiment"] for e in _events(seed, "experiment")] == [1, 2]
     assert [(e["agent"], e["reason"]) for e in _events(seed, "agent_end")] == [
         (1, "interrupted"), (2, "no new best score in 2 consecutive continuations")]

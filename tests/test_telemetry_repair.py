@@ -15,13 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BACKENDS, REPO, require_backend
+from conftest import BACKENDS, REPO, evaluator_on
 from engram_runs import run
 
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.problem import Problem, load_problem
-from engram.sandbox import get_sandbox
 
 INITIAL_SCORE = 0.05112111111111114
 ECHO_SCORE = 0.7993600702169033
@@ -43,9 +42,7 @@ def problem() -> Problem:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def evaluator(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
-    require_backend(request.param)
-    with CandidateEvaluator(problem, get_sandbox(request.param, quiet=True)) as ev:
-        yield ev
+    yield from evaluator_on(request, problem)
 
 
 def test_the_initial_program_scores_what_the_reference_evaluator_gives(evaluator: CandidateEvaluator,

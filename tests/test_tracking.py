@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import mlflow_state_restored
 
 from engram.tracking import (
     RUN_ID_FILE,
@@ -29,18 +29,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     Trackers point MLflow's process-wide tracking URI and experiment at the store; put them back
     afterwards so other test modules (and their subprocesses) do not inherit them.
     """
-    import mlflow
-    from mlflow.tracking import fluent
-
-    saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-    yield f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    mlflow.set_tracking_uri(None)
-    fluent._active_experiment_id = None
-    for key, value in saved_env.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with mlflow_state_restored():
+        yield f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
 @pytest.fixture

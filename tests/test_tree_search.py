@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,8 +11,18 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO
-from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate, write_program
+from conftest import REPO, mlflow_state_restored
+from engram_runs import (
+    INITIAL_PROGRAM_CALL,
+    SUMMARY,
+    finish_cli,
+    kill_when,
+    make_spec,
+    run,
+    simulate,
+    start_cli,
+    write_program,
+)
 
 from baselines.tree_search import Node, ancestor_summaries, round_rng, select_node
 from engram.archive import read_jsonl
@@ -171,11 +177,9 @@ def test_metric_names_and_params_match_engram(tmp_path: Path):
     """Engram and tree search in one MLflow experiment: the same metric names on the parent and on
     the agent runs, and the same params outside `method.*`, so the compare view lines them up."""
     import mlflow
-    from mlflow.tracking import fluent
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-    try:
+    with mlflow_state_restored():
         for method in ({"name": "engram"}, {"name": "tree_search", "rounds": 1}):
             folder = tmp_path / method["name"]
             folder.mkdir()
@@ -184,14 +188,6 @@ def test_metric_names_and_params_match_engram(tmp_path: Path):
             run(spec, [f"tracking.uri={store}", "tracking.mlflow=true"])
         client = mlflow.MlflowClient(tracking_uri=store)
         runs = client.search_runs([client.get_experiment_by_name("cloudcast").experiment_id])
-    finally:
-        mlflow.set_tracking_uri(None)
-        fluent._active_experiment_id = None
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     parents = {r.data.tags["engram.method"]: r.data for r in runs if "mlflow.parentRunId" not in r.data.tags}
     engram, tree = parents["engram"], parents["tree_search"]
     assert set(tree.metrics) == set(engram.metrics) >= {"score", "best_score", "dollars", "tokens"}
@@ -211,23 +207,14 @@ def test_killed_mid_round_resumes_without_losing_evaluations_or_nodes(tmp_path: 
          {"tool_calls": [{"name": "execute", "args": {"command": "sleep 60"}}]}, {"content": "never reached"}],
         [{"tool_calls": [simulate("/parent_program.py")]}, {"content": SUMMARY}],
     ], method={"name": "tree_search", "rounds": 2}, problem=PROBLEM)
-    process = subprocess.Popen([sys.executable, "-m", "engram.cli", "apply", str(spec), "--quiet"], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    process = start_cli("apply", str(spec))
     pattern = "t/*/seed-0/agents/agent-1/experiments/exp-0002/evaluation.json"
-    deadline = time.monotonic() + 90
-    while not list((tmp_path / "runs").glob(pattern)):
-        assert time.monotonic() < deadline, "round 1 never scored its experiment"
-        time.sleep(0.05)
-    time.sleep(1.5)  # the agent's shell command is running
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
+    kill_when(process, lambda: any((tmp_path / "runs").glob(pattern)), settle_s=1.5)  # the shell command runs
     [run_dir] = list((tmp_path / "runs" / "t").iterdir())
     seed = _seed(run_dir)
     assert [e["node"] for e in _events(seed, "tree_node")] == [0]
 
-    done = subprocess.run([sys.executable, "-m", "engram.cli", "apply", str(spec), "--quiet"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
+    finish_cli("apply", str(spec))
     assert len(list((tmp_path / "runs" / "t").iterdir())) == 1  # the same run continued
     assert [e["experiment"] for e in _events(seed, "experiment")] == [1, 2, 3]
     assert [(e["node"], e["parent"], e["experiment"]) for e in _events(seed, "tree_node")] == [
