@@ -211,16 +211,15 @@ def _image_record(sandbox: Any) -> dict[str, Any] | None:
 def _stop_sandboxes_on_interrupt() -> Iterator[None]:
     """On Ctrl-C, kill running candidates and shell commands first: tools run in worker threads,
     and the agent loop would otherwise wait for them to time out before it could stop."""
-    from engram.sandbox import docker as docker_sandbox
-    from engram.sandbox.process import kill_active_runs
+    from engram import interrupts
 
+    interrupts.reset()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        kill_active_runs()
-        docker_sandbox.kill_active_runs()
+        interrupts.request_stop()
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, interrupt)

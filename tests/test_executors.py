@@ -168,3 +168,32 @@ def test_a_sweep_dollar_cap_stops_runs_across_processes(tmp_path: Path):
     assert abs(first["dollars"] - 0.4) < 1e-9
     assert second["stop_reason"].startswith("sweep dollar budget reached") and second["dollars"] == 0
     assert second["agents"] == 0
+
+
+def test_a_killed_driver_loses_nothing_and_a_relaunch_finishes_only_the_unfinished(tmp_path: Path):
+    quick = [{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"content": SUMMARY}]
+    slow = [{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"tool_calls": [write_program("/slow.py", SLEEPY)]},
+            {"tool_calls": [simulate("/slow.py")]}, {"content": SUMMARY}]
+    grid = _grid(tmp_path, {"quick": [quick], "slow": [slow]}, problem={"time_limit_s": 4})
+    driver = _start("apply", str(grid), "--jobs", "2", "--quiet")
+    runs = tmp_path / "runs"
+    _wait_for(lambda: any(runs.glob("quick/*/seed-0/result.json"))
+              and any(runs.glob("slow/*/seed-0/agents/agent-1/experiments/exp-0002/program.py")))
+    time.sleep(0.5)  # the slow run's second evaluation is under way
+    workers = [json.loads(p.read_text())["pid"] for p in runs.glob("*/*/seed-*/worker.json")]
+    driver.kill()  # SIGKILL: no handler runs, the workers must die with the driver
+    driver.communicate(timeout=60)
+    _wait_for(lambda: not any(_alive(pid) for pid in workers), timeout=60)
+    seeds = _seed_dirs(tmp_path)
+    # The slow worker got SIGINT from the kernel and stopped like a Ctrl-C'd run: the evaluation the
+    # stop killed is not recorded as a failure, but left for the relaunch to score.
+    assert _experiments(seeds["quick/seed-0"]) == [1] and _experiments(seeds["slow/seed-0"]) == [1]
+    assert not (seeds["slow/seed-0"] / "result.json").exists()
+
+    again = _engram("apply", str(grid), "--jobs", "2", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert len(read_jsonl(seeds["quick/seed-0"] / "attempts.jsonl")) == 1  # finished: not run again
+    assert _experiments(seeds["slow/seed-0"]) == [1, 2]  # exp-0002 scored once, after the relaunch
+    assert json.loads((seeds["slow/seed-0"] / "agents/agent-1/experiments/exp-0002/evaluation.json").read_text())[
+        "error_kind"] == "timeout"
+    assert json.loads((seeds["slow/seed-0"] / "result.json").read_text())["evaluations"] == 2

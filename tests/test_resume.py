@@ -36,6 +36,29 @@ def _events(run_dir: Path, kind: str) -> list[dict]:
     return [e for e in read_jsonl(run_dir / "seed-0" / "events.jsonl") if e["type"] == kind]
 
 
+def test_ctrl_c_during_an_evaluation_records_no_false_failure(tmp_path: Path):
+    """Ctrl-C kills the running candidate; that kill is not the candidate's result, so nothing is
+    recorded for it, and resume scores it properly (here: its real timeout)."""
+    spec = make_spec(tmp_path, [
+        [{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"tool_calls": [write_program("/slow.py", SLEEPY)]},
+         {"tool_calls": [simulate("/slow.py")]}, {"content": SUMMARY}],
+    ], problem={"time_limit_s": 4})
+    process = start_cli("apply", str(spec))
+    wait_for(lambda: any((tmp_path / "runs").glob("t/*/seed-0/agents/agent-1/experiments/exp-0002/program.py")))
+    time.sleep(0.7)  # the evaluation is under way (it would time out after 4 s)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    run_dir = _run_dir(tmp_path)
+    exp2 = run_dir / "seed-0/agents/agent-1/experiments/exp-0002"
+    assert (exp2 / "program.py").is_file() and not (exp2 / "evaluation.json").exists()
+    assert [e["experiment"] for e in _events(run_dir, "experiment")] == [1]
+
+    finish_cli("resume", str(run_dir))
+    assert [e["experiment"] for e in _events(run_dir, "experiment")] == [1, 2]
+    assert json.loads((exp2 / "evaluation.json").read_text())["error_kind"] == "timeout"
+
+
 def test_killed_during_an_evaluation(tmp_path: Path):
     spec = make_spec(tmp_path, [
         [{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"tool_calls": [write_program("/slow.py", SLEEPY)]},

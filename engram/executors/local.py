@@ -100,7 +100,8 @@ class LocalExecutor(Executor):
         """Fork the unit's worker from the fork server: importing LangChain, litellm and MLflow takes
         seconds (tens on a busy machine), paid once per sweep instead of once per run."""
         unit.seed_dir.mkdir(parents=True, exist_ok=True)
-        process = self._context.Process(target=child_main, args=(unit.to_json(), str(unit.seed_dir / LOG_FILE)),
+        process = self._context.Process(target=child_main,
+                                        args=(unit.to_json(), str(unit.seed_dir / LOG_FILE), os.getpid()),
                                         name=f"engram-{unit.name}")
         process.start()
         return process

@@ -5,8 +5,10 @@ that has imported the heavy libraries once (`child_main`), Ray as this module's 
 inside its task -- because a run owns process-wide state (signal handlers, MLflow's active run,
 LangChain autolog) that must not leak into the next run a pooled worker would execute. The process:
 
-* dies with its parent (the pool driver or the Ray worker): the kernel sends it SIGINT, which stops
-  the run like Ctrl-C does -- running candidates and shell commands are killed, containers removed;
+* stops when what launched it dies (the pool's driver, watched through a pidfd; or its parent, the
+  Ray worker, through the kernel's parent-death signal): it gets SIGINT, which stops the run like
+  Ctrl-C does -- running candidates and shell commands are killed (and not recorded as failures),
+  containers removed -- and the relaunched sweep resumes it;
 * holds an exclusive lock on its seed directory, so a retry never runs beside an attempt that is
   still winding down (the retry waits for it);
 * keeps a lease file (`worker.json`: host, pid, node, heartbeat, final state) for `engram status`,
@@ -23,6 +25,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -104,11 +107,16 @@ def main() -> int:
     return run_unit(unit)
 
 
-def child_main(unit_json: str, log_path: str) -> None:
+def child_main(unit_json: str, log_path: str, driver_pid: int) -> None:
     """A child of the local pool's fork server (which has the heavy libraries imported already):
-    its own process group, output to `worker.log`, dies with the fork server (which dies with the driver)."""
+    its own process group, output to `worker.log`, stopped like Ctrl-C when the driver dies.
+
+    The fork server is its parent but no guide to the driver's life: every child of a fork server
+    holds the pipe that would tell the server its driver is gone, so the server outlives the driver
+    as long as any worker runs. The worker therefore watches the driver itself."""
     os.setpgid(0, 0)
     _die_with_parent(None)
+    _stop_when_gone(driver_pid)
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     for stream in (1, 2):
         os.dup2(log, stream)
@@ -153,6 +161,23 @@ def _run(unit: RunUnit) -> None:
     execute(spec, run_dir, QuietProgress(), source=Path(unit.spec_file) if unit.spec_file else None,
             overrides=list(unit.overrides), resumed=True, seeds=[unit.seed], tracking_uri=unit.tracking_uri,
             shared_budget=budget)
+
+
+def _stop_when_gone(pid: int) -> None:
+    """SIGINT to this process (the runner's Ctrl-C) as soon as process `pid` exits."""
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGINT)
+        return
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(handle, select.POLLIN)
+        poller.poll()  # readable once the process has exited
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="engram-driver-watch", daemon=True).start()
 
 
 def _die_with_parent(expected_parent: int | None) -> None:

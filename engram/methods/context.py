@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from engram.archive import Experiment, SeedArchive
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.evaluation.result import Evaluation
+from engram.interrupts import stop_requested
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -121,6 +122,8 @@ class MethodContext:
         scratch = Path(tempfile.mkdtemp(prefix="engram-results-"))
         try:
             evaluation = self.evaluator.evaluate(experiment.program, artifacts_dir=scratch, time_limit_s=time_limit_s)
+            if stop_requested():  # Ctrl-C killed the candidate: no result; resume scores it again
+                raise KeyboardInterrupt
             self.archive.record_evaluation(experiment, evaluation, scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
