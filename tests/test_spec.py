@@ -66,10 +66,15 @@ def test_relative_paths_are_relative_to_the_spec(tmp_path: Path):
     assert spec.problem.name == str(tmp_path / "myproblem")
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "cloudcast_o3.yaml", "cloudcast_o3_quick.yaml"])
-def test_shipped_specs_are_valid(name: str):
-    spec = load_spec(REPO / "specs" / name)
-    assert spec.problem.name == "cloudcast"
+@pytest.mark.parametrize("path", sorted((REPO / "specs").glob("*.yaml")), ids=lambda path: path.name)
+def test_shipped_specs_are_valid(path: Path):
+    """Every shipped spec validates, names a built-in problem, and a scripted one has its script."""
+    from engram.problem import list_problems
+
+    spec = load_spec(path)
+    assert Path(spec.problem.name).name in {problem.name for problem in list_problems()}
+    if spec.model.id == "scripted":
+        assert spec.model.script is not None and spec.model.script.is_file()
 
 
 def test_paper_setting():
