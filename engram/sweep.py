@@ -90,9 +90,8 @@ def load_grid(path: Path) -> Grid:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     if isinstance(data, list):
         data = {"specs": data}
-    if is_dvc_pipeline(data):
-        data = {"dvc": path.name}
-        path = path.parent / "grid"  # the pipeline itself: every foreach stage, paths relative to it
+    if is_dvc_pipeline(data):  # the pipeline itself: every foreach stage
+        return Grid([SweepEntry(spec, tuple(overrides)) for spec, overrides in dvc_runs(path)])
     unknown = set(data) - {"specs", "set", "executor", "dvc", "stages"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; a grid has specs (or dvc and "

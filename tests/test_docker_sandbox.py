@@ -202,7 +202,7 @@ def test_prune_removes_containers_a_crash_left_behind(docker_sandbox: DockerSand
 
 
 def test_the_image_is_resolved_to_its_content(docker_sandbox: DockerSandbox):
-    assert docker_sandbox.image_digest.startswith("sha256:")
+    assert docker_sandbox.resolved.digest.startswith("sha256:")
     assert not docker_sandbox.resolved.pinned  # the default is a tag: runs warn and record the digest
 
 

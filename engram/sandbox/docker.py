@@ -1,13 +1,15 @@
-"""The `docker` backend: each command in a fresh, short-lived container of a pinned image.
+"""The `docker` backend: each evaluation in a fresh container of a pinned image, each agent's shell
+in one container of its own (`DockerShell`).
 
 This is the strongest isolation Engram offers: the command sees only the image's filesystem
 (read-only), its own working directory (writable) and the paths it is given, has no network at all
 (`network_mode="none"`), no capabilities, cannot gain privileges, and is held by the kernel's
 cgroup limits for memory, processes and CPU share. Because the image is pinned (its id is recorded
-by `image_digest`), a candidate's score does not depend on what is installed on the host.
+in `resolved`), a candidate's score does not depend on what is installed on the host.
 
-One container per call keeps calls independent: nothing a command leaves behind (files in /tmp,
-background processes) can affect the next one. The wall-clock limit is enforced from outside (the
+One container per evaluation keeps evaluations independent: nothing a candidate leaves behind
+(files in /tmp, background processes) can affect the next one; an agent's shell keeps its state
+between commands on purpose, as a terminal does. The wall-clock limit is enforced from outside (the
 engine is asked to wait with a timeout, then to kill), since a process cannot be trusted to time
 itself out. Every container carries the label `engram.sandbox=1` so that `engram sandbox prune`
 can remove any that a crash of Engram left behind.
@@ -104,11 +106,6 @@ class DockerSandbox(Sandbox):
     def python(self) -> str:
         """The image's interpreter: the host's path does not exist inside the container."""
         return "python3"
-
-    @property
-    def image_digest(self) -> str:
-        """The image's content reference, resolved once so runs can record what they ran in."""
-        return self.resolved.digest
 
     @classmethod
     def availability(cls) -> str | None:
@@ -282,6 +279,8 @@ class DockerShell(Shell):
         self._limits = limits
         self._lock = threading.Lock()
         self._container_id: str | None = None
+        self._pids: Path | None = None
+        self._memory: Path | None = None
 
     @property
     def container_id(self) -> str | None:
@@ -304,8 +303,8 @@ class DockerShell(Shell):
         captures = (StreamCapture(output_bytes), StreamCapture(output_bytes))
         reader = threading.Thread(target=_pump, args=(stream, captures), name="engram-docker-shell", daemon=True)
         reader.start()
-        cgroups = _container_cgroups(container_id)
-        pids_before, ooms_before = _cap_count(cgroups.get("pids")), _oom_count(cgroups.get("memory"))
+        pids, memory = self._pids, self._memory
+        pids_before, ooms_before = _cap_count(pids), _oom_count(memory)
         started = time.monotonic()
         info, forced = self._wait(exec_id, started + wall_seconds + self._GRACE_S)
         wall = time.monotonic() - started
@@ -313,12 +312,12 @@ class DockerShell(Shell):
         with contextlib.suppress(Exception):
             stream.close()
         returncode = _translate(int(info.get("ExitCode") if info.get("ExitCode") is not None else -signal.SIGKILL))
-        oom = _oom_count(cgroups.get("memory")) > ooms_before
+        oom = _oom_count(memory) > ooms_before
         timed_out = "wall" if forced or (returncode == -signal.SIGKILL and wall >= wall_seconds and not oom) else None
         notes = [f"killed by the kernel's OOM killer (memory limit {self._limits.memory_bytes} bytes)"] if oom else []
         return SandboxResult(returncode=returncode, timed_out=timed_out,  # type: ignore[arg-type]
                              stdout=captures[0].result(), stderr=captures[1].result(), wall_seconds=wall,
-                             process_cap_hit=_cap_count(cgroups.get("pids")) > pids_before, oom_killed=oom,
+                             process_cap_hit=_cap_count(pids) > pids_before, oom_killed=oom,
                              notes=notes)
 
     def close(self) -> None:
@@ -337,16 +336,16 @@ class DockerShell(Shell):
             options = self._sandbox._create_options(["sleep", "infinity"], self._workdir, self._mounts,
                                                     self._limits, self._env)
             options["auto_remove"] = True
+            container = self._sandbox._client.containers.create(self._sandbox.resolved.image_id, **options)
+            _active[container.id] = self._sandbox.image
             try:
-                container = self._sandbox._client.containers.create(self._sandbox.resolved.image_id, **options)
-                _active[container.id] = self._sandbox.image
                 container.start()
             except Exception:
-                if "container" in locals():
-                    _remove(container)
-                    _active.pop(container.id, None)
+                _active.pop(container.id, None)
+                _remove(container)
                 raise
             self._container_id = container.id
+            self._pids, self._memory = _pids_cgroup(container.id), _memory_cgroup(container.id)
             return container.id
 
     def _wait(self, exec_id: str, deadline: float) -> tuple[dict[str, Any], bool]:
@@ -424,14 +423,23 @@ def _translate(status: int) -> int:
     return status
 
 
-def _pids_cgroup(container_id: str) -> Path | None:
-    """The container's pids cgroup on this host, if the engine runs here with a known layout."""
-    for path in (Path("/sys/fs/cgroup/pids/docker", container_id),
+def _cgroup(container_id: str, controller: str, *markers: str) -> Path | None:
+    """The container's cgroup for `controller` on this host (v1, or v2 with the cgroupfs or systemd
+    driver), found by one of its `markers` files; None when the engine runs elsewhere (a VM)."""
+    for path in (Path("/sys/fs/cgroup", controller, "docker", container_id),
                  Path("/sys/fs/cgroup/docker", container_id),
                  Path("/sys/fs/cgroup/system.slice", f"docker-{container_id}.scope")):
-        if (path / "pids.events").exists():
+        if any((path / marker).exists() for marker in markers):
             return path
     return None
+
+
+def _pids_cgroup(container_id: str) -> Path | None:
+    return _cgroup(container_id, "pids", "pids.events")
+
+
+def _memory_cgroup(container_id: str) -> Path | None:
+    return _cgroup(container_id, "memory", "memory.oom_control", "memory.events")
 
 
 def _cap_hits(cgroup: Path | None) -> bool:
@@ -459,20 +467,6 @@ def _counter(path: Path | None, key: str) -> int:
             if name == key:
                 return int(value)
     return 0
-
-
-def _container_cgroups(container_id: str) -> dict[str, Path]:
-    """The container's pids and memory cgroups on this host, where the layout is known."""
-    found = {}
-    pids = _pids_cgroup(container_id)
-    if pids is not None:
-        found["pids"] = pids
-    for path in (Path("/sys/fs/cgroup/memory/docker", container_id), Path("/sys/fs/cgroup/docker", container_id),
-                 Path("/sys/fs/cgroup/system.slice", f"docker-{container_id}.scope")):
-        if (path / "memory.oom_control").exists() or (path / "memory.events").exists():
-            found["memory"] = path
-            break
-    return found
 
 
 def _remove(container: Any) -> None:
