@@ -66,13 +66,17 @@ def main() -> None:
 @main.command()
 @_reports_errors
 def problems() -> None:
-    """List the built-in problems."""
+    """List the built-in problems and the Frontier-CS family (frontier_cs/<id>)."""
+    from engram.frontier_cs.family import list_family
     from engram.problem import list_problems
 
     found = list_problems()
-    width = max((len(p.name) for p in found), default=0)
+    family = list_family()
+    width = max([len(p.name) for p in found] + [len(p.name) for p in family], default=0)
     for problem in found:
         click.echo(f"{problem.name:<{width}}  {problem.description}")
+    for member in family:
+        click.echo(f"{member.name:<{width}}  [{member.kind}] {member.title}{member.note}")
 
 
 @main.command()

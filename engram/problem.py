@@ -265,6 +265,8 @@ def builtin_problems_dir() -> Path:
 
 def load_problem(name_or_path: str | Path) -> Problem:
     """Load a built-in problem by name, or a problem directory (or its problem.yaml) by path."""
+    from engram.frontier_cs import family
+
     text = str(name_or_path)
     candidate = Path(text).expanduser()
     if candidate.name == PROBLEM_FILE and candidate.is_file():
@@ -273,6 +275,10 @@ def load_problem(name_or_path: str | Path) -> Problem:
         root = candidate.resolve()
     elif "/" not in text and (builtin_problems_dir() / text / PROBLEM_FILE).is_file():
         root = builtin_problems_dir() / text
+    elif family.is_family_name(text):
+        return family.load(text)
+    elif family.is_problem_folder(candidate):
+        return family.load_folder(candidate)
     else:
         known = ", ".join(p.name for p in list_problems()) or "none"
         raise ProblemNotFoundError(

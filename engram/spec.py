@@ -304,12 +304,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], *, source: str) 
     return data
 
 
+def _is_family_name(name: str) -> bool:
+    from engram.frontier_cs.family import is_family_name
+
+    return is_family_name(name)
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make file paths in the spec absolute relative to the spec file, so the run does not depend on cwd."""
     problem = data.get("problem")
     if isinstance(problem, dict) and isinstance(problem.get("name"), str):
         name = problem["name"]
-        if "/" in name or name.startswith("."):
+        if ("/" in name or name.startswith(".")) and not _is_family_name(name):
             problem["name"] = str((base / name).resolve())
     model = data.get("model")
     if isinstance(model, dict) and isinstance(model.get("script"), str):

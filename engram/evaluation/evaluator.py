@@ -27,7 +27,7 @@ from typing import Any
 from engram.errors import EngramError, IntegrityError, ScorerError
 from engram.evaluation.channel import CandidateChannel, CandidateFailure
 from engram.evaluation.result import ErrorKind, Evaluation, ScenarioResult, Timings
-from engram.evaluation.scoring import InvalidAnswer, ScenarioScore
+from engram.evaluation.scoring import InvalidAnswer, ProgramJudge, ScenarioScore
 from engram.problem import Problem, ScenarioSpec
 from engram.sandbox import Limits, Mount, Sandbox, SandboxResult, clean_environment
 from engram.sandbox.base import KiB, MiB
@@ -139,6 +139,8 @@ class CandidateEvaluator:
 
     def _evaluate_in(self, workdir: Path, source: str, artifacts_dir: Path | None, limits: Limits) -> Evaluation:
         started = time.monotonic()
+        if isinstance(self.scorer, ProgramJudge):
+            return self._judge_program(self.scorer, workdir, source, artifacts_dir, limits)
         (workdir / "tmp").mkdir()
         program_path = workdir / "program.py"
         program_path.write_text(source, encoding="utf-8")
@@ -181,6 +183,33 @@ class CandidateEvaluator:
         )
         if artifacts_dir is not None:
             evaluation.artifacts = _write_artifacts(artifacts_dir, scored)
+        return evaluation
+
+    def _judge_program(self, judge: ProgramJudge, workdir: Path, source: str, artifacts_dir: Path | None,
+                       limits: Limits) -> Evaluation:
+        """A problem whose scorer runs the program itself: hand it over, then record what it found."""
+        started = time.monotonic()
+        judgement = judge.judge(source, self.scenarios, sandbox=self.sandbox, workdir=workdir, limits=limits)
+        evaluation = Evaluation(
+            problem=self.problem.name, score=None, ok=False, stdout=judgement.stdout, stderr=judgement.stderr,
+            sandbox=self.sandbox.name, problem_fingerprint=self.fingerprint, notes=list(judgement.notes),
+        )
+        if judgement.failure is not None:
+            _failed(evaluation, *judgement.failure)
+        else:
+            evaluation.scenarios = {name: result for name, (result, _) in judgement.results.items()}
+            scored = {name: score for name, (_, score) in judgement.results.items()}
+            evaluation.score, evaluation.metrics = judge.combine(scored)
+            evaluation.ok = True
+        evaluation.program_sha256 = _sha256_bytes(source.encode())
+        evaluation.duration_s = time.monotonic() - started
+        evaluation.timings = Timings(candidate_s=judgement.candidate_s,
+                                     scoring_s=max(0.0, evaluation.duration_s - judgement.candidate_s))
+        if artifacts_dir is not None and judgement.artifacts:
+            artifacts_dir.mkdir(parents=True, exist_ok=True)
+            for name, text in judgement.artifacts.items():
+                (artifacts_dir / name).write_text(text, encoding="utf-8")
+            evaluation.artifacts = sorted(judgement.artifacts)
         return evaluation
 
     def _converse(

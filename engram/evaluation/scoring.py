@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from engram.evaluation.result import Metric
+from engram.evaluation.result import ErrorKind, Metric, ScenarioResult
 
 if TYPE_CHECKING:
     from engram.evaluation.channel import CandidateChannel
     from engram.problem import Problem, ScenarioSpec
+    from engram.sandbox import Limits, Sandbox
 
 
 class InvalidAnswer(Exception):
@@ -61,3 +63,35 @@ class Scorer(ABC):
     @abstractmethod
     def combine(self, results: dict[str, ScenarioScore]) -> tuple[float, dict[str, Metric]]:
         """The combined score (higher is better) and totals, from all scenarios' metrics."""
+
+
+@dataclass
+class Judgement:
+    """What a `ProgramJudge` made of one program: a result and score per scenario, or why there are none."""
+
+    results: dict[str, tuple[ScenarioResult, ScenarioScore]] = field(default_factory=dict)
+    failure: tuple[ErrorKind, str] | None = None
+    """The program could not be run at all (e.g. it does not compile): kind and message."""
+    stdout: str = ""
+    stderr: str = ""
+    notes: list[str] = field(default_factory=list)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    """File name -> text, written into the evaluation's artifact directory when one is given."""
+    candidate_s: float = 0.0
+
+
+class ProgramJudge(Scorer):
+    """A scorer for programs that are not Python functions (e.g. C++ solutions run on test files).
+
+    The evaluator does not start `child.py` for it: it hands the judge the program's source, a fresh
+    working directory and the sandbox, and the judge runs whatever it must there (compilers,
+    test runs, checkers) -- every untrusted step inside the sandbox. Failed scenarios may still
+    carry a score (a test case that scores 0), so `combine` sees every scenario's `ScenarioScore`."""
+
+    def scenario_input(self, scenario: ScenarioSpec) -> dict[str, Any]:
+        return {}
+
+    @abstractmethod
+    def judge(self, source: str, scenarios: list[ScenarioSpec], *, sandbox: Sandbox, workdir: Path,
+              limits: Limits) -> Judgement:
+        """Run and score the program on `scenarios`; never raise for the program's own faults."""

@@ -1,0 +1,245 @@
+"""The Frontier-CS judge: compile a C++17 candidate once, run every test case, let the checker score it.
+
+Semantics are the upstream judge's (see docs/problems/frontier-cs.md): per case, the program reads the
+whole input on stdin under the problem's CPU limit, twice that in wall time, and its memory as
+address-space, data and stack limit, with 128 MiB of stdout; then the checker runs as `chk input
+output answer` (10 s of CPU, 20 s wall, 256 MiB) and its message gives the case's ratio. Interactive
+cases cross the program's and the interactor's standard streams through two named pipes, the
+interactor getting four times the program's CPU and memory and eight times its time in wall time.
+The problem's score is 100 times the plain mean of the ratios.
+
+What differs on purpose: a case whose program failed (time, memory, output, crash, non-zero exit)
+scores 0 whatever the program printed -- its stderr is shown, never parsed; the checker and the
+interactor run sandboxed as well, each in its own sandbox, and see only their case's files, while
+the program sees only its input (or its pipes) and its own binary. Cases run in parallel, up to
+`workers` at once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from engram.frontier_cs.config import JudgeConfig, TestCase
+from engram.frontier_cs.protocol import MESSAGE_LIMIT, message_of, read_verdict
+from engram.frontier_cs.runs import ProgramRun, RunLimits, Stream, copy_regular, install_launcher, launch, read_capped
+from engram.frontier_cs.toolchain import CachedBinary, compile_source
+from engram.sandbox import Mount, Sandbox
+from engram.sandbox.base import MiB
+
+STDOUT_LIMIT = 128 * MiB
+CHECKER_LIMITS = RunLimits(cpu_s=10, wall_s=20, memory_bytes=256 * MiB, address_space=None, data=256 * MiB,
+                           stack=256 * MiB, file_size=64 * MiB)
+STDERR_SHOWN = 4000
+"""Characters of a program's stderr kept per case, for the agent to read."""
+
+
+@dataclass
+class CaseResult:
+    number: int
+    verdict: str
+    """AC (checker accepted), PC (partial credit), WA (rejected), TLE, MLE, OLE, RE (the program
+    failed), JE (the checker or interactor itself failed), NR (not run: the evaluation ran out of time)."""
+    ratio: float
+    ratio_unbounded: float
+    time_s: float
+    memory_bytes: int
+    message: str
+    """The checker's (or interactor's) message, or why the program failed."""
+    stderr: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        data = asdict(self)
+        for key in ("ratio", "ratio_unbounded"):
+            if isinstance(data[key], float) and not math.isfinite(data[key]):
+                data[key] = None
+        return data
+
+
+@dataclass
+class Verdicts:
+    """A whole program's result: the cases, or why it was not run at all."""
+
+    cases: list[CaseResult]
+    compile_error: str | None = None
+    compile_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    input: Path
+    answer: Path
+
+
+class Judge:
+    """Judges programs for one problem with one sandbox; safe to use from one thread at a time."""
+
+    def __init__(self, sandbox: Sandbox, config: JudgeConfig, checker: CachedBinary, session: Path, *,
+                 workers: int = 1) -> None:
+        self.sandbox = sandbox
+        self.config = config
+        self.checker = checker
+        self.session = session
+        self.workers = max(1, workers)
+        install_launcher(session)
+
+    def judge(self, source: str, cases: dict[TestCase, CaseFiles], workdir: Path, deadline: float) -> Verdicts:
+        build = workdir / "build"
+        compiled = compile_source(self.sandbox, source.encode("utf-8"), self.config.source_name, build, "a")
+        if compiled.binary is None:
+            return Verdicts([], compile_error=compiled.log, compile_s=compiled.seconds)
+        program = workdir / "program"
+        program.mkdir()
+        os.replace(compiled.binary, program / "a")
+        if not self.checker.intact():
+            raise RuntimeError(f"the compiled checker {self.checker.path} changed since it was built")
+        lock = threading.Lock()
+
+        def one(case: TestCase) -> CaseResult:
+            if time.monotonic() >= deadline:
+                return CaseResult(case.number, "NR", 0.0, 0.0, 0.0, 0,
+                                  "not run: the evaluation's time limit ran out before this case started")
+            with lock:
+                case_dir = workdir / "cases" / str(case.number)
+                case_dir.mkdir(parents=True)
+            if self.config.interactive:
+                return self._interactive_case(case, cases[case], program, case_dir)
+            return self._batch_case(case, cases[case], program, case_dir)
+
+        ordered = sorted(cases, key=lambda c: c.number)
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(ordered) or 1),
+                                thread_name_prefix="engram-frontier-case") as pool:
+            results = list(pool.map(one, ordered))
+        return Verdicts(results, compile_s=compiled.seconds)
+
+    # -- one case -------------------------------------------------------------------------------
+
+    def _program_limits(self, case: TestCase) -> RunLimits:
+        memory = case.memory_bytes
+        return RunLimits(cpu_s=case.time_s, wall_s=2 * case.time_s, memory_bytes=memory,
+                         address_space=None if self.config.interactive else memory, data=memory, stack=memory,
+                         file_size=STDOUT_LIMIT)
+
+    def _batch_case(self, case: TestCase, files: CaseFiles, program: Path, case_dir: Path) -> CaseResult:
+        run_dir, check_dir = case_dir / "run", case_dir / "check"
+        run_dir.mkdir()
+        check_dir.mkdir()
+        limits = self._program_limits(case)
+        output, errors = run_dir / "out.txt", run_dir / "stderr.txt"
+        run = launch(self.sandbox, [str(program / "a")], session=self.session, workdir=run_dir,
+                     streams=[Stream(files.input, "r", 0), Stream(output, "w", 1), Stream(errors, "w", 2)],
+                     mounts=[Mount(program), Mount(files.input)], limits=limits)
+        stderr = _text(read_capped(errors, STDERR_SHOWN))
+        failure = program_failure(run, limits, stderr)
+        if failure is not None:
+            return CaseResult(case.number, failure[0], 0.0, 0.0, run.cpu_s, run.rss_bytes, failure[1], stderr)
+        # The checker reads a copy the program can no longer touch (and never a link it left instead).
+        checked_output = check_dir / "out.txt"
+        if not copy_regular(output, checked_output):
+            return CaseResult(case.number, "WA", 0.0, 0.0, run.cpu_s, run.rss_bytes,
+                              "the program's output is not a regular file", stderr)
+        checker_out, checker_err = check_dir / "checker.stdout", check_dir / "checker.stderr"
+        checker = launch(self.sandbox, [str(self.checker.path), str(files.input), str(checked_output),
+                                        str(files.answer)],
+                         session=self.session, workdir=check_dir,
+                         streams=[Stream(checker_out, "w", 1), Stream(checker_err, "w", 2)],
+                         mounts=[Mount(self.checker.path.parent), Mount(files.input), Mount(files.answer)],
+                         limits=CHECKER_LIMITS)
+        message = message_of(_text(read_capped(checker_out, MESSAGE_LIMIT)),
+                             _text(read_capped(checker_err, MESSAGE_LIMIT)))
+        return _scored(case.number, checker, message, run, stderr)
+
+    def _interactive_case(self, case: TestCase, files: CaseFiles, program: Path, case_dir: Path) -> CaseResult:
+        run_dir, judge_dir, pipes = case_dir / "run", case_dir / "interactor", case_dir / "pipes"
+        for directory in (run_dir, judge_dir, pipes):
+            directory.mkdir()
+        to_judge, to_program = pipes / "to_interactor", pipes / "to_program"
+        os.mkfifo(to_judge, 0o666)
+        os.mkfifo(to_program, 0o666)
+        limits = self._program_limits(case)
+        judge_limits = RunLimits(cpu_s=4 * case.time_s, wall_s=8 * case.time_s, memory_bytes=4 * case.memory_bytes,
+                                 address_space=None, data=4 * case.memory_bytes, stack=4 * case.memory_bytes,
+                                 file_size=STDOUT_LIMIT)
+        errors, judge_errors = run_dir / "stderr.txt", judge_dir / "interactor.stderr"
+        interactor_run: dict[str, ProgramRun] = {}
+
+        def run_interactor() -> None:
+            # Both launchers open the pipe towards the interactor first, so neither waits for the other.
+            interactor_run["run"] = launch(
+                self.sandbox, [str(self.checker.path), str(files.input), str(judge_dir / "tout.txt"),
+                               str(files.answer)],
+                session=self.session, workdir=judge_dir,
+                streams=[Stream(to_judge, "r", 0), Stream(to_program, "w", 1), Stream(judge_errors, "w", 2)],
+                mounts=[Mount(self.checker.path.parent), Mount(files.input), Mount(files.answer), Mount(pipes)],
+                limits=judge_limits)
+
+        thread = threading.Thread(target=run_interactor, name="engram-frontier-interactor", daemon=True)
+        thread.start()
+        run = launch(self.sandbox, [str(program / "a")], session=self.session, workdir=run_dir,
+                     streams=[Stream(to_judge, "w", 1), Stream(to_program, "r", 0), Stream(errors, "w", 2)],
+                     mounts=[Mount(program), Mount(pipes)], limits=limits)
+        thread.join()
+        stderr = _text(read_capped(errors, STDERR_SHOWN))
+        failure = program_failure(run, limits, stderr)
+        if failure is not None:
+            return CaseResult(case.number, failure[0], 0.0, 0.0, run.cpu_s, run.rss_bytes, failure[1], stderr)
+        message = _text(read_capped(judge_errors, MESSAGE_LIMIT))
+        return _scored(case.number, interactor_run["run"], message, run, stderr)
+
+
+def _scored(number: int, judge_run: ProgramRun, message: str, run: ProgramRun, stderr: str) -> CaseResult:
+    """The case's ratio from the checker's (or interactor's) message and exit, read as upstream reads them."""
+    verdict = read_verdict(judge_run.clean_exit, message)
+    if judge_run.killed or judge_run.signal is not None or judge_run.exit_code is None:
+        label = "JE"
+        how = "was killed at its time limit" if judge_run.killed or judge_run.cpu_s > CHECKER_LIMITS.cpu_s \
+            else f"ended abnormally ({_describe_end(judge_run)})"
+        message = f"the judge program {how}; its message: {message}".rstrip()
+    elif verdict.ok:
+        label = "AC" if verdict.ratio == 1.0 or not math.isfinite(verdict.ratio) else "PC"
+    else:
+        label = "PC" if verdict.ratio > 0 else "WA"
+    return CaseResult(number, label, verdict.ratio, verdict.unbounded, run.cpu_s, run.rss_bytes, message, stderr)
+
+
+def program_failure(run: ProgramRun, limits: RunLimits, stderr: str) -> tuple[str, str] | None:
+    """(verdict, reason) when the program did not end cleanly within its limits, else None."""
+    if run.killed == "wall" or run.sandbox.timed_out == "wall":
+        return "TLE", f"the program did not finish within {limits.wall_s:g} s of wall-clock time"
+    if run.cpu_s > limits.cpu_s or run.signal == signal.SIGXCPU:
+        return "TLE", f"the program used {run.cpu_s:.3f} s of CPU time (limit {limits.cpu_s:g} s)"
+    if run.sandbox.oom_killed or run.rss_bytes > limits.memory_bytes:
+        return "MLE", f"the program used more than its {limits.memory_bytes // MiB} MiB of memory"
+    if run.signal == signal.SIGXFSZ:
+        return "OLE", f"the program wrote more than {(limits.file_size or 0) // MiB} MiB of output"
+    if run.exit_code is None and run.signal is None:
+        return "RE", f"the sandbox ended the program ({_describe_end(run)})"
+    if run.signal is not None or run.exit_code != 0:
+        if "std::bad_alloc" in stderr:  # a refused allocation under the address-space limit
+            return "MLE", f"the program could not allocate memory within {limits.memory_bytes // MiB} MiB " \
+                          f"({_describe_end(run)})"
+        return "RE", f"the program {_describe_end(run)}"
+    return None
+
+
+def _describe_end(run: ProgramRun) -> str:
+    if run.signal is not None:
+        try:
+            name = signal.Signals(run.signal).name
+        except ValueError:
+            name = f"signal {run.signal}"
+        return f"was killed by {name}"
+    if run.exit_code is not None:
+        return f"exited with code {run.exit_code}"
+    sandbox = run.sandbox
+    return f"sandbox status {sandbox.returncode}, timed out: {sandbox.timed_out}; {sandbox.stderr.text()[-300:]}"
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")

@@ -1,0 +1,163 @@
+"""One program run under a judge's limits: `launch.py` inside an Engram sandbox.
+
+The sandbox gives isolation (what the program can see, no network, a process cap, a backstop for
+time and memory); the launcher inside it gives the judge's exact limits and measurements, the same
+under every backend: CPU seconds and peak memory from `wait4`, the wall-clock limit on the program
+alone (not on the sandbox's start-up), the address-space, data and stack limits the upstream judge
+sets. Its report is read from the sandbox's stdout, where only the launcher can write.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from engram.sandbox import Limits, Mount, Sandbox, SandboxResult, clean_environment
+from engram.sandbox.base import KiB, MiB
+
+LAUNCHER = Path(__file__).with_name("launch.py")
+PROGRAM_ENV = {"PATH": "/usr/bin:/bin"}
+"""The only environment upstream gives a program, checker or interactor."""
+_SANDBOX_SLACK_S = 15.0
+"""Wall time the sandbox itself may take on top of the program's limit (a container's start-up)."""
+_LAUNCHER_MEMORY = 256 * MiB
+"""Memory the launcher (a Python interpreter) needs beside the program it watches."""
+
+
+@dataclass(frozen=True)
+class Stream:
+    path: Path
+    mode: Literal["r", "w"]
+    fd: int
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    cpu_s: float
+    wall_s: float
+    memory_bytes: int
+    """Kept for the verdict (peak memory above it is a memory-limit failure)."""
+    address_space: int | None
+    data: int | None
+    stack: int | None
+    file_size: int | None
+    max_processes: int = 128
+
+
+@dataclass(frozen=True)
+class ProgramRun:
+    """What the launcher saw, or why it could not say (`report` is None)."""
+
+    exit_code: int | None
+    signal: int | None
+    cpu_s: float
+    wall_s: float
+    rss_bytes: int
+    killed: str | None
+    """"wall" when the launcher killed the program at its wall-clock limit."""
+    sandbox: SandboxResult
+
+    @property
+    def clean_exit(self) -> bool:
+        return self.exit_code == 0 and self.signal is None and self.killed is None
+
+
+def launch(sandbox: Sandbox, argv: list[str], *, session: Path, workdir: Path, streams: list[Stream],
+           mounts: list[Mount], limits: RunLimits) -> ProgramRun:
+    """Run `argv` (paths valid inside the sandbox) with `limits`; streams are opened in the given order."""
+    spec = {
+        "argv": argv,
+        "env": PROGRAM_ENV,
+        "streams": [[str(s.path), s.mode, s.fd] for s in streams],
+        "cpu_s": limits.cpu_s,
+        "wall_s": limits.wall_s,
+        "address_space": limits.address_space,
+        "data": limits.data,
+        "stack": limits.stack,
+        "file_size": limits.file_size,
+    }
+    backstop = Limits(
+        wall_seconds=limits.wall_s + _SANDBOX_SLACK_S,
+        cpu_seconds=math.ceil(limits.cpu_s) + 2,
+        memory_bytes=max(limits.memory_bytes, limits.address_space or 0, limits.data or 0) + _LAUNCHER_MEMORY,
+        file_size_bytes=(limits.file_size or 256 * MiB) + MiB,
+        max_processes=limits.max_processes + 4,
+        output_bytes=64 * KiB,
+    )
+    command = [sandbox.python, "-I", "-S", str(session / LAUNCHER.name), json.dumps(spec)]
+    result = sandbox.run(command, workdir=workdir, mounts=[Mount(session), *mounts], limits=backstop,
+                         env=clean_environment(workdir))
+    return _parse(result, limits)
+
+
+def install_launcher(session: Path) -> None:
+    shutil.copyfile(LAUNCHER, session / LAUNCHER.name)
+
+
+def _parse(result: SandboxResult, limits: RunLimits) -> ProgramRun:
+    report: dict[str, object] | None = None
+    for line in reversed(result.stdout.text().splitlines()):
+        if line.startswith("{"):
+            try:
+                loaded = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(loaded, dict):
+                report = loaded
+                break
+    if report is None:  # the sandbox ended the launcher itself (its backstop) or it could not start
+        killed = "wall" if result.timed_out else None
+        return ProgramRun(exit_code=None, signal=result.signal, cpu_s=result.cpu_seconds, wall_s=result.wall_seconds,
+                          rss_bytes=result.max_rss_bytes, killed=killed, sandbox=result)
+    return ProgramRun(
+        exit_code=_int(report.get("exit")), signal=_int(report.get("signal")),
+        cpu_s=_float(report.get("cpu_s")), wall_s=_float(report.get("wall_s")),
+        rss_bytes=_int(report.get("rss_bytes")) or 0, killed="wall" if report.get("killed") == "wall" else None,
+        sandbox=result,
+    )
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _open_regular(path: Path) -> int | None:
+    """A descriptor for a file a sandboxed program wrote: a regular file only, never through a link it
+    may have planted in its place."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def read_capped(path: Path, limit: int) -> bytes:
+    """At most the first `limit` bytes of a file a sandboxed program wrote (b"" if not a regular file)."""
+    fd = _open_regular(path)
+    if fd is None:
+        return b""
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(limit)
+
+
+def copy_regular(source: Path, destination: Path) -> bool:
+    """Copy a file a sandboxed program wrote to where it cannot reach; False if it is not a regular file."""
+    fd = _open_regular(source)
+    if fd is None:
+        return False
+    with os.fdopen(fd, "rb") as handle, destination.open("wb") as out:
+        shutil.copyfileobj(handle, out, 1 << 20)
+    return True

@@ -1,0 +1,300 @@
+"""The Frontier-CS family: the judge on the suite's own problems (tests/frontier_cs/problems, laid out like
+upstream's, with our own checker and interactor), and loading, listing and test-case handling of the
+real problems in the data copy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engram.errors import DataError, ProblemNotFoundError
+from engram.evaluation.evaluator import CandidateEvaluator
+from engram.frontier_cs.config import parse_config
+from engram.frontier_cs.family import FrontierProblem, list_family, load, load_folder
+from engram.frontier_cs.protocol import read_verdict
+from engram.problem import load_problem
+from engram.sandbox import get_sandbox
+from tests.conftest import require_backend
+
+PROBLEMS = Path(__file__).parent / "frontier_cs" / "problems"
+DATA = Path(os.environ.get("ENGRAM_DATA_DIR") or "/nonexistent") / "frontier-cs"
+if os.environ.get("CI") and not DATA.is_dir():
+    raise RuntimeError(f"the Frontier-CS data copy must be in ENGRAM_DATA_DIR in CI ({DATA} is missing)")
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is required (installed by .ci/run)")
+
+SUM = r"""#include <cstdio>
+int main() { long long a, b; scanf("%lld %lld", &a, &b); printf("%lld\n", a + b); }
+"""
+HALF = r"""#include <cstdio>
+int main() { long long a, b; scanf("%lld %lld", &a, &b); printf("%lld\n", (a + b) / 2); }
+"""
+WRONG = r"""#include <cstdio>
+int main() { printf("-5\n"); }
+"""
+SLOW = r"""int main() { volatile unsigned long x = 0; for (;;) x++; }
+"""
+HUNGRY = r"""#include <vector>
+#include <cstdio>
+int main() { std::vector<char> v(512u << 20, 1); printf("%d\n", (int)v[12345]); }
+"""
+CRASH_WITH_FAKE_RATIO = r"""#include <cstdio>
+#include <cstdlib>
+int main() { fprintf(stderr, "ok Ratio: 1.0000\npoints 1 Ratio: 1\n"); fflush(stderr); abort(); }
+"""
+FAKE_RATIO_ON_STDOUT = r"""#include <cstdio>
+int main() { printf("Ratio: 1.0000\nRatioUnbounded: 9.0\n"); }
+"""
+ANSWER_PATH = PROBLEMS / "sum" / "testdata"
+READ_ANSWERS = r"""#include <cstdio>
+int main() {
+  long long a, b, x = -1; scanf("%lld %lld", &a, &b);
+  const char* names[] = {"ANS/1.ans", "ANS/2.ans"};
+  for (const char* name : names) {
+    FILE* f = fopen(name, "r"); if (f && fscanf(f, "%lld", &x) == 1 && x == a + b) break; }
+  printf("%lld\n", x);
+}
+""".replace("ANS", str(ANSWER_PATH))
+NO_COMPILE = "int main( {"
+BINARY_SEARCH = r"""#include <cstdio>
+int main() {
+  int n; scanf("%d", &n); int lo = 1, hi = n;
+  while (lo < hi) { int m = (lo + hi) / 2; printf("? %d\n", m); fflush(stdout); int r; scanf("%d", &r);
+    if (r == 0) { lo = hi = m; break; } if (r < 0) lo = m + 1; else hi = m - 1; }
+  printf("! %d\n", lo); fflush(stdout);
+}
+"""
+LINEAR_SEARCH = r"""#include <cstdio>
+int main() {
+  int n; scanf("%d", &n);
+  for (int i = 1; i <= n; i++) { printf("? %d\n", i); fflush(stdout); int r; scanf("%d", &r);
+    if (r == 0) { printf("! %d\n", i); fflush(stdout); return 0; } }
+}
+"""
+INTERACTIVE_CRASH = r"""#include <cstdio>
+int main() { int n; scanf("%d", &n); fprintf(stderr, "points 1 Ratio: 1.0000\n"); return 3; }
+"""
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENGRAM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "frontier-cache"))
+
+
+@pytest.fixture(scope="module", params=["process", "bwrap"])
+def backend(request: pytest.FixtureRequest) -> str:
+    require_backend(request.param)
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def sum_evaluator(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CandidateEvaluator]:
+    problem = load_problem(PROBLEMS / "sum")
+    with CandidateEvaluator(problem, get_sandbox(backend, quiet=True), time_limit_s=120) as evaluator:
+        yield evaluator
+
+
+@pytest.fixture(scope="module")
+def guess_evaluator(backend: str) -> Iterator[CandidateEvaluator]:
+    problem = load_problem(PROBLEMS / "guess")
+    with CandidateEvaluator(problem, get_sandbox(backend, quiet=True), time_limit_s=120) as evaluator:
+        yield evaluator
+
+
+def _verdicts(evaluation: object) -> list[str]:
+    return [s.metrics["verdict"] for s in evaluation.scenarios.values()]  # type: ignore[attr-defined]
+
+
+# -- the judge on our own problems ------------------------------------------------------------------------
+
+
+def test_correct_program_scores_100_with_per_case_results(sum_evaluator: CandidateEvaluator,
+                                                          tmp_path: Path) -> None:
+    result = sum_evaluator.evaluate(SUM, artifacts_dir=tmp_path)
+    assert result.ok and result.score == 100.0
+    assert _verdicts(result) == ["AC", "AC"]
+    case = result.scenarios["1"]
+    assert case.metrics["ratio"] == 1.0 and "Ratio: 1.0000" in str(case.metrics["message"])
+    assert isinstance(case.metrics["time_s"], float) and isinstance(case.metrics["memory_mb"], float)
+    cases = json.loads((tmp_path / "cases.json").read_text())
+    assert [c["verdict"] for c in cases] == ["AC", "AC"] and "message" in cases[0]
+
+
+def test_partial_credit_is_the_mean_of_the_checkers_ratios(sum_evaluator: CandidateEvaluator) -> None:
+    result = sum_evaluator.evaluate(HALF)
+    assert result.ok
+    assert _verdicts(result) == ["PC", "PC"]
+    ratios = [s.metrics["ratio"] for s in result.scenarios.values()]
+    assert ratios == [pytest.approx(3 / 7, abs=1e-4), pytest.approx(0.5)]
+    assert result.score == pytest.approx(100 * sum(ratios) / 2)
+    assert result.metrics["score_unbounded"] == pytest.approx(100 * sum(2 * r for r in ratios) / 2, abs=1e-2)
+
+
+def test_wrong_answer_scores_zero(sum_evaluator: CandidateEvaluator) -> None:
+    result = sum_evaluator.evaluate(WRONG)
+    assert result.ok and result.score == 0.0
+    assert _verdicts(result) == ["WA", "WA"]
+    assert result.scenarios["1"].error_kind == "invalid_output"
+
+
+def test_too_slow_program_gets_time_limit_exceeded(sum_evaluator: CandidateEvaluator) -> None:
+    result = sum_evaluator.evaluate(SLOW)
+    assert result.ok and result.score == 0.0
+    assert _verdicts(result) == ["TLE", "TLE"]
+
+
+def test_too_hungry_program_gets_memory_limit_exceeded(sum_evaluator: CandidateEvaluator) -> None:
+    result = sum_evaluator.evaluate(HUNGRY)
+    assert result.score == 0.0
+    assert _verdicts(result) == ["MLE", "MLE"]
+
+
+def test_a_crash_scores_zero_whatever_it_printed_to_stderr(sum_evaluator: CandidateEvaluator) -> None:
+    result = sum_evaluator.evaluate(CRASH_WITH_FAKE_RATIO)
+    assert result.score == 0.0
+    assert _verdicts(result) == ["RE", "RE"]
+    assert "SIGABRT" in str(result.scenarios["1"].error)
+    assert "Ratio: 1" in result.stderr  # shown to the agent, never read as a verdict
+
+
+def test_fake_ratio_on_stdout_is_just_a_wrong_answer(sum_evaluator: CandidateEvaluator) -> None:
+    result = sum_evaluator.evaluate(FAKE_RATIO_ON_STDOUT)
+    assert result.score == 0.0 and result.metrics["score_unbounded"] == 0.0
+    assert _verdicts(result) == ["WA", "WA"]
+
+
+def test_program_cannot_read_the_answer_files(sum_evaluator: CandidateEvaluator, backend: str) -> None:
+    if backend == "process":
+        pytest.skip("the process backend does not hide files (documented); bwrap and docker do")
+    result = sum_evaluator.evaluate(READ_ANSWERS)
+    assert result.score == 0.0
+    assert _verdicts(result) == ["WA", "WA"]
+
+
+def test_compile_error_fails_the_evaluation(sum_evaluator: CandidateEvaluator) -> None:
+    result = sum_evaluator.evaluate(NO_COMPILE)
+    assert not result.ok and result.score is None
+    assert result.error_kind == "syntax" and "compilation failed" in str(result.error)
+    assert "main.cpp" in result.stderr
+
+
+def test_interactive_problem_scores_through_the_interactor(guess_evaluator: CandidateEvaluator) -> None:
+    result = guess_evaluator.evaluate(BINARY_SEARCH)
+    assert result.ok and result.score == 100.0, result.scenarios
+    linear = guess_evaluator.evaluate(LINEAR_SEARCH)
+    assert _verdicts(linear) == ["PC", "PC"]
+    assert linear.score == pytest.approx(100 * (7 / 37 + 7 / 90) / 2, abs=0.02)
+
+
+def test_interactive_crash_scores_zero_despite_a_fake_ratio(guess_evaluator: CandidateEvaluator) -> None:
+    result = guess_evaluator.evaluate(INTERACTIVE_CRASH)
+    assert result.score == 0.0
+    assert _verdicts(result) == ["RE", "RE"]
+
+
+def test_interactive_silent_program_is_rejected_by_the_interactor(guess_evaluator: CandidateEvaluator) -> None:
+    result = guess_evaluator.evaluate("int main() { return 0; }")
+    assert result.score == 0.0
+    assert _verdicts(result) == ["WA", "WA"]
+    assert "unexpected eof" in str(result.scenarios["1"].error)
+
+
+# -- the checker protocol and config ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("ok", "message", "ratio", "unbounded"), [
+    (True, "ok Ratio: 1.0000", 1.0, 1.0),
+    (False, "points 0.5 Value: 3. Ratio: 0.5000, RatioUnbounded: 1.2500", 0.5, 1.25),
+    (True, "ok accepted", 1.0, 1.0),
+    (False, "wrong answer", 0.0, 0.0),
+    (False, "points 0 Ratio: -0.5000", 0.0, 0.0),  # signs are not matched: the exit code decides
+    (False, "RatioUnbounded=0.7", 0.0, 0.0),  # problem 64's form: no `Ratio: ` at all
+    (False, "Ratio: 0.25.7 more", 0.25, 0.25),  # parseFloat stops at the second dot
+])
+def test_ratios_are_read_as_upstream_reads_them(ok: bool, message: str, ratio: float, unbounded: float) -> None:
+    verdict = read_verdict(ok, message)
+    assert (verdict.ratio, verdict.unbounded) == (ratio, unbounded)
+
+
+def test_config_units_and_byte_order_mark() -> None:
+    config = parse_config("\ufefftype: interactive\ntime: 250ms\nmemory: 1024m\nsubtasks:\n- {score: 100, n_cases: 2}\n"
+                          "- {score: 0, n_cases: 1, time: 2s}\n", "config.yaml")
+    assert config.interactive and config.checker == "interactor.cc"
+    assert [(c.number, c.time_s, c.memory_bytes) for c in config.cases] == [
+        (1, 0.25, 1 << 30), (2, 0.25, 1 << 30), (3, 2.0, 1 << 30)]
+    assert parse_config("subtasks: [{n_cases: 1}]\nfilename: std.cc\n", "c").source_name == "std.cc"
+
+
+# -- the real problems -------------------------------------------------------------------------------------
+
+real_data = pytest.mark.skipif(not DATA.is_dir(), reason="the Frontier-CS data copy is not beside the repository")
+
+
+@real_data
+def test_listing_names_all_156_problems_with_type_and_title() -> None:
+    listed = list_family()
+    assert len(listed) == 156
+    by_name = {item.name: item for item in listed}
+    assert by_name["frontier_cs/1"].kind == "default" and by_name["frontier_cs/1"].title.startswith("Problem F")
+    assert by_name["frontier_cs/2"].kind == "interactive" and by_name["frontier_cs/2"].title == "Permutation"
+    assert sum(1 for item in listed if item.kind == "interactive") == 68
+    assert "1 of 3 cases judgeable" in by_name["frontier_cs/45"].note
+
+
+@real_data
+def test_real_problem_loads_with_cases_as_scenarios() -> None:
+    problem = load_problem("frontier_cs/0")
+    assert isinstance(problem, FrontierProblem) and problem.name == "frontier_cs/0"
+    assert len(problem.select_scenarios()) == 70
+    assert problem.judge_config.time_s == 2.0 and problem.judge_config.memory_bytes == 256 << 20
+    assert problem.task_prompt.startswith(first_statement_line(0))
+    assert "100 times the mean ratio" in problem.task_prompt
+    assert problem.initial_program.suffix == ".cpp"
+    filename = load("frontier_cs/6")
+    assert filename.judge_config.source_name == "std.cc"
+    assert load("frontier_cs/6/unbounded").fingerprint() != filename.fingerprint()
+
+
+def first_statement_line(problem_id: int) -> str:
+    text = (DATA / "algorithmic" / "problems" / str(problem_id) / "statement.txt").read_text(encoding="utf-8")
+    return next(line.strip() for line in text.splitlines() if line.strip())
+
+
+@real_data
+def test_missing_inputs_say_which_cases_cannot_be_judged() -> None:
+    partial = load("frontier_cs/45")
+    assert partial.missing_cases() == [1, 2]
+    assert [s.name for s in partial.select_scenarios()] == ["3"]
+    with pytest.raises(DataError, match=r"case\(s\) 1, 2 cannot be judged"):
+        partial.select_scenarios(["1"])
+    with pytest.raises(DataError, match="nothing to judge"):
+        load("frontier_cs/4").select_scenarios()
+
+
+@real_data
+def test_missing_checker_is_one_line_saying_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    checker = DATA / "algorithmic" / "problems" / "1" / "chk.cc"
+    if checker.is_file():
+        pytest.skip("this data directory holds the upstream checkers")
+    with pytest.raises(DataError) as caught:
+        load("frontier_cs/1").judge_files()
+    message = str(caught.value)
+    assert "\n" not in message and "chk.cc is missing" in message and "engram data frontier_cs/1" in message
+    assert "raw.githubusercontent.com/FrontierCS/Frontier-CS/4d508c19" in message
+
+
+def test_unknown_problem_ids_are_refused() -> None:
+    with pytest.raises(ProblemNotFoundError, match="no problem 999"):
+        load("frontier_cs/999")
+
+
+def test_folder_problem_fingerprint_covers_its_checker(tmp_path: Path) -> None:
+    copy = tmp_path / "sum"
+    shutil.copytree(PROBLEMS / "sum", copy)
+    before = load_folder(copy).fingerprint()
+    (copy / "chk.cc").write_text((copy / "chk.cc").read_text() + "\n// changed\n")
+    assert load_folder(copy).fingerprint() != before
