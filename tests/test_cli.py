@@ -28,7 +28,10 @@ def test_problems_lists_the_built_in_problems_sorted():
     done = _run("problems")
     assert done.returncode == 0
     names = [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
-    assert names == sorted(names)
+    built_in = [n for n in names if not n.startswith("frontier_cs/")]
+    assert built_in == sorted(built_in)
+    family = [int(n.split("/")[1]) for n in names if n.startswith("frontier_cs/")]
+    assert names[len(built_in):] == [f"frontier_cs/{i}" for i in family] and family == sorted(family)
     assert {"cloudcast", "llm_sql", "llm_routing", "prism", "telemetry_repair", "txn_scheduling", "eplb",
             "cant_be_late", "cant_be_late_multi"} <= set(names)
 
