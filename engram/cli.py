@@ -390,18 +390,23 @@ def sandbox() -> None:
 
 
 @sandbox.command()
+@click.option("--all", "everything", is_flag=True, help="Also remove the containers of runs that are still going.")
 @_reports_errors
-def prune() -> None:
-    """Remove Docker sandbox containers (label engram.sandbox=1) that a crash left behind."""
+def prune(everything: bool) -> None:
+    """Remove what killed Engram processes left: sandbox containers and scratch directories."""
     from engram.errors import SandboxError
+    from engram.leftovers import remove_dead_temp_roots
     from engram.sandbox.docker import DockerSandbox
     from engram.sandbox.docker import prune as prune_containers
 
+    directories = remove_dead_temp_roots()
     reason = DockerSandbox.availability()
     if reason is not None:
-        raise SandboxError(f"cannot prune: {reason}")
-    removed = prune_containers()
-    click.echo(f"removed {removed} sandbox container{'s' if removed != 1 else ''}")
+        raise SandboxError(f"removed {directories} scratch directories, but cannot prune containers: {reason}")
+    done = prune_containers(everything=everything)
+    click.echo(f"removed {done.removed} sandbox container{'s' if done.removed != 1 else ''}"
+               + (f"; kept {done.kept} of runs still going (--all removes them too)" if done.kept else "")
+               + f"; removed {directories} scratch director{'ies' if directories != 1 else 'y'}")
 
 
 @sandbox.command()

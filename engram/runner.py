@@ -25,6 +25,7 @@ import yaml
 from engram import __version__
 from engram.archive import SeedArchive, read_jsonl, write_atomic, write_json
 from engram.errors import ConfigError, EngramError, Interrupted
+from engram.leftovers import owned_temp_root, remove_dead_temp_roots
 from engram.progress import Progress
 from engram.spec import SCRIPTED_MODEL, Spec, load_spec, parse_spec
 
@@ -185,14 +186,27 @@ def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | Non
                             problem_fingerprint=problem.fingerprint(), sandbox=sandbox.name,
                             sandbox_image=_image_record(sandbox))
     tracking_uri = (spec.tracking.uri or tracking_uri or default_tracking_uri()) if spec.tracking.mlflow else None
+    _remove_leftovers(run_dir, sandbox)
     try:
-        with _stop_sandboxes_on_interrupt():
+        with owned_temp_root(), _stop_sandboxes_on_interrupt():
             outcomes = _run_seeds(spec, run_dir, problem, sandbox, progress, tracking_uri, resumed,
                                   spec.seeds if seeds is None else seeds, shared_budget)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; everything recorded so far is in {run_dir}. "
                           f"Continue with: engram resume {run_dir}") from None
     return RunOutcome(run_dir, outcomes, tracking_uri)
+
+
+def _remove_leftovers(run_dir: Path, sandbox: Any) -> None:
+    """What killed processes left: this run's containers (SIGKILL gave them no chance to go) and
+    every dead Engram process's scratch directory. Live runs' containers and files are kept."""
+    containers = 0
+    if sandbox.name == "docker":
+        containers = sandbox.remove_dead_containers({RUN_DIR_LABEL: str(run_dir.resolve())})
+    directories = remove_dead_temp_roots()
+    if containers or directories:
+        print(f"engram: removed {containers} container(s) of this run and {directories} scratch "
+              "directory(ies) left by killed Engram processes", file=sys.stderr)
 
 
 def _image_record(sandbox: Any) -> dict[str, Any] | None:

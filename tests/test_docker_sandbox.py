@@ -23,7 +23,8 @@ from engram.evaluation.evaluator import CandidateEvaluator
 from engram.problem import Problem
 from engram.sandbox import Limits, Mount, clean_environment, get_sandbox
 from engram.sandbox.base import MiB
-from engram.sandbox.docker import LABEL, DockerSandbox, DockerShell
+from engram.sandbox.docker import LABEL, OWNER_LABEL, DockerSandbox, DockerShell, Pruned
+from engram.sandbox.docker import prune as prune_containers
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 ENTRY = "def search_algorithm(src, dsts, G, num_partitions):\n"
@@ -195,10 +196,50 @@ def test_prune_removes_containers_a_crash_left_behind(docker_sandbox: DockerSand
         done = subprocess.run([sys.executable, "-m", "engram.cli", "sandbox", "prune"], capture_output=True,
                               text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
-        assert f"removed {len(before) + 1} sandbox container" in done.stdout
-        assert _ours() == set()
+        assert "removed 1 sandbox container" in done.stdout or f"removed {len(before) + 1} sandbox" in done.stdout
+        assert left.id not in _ours()  # no owner label: nothing alive can claim it
     finally:
         client.close()
+
+
+def test_prune_keeps_the_containers_of_a_live_run_unless_all(docker_sandbox: DockerSandbox):
+    """The owner label names a process by pid and start time: alive, its container stays."""
+    import docker
+
+    from engram.leftovers import current_owner
+
+    owner = subprocess.Popen(["sleep", "600"])
+    client = docker.from_env()
+    try:
+        label = current_owner().label.rsplit(":", 2)[0]
+        start = Path(f"/proc/{owner.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        live = client.containers.run(docker_sandbox.image, ["sleep", "600"], detach=True, network_mode="none",
+                                     labels={LABEL: "1", OWNER_LABEL: f"{label}:{owner.pid}:{start}"})
+        prune = [sys.executable, "-m", "engram.cli", "sandbox", "prune"]
+        done = subprocess.run(prune, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert live.id in _ours() and "kept" in done.stdout and "--all" in done.stdout
+        owner.kill()
+        owner.wait()
+        done = subprocess.run(prune, capture_output=True, text=True, timeout=60, check=False)
+        assert live.id not in _ours(), done.stdout
+        # `--all` (tried on this test's own container only: other runs may share the engine)
+        mine = {LABEL: "1", OWNER_LABEL: current_owner().label, "engram.test": str(os.getpid())}
+        again = client.containers.run(docker_sandbox.image, ["sleep", "600"], detach=True, network_mode="none",
+                                      labels=mine)
+        assert prune_containers(client, labels=mine) == Pruned(removed=0, kept=1)
+        assert prune_containers(client, everything=True, labels=mine) == Pruned(removed=1, kept=0)
+        assert again.id not in _ours()
+    finally:
+        owner.kill()
+        client.close()
+
+
+def test_containers_carry_their_owner(docker_sandbox: DockerSandbox, tmp_path: Path):
+    from engram.leftovers import current_owner
+
+    options = docker_sandbox._create_options(["true"], tmp_path, (), Limits(), {})
+    assert options["labels"][OWNER_LABEL] == current_owner().label and options["labels"][LABEL] == "1"
 
 
 def test_the_image_is_resolved_to_its_content(docker_sandbox: DockerSandbox):
@@ -282,6 +323,33 @@ def test_a_shell_command_over_the_memory_limit_is_reported_as_oom(shell: DockerS
     result = shell.run("python3 -c \"b = bytearray(1 << 30); print(len(b))\"", wall_seconds=60, output_bytes=4096)
     assert result.returncode == -9 and result.oom_killed and result.timed_out is None
     assert shell.run("echo alive", wall_seconds=30, output_bytes=4096).stdout.text() == "alive\n"
+
+
+def test_a_shell_whose_processes_were_all_killed_is_replaced_and_says_so(shell: DockerShell):
+    """`kill -KILL -1` ends the container's idle process and so the container: no 409 for the next
+    command, which runs in a fresh container and tells the agent what it lost."""
+    assert shell.run("echo kept > /tmp/state; kill -9 1; echo init-survives", wall_seconds=30,
+                     output_bytes=4096).stdout.text() == "init-survives\n"  # pid 1 ignores its namespace's SIGKILL
+    first = shell.container_id
+    killed = shell.run("kill -KILL -1", wall_seconds=30, output_bytes=4096)
+    assert killed.notes == [DockerShell.STOPPED]
+    after = shell.run("cat /tmp/state 2>&1; echo alive", wall_seconds=30, output_bytes=4096)
+    assert after.returncode == 0 and after.stdout.text().endswith("alive\n")
+    assert after.notes == [DockerShell.RESTARTED] and "No such file" in after.stdout.text()
+    assert shell.container_id not in (None, first)
+    assert shell.run("echo again", wall_seconds=30, output_bytes=4096).notes == []
+
+
+def test_a_shell_container_removed_behind_its_back_is_replaced(shell: DockerShell, docker_sandbox: DockerSandbox):
+    shell.run("true", wall_seconds=30, output_bytes=1024)
+    docker_sandbox._client.api.remove_container(shell.container_id, force=True)
+    result = shell.run("echo fresh", wall_seconds=30, output_bytes=1024)
+    assert result.stdout.text() == "fresh\n" and result.notes == [DockerShell.RESTARTED]
+
+
+def test_the_process_cap_of_a_shell_command_is_reported(shell: DockerShell):
+    result = shell.run("for i in $(seq 100); do sleep 5 & done; wait", wall_seconds=30, output_bytes=4096)
+    assert result.process_cap_hit and not result.oom_killed
 
 
 def test_closing_a_shell_removes_its_container(docker_sandbox: DockerSandbox, tmp_path: Path):
@@ -382,17 +450,24 @@ def test_the_images_packages_are_the_pinned_ones(docker_sandbox: DockerSandbox, 
     assert installed == requirements()
 
 
-def test_a_killed_runner_leaves_only_what_prune_removes(docker_sandbox: DockerSandbox, tmp_path: Path):
-    """SIGKILL gives Engram no chance to clean up: the agent's shell container stays until `prune`."""
+def _scratch_roots() -> set[Path]:
+    from engram.leftovers import TEMP_PREFIX, temp_base
+
+    return set(temp_base().glob(f"{TEMP_PREFIX}*"))
+
+
+def test_a_killed_runners_leftovers_are_removed_by_its_resume(docker_sandbox: DockerSandbox, tmp_path: Path):
+    """SIGKILL gives Engram no chance to clean up: its shell container and scratch directory stay
+    until the run resumes (or `engram sandbox prune`)."""
     import signal
 
     from engram_runs import SUMMARY, make_spec
 
     spec = make_spec(tmp_path, [[
-        {"tool_calls": [{"name": "execute", "args": {"command": "sleep 120"}}]},
+        {"tool_calls": [{"name": "execute", "args": {"command": "sleep 30"}}]},
         {"content": SUMMARY},
     ]], sandbox={"backend": "docker"})
-    before = _ours()
+    before, roots_before = _ours(), _scratch_roots()
     runner = subprocess.Popen([sys.executable, "-m", "engram.cli", "apply", str(spec), "-q"], env=os.environ.copy(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -405,10 +480,14 @@ def test_a_killed_runner_leaves_only_what_prune_removes(docker_sandbox: DockerSa
         runner.send_signal(signal.SIGKILL)
         runner.wait(30)
     assert left <= _ours()  # still there: nobody removed it
-    done = subprocess.run([sys.executable, "-m", "engram.cli", "sandbox", "prune"], capture_output=True, text=True,
-                          timeout=120, check=False, env=os.environ.copy())
+    roots = _scratch_roots() - roots_before
+    assert roots, "the runner made no scratch directory of its own"
+    [run_dir] = (tmp_path / "runs").glob("*/*")
+    done = subprocess.run([sys.executable, "-m", "engram.cli", "resume", str(run_dir), "-q"], capture_output=True,
+                          text=True, timeout=300, check=False, env=os.environ.copy())
     assert done.returncode == 0, done.stderr
-    assert not (left & _ours())
+    assert "removed 1 container(s) of this run" in done.stderr
+    assert not (left & _ours()) and not (roots & _scratch_roots())
 
 
 def test_the_smoke_spec_runs_end_to_end_in_docker(docker_sandbox: DockerSandbox, tmp_path: Path):

@@ -11,6 +11,7 @@ of the agent's time.
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +22,8 @@ from deepagents.backends import CompositeBackend, FilesystemBackend
 from deepagents.backends.protocol import ExecuteResponse, SandboxBackendProtocol
 from deepagents.middleware.filesystem import FilesystemPermission
 
-from engram.sandbox import Mount, Sandbox, clean_environment
+from engram.errors import SandboxError
+from engram.sandbox import Mount, Sandbox, SandboxResult, clean_environment
 from engram.sandbox.base import KiB, MiB, Shell
 
 ARCHIVE_ROUTE = "/archive/"
@@ -85,14 +87,32 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
             return ExecuteResponse(output="Not run: your time is up. Write your summary now.", exit_code=None)
         limit = min(self._shell_timeout_s, remaining, float(timeout) if timeout else float("inf"))
         started = time.monotonic()
-        result = self.shell().run(command, wall_seconds=limit, output_bytes=64 * KiB)
+        try:
+            result = self.shell().run(command, wall_seconds=limit, output_bytes=64 * KiB)
+        except SandboxError as exc:  # the agent's problem to hear about, not a reason to stop the run
+            return ExecuteResponse(output=f"[not run: the sandbox failed: {exc}]", exit_code=None)
         output = result.stdout.text()
         if result.stderr.total_bytes:
             output += ("\n" if output and not output.endswith("\n") else "") + result.stderr.text()
-        if result.timed_out:
-            output += f"\n[stopped after {time.monotonic() - started:.0f} s: time limit of {limit:.0f} s]"
+        for line in self._explain(result, limit, time.monotonic() - started):
+            output += ("\n" if output and not output.endswith("\n") else "") + f"[{line}]"
         truncated = result.stdout.truncated or result.stderr.truncated or len(output) > _MAX_OUTPUT_CHARS
         return ExecuteResponse(output=output[-_MAX_OUTPUT_CHARS:], exit_code=result.returncode, truncated=truncated)
+
+    def _explain(self, result: SandboxResult, limit: float, elapsed: float) -> list[str]:
+        """Why the command ended, in words: a bare `exit code -9` tells the agent nothing."""
+        lines = []
+        if result.timed_out:
+            lines.append(f"stopped after {elapsed:.0f} s: time limit of {limit:.0f} s")
+        elif result.oom_killed:
+            lines.append(f"killed: out of memory (the shell's limit is {self._memory_mb} MiB for all its processes "
+                         "together); use less memory")
+        elif result.process_cap_hit:
+            lines.append(f"the shell's limit of {_SHELL_PROCESSES} processes was reached: a fork failed or the "
+                         "command was killed; run fewer processes at once")
+        elif result.signal is not None:
+            lines.append(f"killed by signal {_signal_name(result.signal)}")
+        return lines + list(result.notes)
 
     def shell(self) -> Shell:
         """The agent's shell, opened at its first command."""
@@ -110,6 +130,13 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
         shell, self._shell = self._shell, None
         if shell is not None:
             shell.close()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 def build_backend(

@@ -11,8 +11,9 @@ One container per evaluation keeps evaluations independent: nothing a candidate 
 (files in /tmp, background processes) can affect the next one; an agent's shell keeps its state
 between commands on purpose, as a terminal does. The wall-clock limit is enforced from outside (the
 engine is asked to wait with a timeout, then to kill), since a process cannot be trusted to time
-itself out. Every container carries the label `engram.sandbox=1` so that `engram sandbox prune`
-can remove any that a crash of Engram left behind.
+itself out. Every container carries the label `engram.sandbox=1` and its owner (`engram.owner`:
+host, boot, pid and start time of the Engram process that made it, see `engram.leftovers`), so
+that `engram sandbox prune` can remove what a crash left behind without touching a live run's.
 """
 
 from __future__ import annotations
@@ -25,16 +26,19 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engram.errors import SandboxError
+from engram.leftovers import current_owner, is_dead
 from engram.sandbox.base import Limits, Mount, Sandbox, SandboxResult, Shell, StreamCapture
 from engram.sandbox.images import DEFAULT_TAG, ResolvedImage, resolve_image
 
 DEFAULT_IMAGE = DEFAULT_TAG
 IMAGE_ENV = "ENGRAM_SANDBOX_IMAGE"
 LABEL = "engram.sandbox"
+OWNER_LABEL = "engram.owner"
 CONTAINER_PATH = "/usr/local/bin:/usr/bin:/bin"
 """The image's own PATH: the host's PATH names the host interpreter, which does not exist inside."""
 
@@ -43,6 +47,8 @@ _CONTROL_TIMEOUT_S = 60.0
 _DRAIN_GRACE_S = 1.0
 _POLL_S = 0.05
 _BACKSTOP_S = 30
+_IDLE = "sleep infinity"
+"""What a shell container runs between commands."""
 _START_HINT = ("start Docker (or, for Engram's developers, `eval \"$(../shared/tools/docker-engine-up.sh)\"`), "
                "or choose --sandbox bwrap|process")
 
@@ -197,6 +203,10 @@ class DockerSandbox(Sandbox):
             if container is not None:
                 _remove(container)
 
+    def remove_dead_containers(self, labels: Mapping[str, str]) -> int:
+        """Remove containers with these labels whose Engram process is gone (a resumed run's own)."""
+        return prune(self._client, labels=labels).removed
+
     def open_shell(self, *, workdir: Path, mounts: Sequence[Mount] = (), env: Mapping[str, str],
                    memory_bytes: int | None, max_processes: int | None, lifetime_s: float) -> Shell:
         return DockerShell(self, workdir=workdir, mounts=mounts, env=env,
@@ -229,7 +239,7 @@ class DockerSandbox(Sandbox):
             "security_opt": ["no-new-privileges"],
             "init": True,
             "mounts": binds,
-            "labels": dict(self.labels),
+            "labels": {**self.labels, OWNER_LABEL: current_owner().label},
             "nano_cpus": int(self.cpus * 1e9),
             "log_config": LogConfig(type="none"),
             "stdin_open": False,
@@ -263,12 +273,21 @@ class DockerShell(Shell):
     The container starts at the first command (about 0.3 s, paid once per agent instead of per
     command) with the agent's limits for the whole container: memory, processes, CPU. Each command
     runs under `timeout -s KILL`, which signals the command's whole process group, and a command
-    that outlives its limit by a grace period anyway gets the container killed (it is re-created
-    for the next command). Files are shared with the agent's file tools through the workspace bind
-    mount; background processes live until the agent ends. The container removes itself when it
-    stops (`auto_remove`), also when its lifetime backstop expires because Engram died."""
+    that outlives its limit by a grace period anyway gets the container killed. Files are shared
+    with the agent's file tools through the workspace bind mount; background processes live until
+    the agent ends. The container removes itself when it stops (`auto_remove`), also when its
+    lifetime backstop expires because Engram died.
+
+    A command may end the container itself (`kill -KILL -1` kills its idle process, and the
+    container with it). The shell then starts a fresh one for the next command and says so in that
+    command's notes (`RESTARTED`), and in the notes of the command that ended it (`STOPPED`), so
+    the agent learns that its background processes and files outside the workspace are gone."""
 
     _GRACE_S = 2.0
+    STOPPED = ("the shell's container stopped during this command (its processes were killed); "
+               "the next command starts a fresh one")
+    RESTARTED = ("the shell's container had stopped, so this command ran in a fresh one: background "
+                 "processes and files outside the workspace (e.g. in /tmp) from earlier commands are gone")
 
     def __init__(self, sandbox: DockerSandbox, *, workdir: Path, mounts: Sequence[Mount], env: Mapping[str, str],
                  limits: Limits) -> None:
@@ -279,6 +298,8 @@ class DockerShell(Shell):
         self._limits = limits
         self._lock = threading.Lock()
         self._container_id: str | None = None
+        self._lost = False
+        """A container of this shell stopped without `close`: the next one is announced as a restart."""
         self._pids: Path | None = None
         self._memory: Path | None = None
 
@@ -287,19 +308,10 @@ class DockerShell(Shell):
         return self._container_id
 
     def run(self, command: str, *, wall_seconds: float, output_bytes: int) -> SandboxResult:
-        import docker.errors
-
-        container_id = self._ensure_container()
-        api = self._sandbox._client.api
+        notes: list[str] = []
         owner = self._workdir.stat()
         argv = ["timeout", "-s", "KILL", f"{max(wall_seconds, 0.1):.3f}s", "/bin/bash", "-c", command]
-        try:
-            exec_id = api.exec_create(container_id, argv, stdout=True, stderr=True, environment=self._env,
-                                      workdir=str(self._workdir), user=f"{owner.st_uid}:{owner.st_gid}")["Id"]
-            stream = self._sandbox._stream_client.api.exec_start(exec_id, stream=True, demux=True)
-        except docker.errors.APIError as exc:
-            self.close()  # a dead or wedged container: the next command gets a fresh one
-            raise SandboxError(f"the Docker engine refused the shell command: {_first_line(exc)}") from exc
+        container_id, exec_id, stream = self._exec_start(argv, f"{owner.st_uid}:{owner.st_gid}", notes)
         captures = (StreamCapture(output_bytes), StreamCapture(output_bytes))
         reader = threading.Thread(target=_pump, args=(stream, captures), name="engram-docker-shell", daemon=True)
         reader.start()
@@ -308,32 +320,82 @@ class DockerShell(Shell):
         started = time.monotonic()
         info, forced = self._wait(exec_id, started + wall_seconds + self._GRACE_S)
         wall = time.monotonic() - started
+        cap_hit, oom = _cap_count(pids) > pids_before, _oom_count(memory) > ooms_before
         reader.join(_DRAIN_GRACE_S)
         with contextlib.suppress(Exception):
             stream.close()
         returncode = _translate(int(info.get("ExitCode") if info.get("ExitCode") is not None else -signal.SIGKILL))
-        oom = _oom_count(memory) > ooms_before
+        if not forced and returncode < 0 and not self._idle_process_alive(container_id):
+            self._forget(container_id)
+            notes.append(self.STOPPED)
         timed_out = "wall" if forced or (returncode == -signal.SIGKILL and wall >= wall_seconds and not oom) else None
-        notes = [f"killed by the kernel's OOM killer (memory limit {self._limits.memory_bytes} bytes)"] if oom else []
         return SandboxResult(returncode=returncode, timed_out=timed_out,  # type: ignore[arg-type]
                              stdout=captures[0].result(), stderr=captures[1].result(), wall_seconds=wall,
-                             process_cap_hit=_cap_count(pids) > pids_before, oom_killed=oom,
-                             notes=notes)
+                             process_cap_hit=cap_hit, oom_killed=oom, notes=notes)
 
     def close(self) -> None:
         with self._lock:
             container_id, self._container_id = self._container_id, None
+            self._lost = False
         if container_id is None:
             return
         _active.pop(container_id, None)
         with contextlib.suppress(Exception):
             self._sandbox._client.api.remove_container(container_id, force=True)
 
-    def _ensure_container(self) -> str:
+    def _exec_start(self, argv: list[str], user: str, notes: list[str]) -> tuple[str, str, Any]:
+        """Start the command's exec; if the container died since the last command, replace it once."""
+        import docker.errors
+
+        api = self._sandbox._client.api
+        for attempt in range(2):
+            container_id = self._ensure_container(notes)
+            try:
+                exec_id = api.exec_create(container_id, argv, stdout=True, stderr=True, environment=self._env,
+                                          workdir=str(self._workdir), user=user)["Id"]
+                stream = self._sandbox._stream_client.api.exec_start(exec_id, stream=True, demux=True)
+                return container_id, exec_id, stream
+            except docker.errors.APIError as exc:
+                if attempt == 0 and not self._running(container_id):  # 404 gone or 409 not running
+                    self._forget(container_id)
+                    continue
+                self.close()  # a wedged engine: the next command tries a fresh container
+                raise SandboxError(f"the Docker engine refused the shell command: {_first_line(exc)}") from exc
+        raise AssertionError("unreachable")
+
+    def _running(self, container_id: str) -> bool:
+        import docker.errors
+
+        try:
+            state = self._sandbox._client.api.inspect_container(container_id).get("State", {})
+        except docker.errors.NotFound:
+            return False
+        return bool(state.get("Running")) and not state.get("Restarting")
+
+    def _idle_process_alive(self, container_id: str) -> bool:
+        """Whether the container still runs its idle process; once that is killed the container is
+        stopping, even if the engine does not say so yet."""
+        try:
+            listing = self._sandbox._client.api.top(container_id, ps_args="-o args")
+        except Exception:  # stopped (409) or gone (404)
+            return False
+        return any(_IDLE in " ".join(process) for process in listing.get("Processes") or [])
+
+    def _forget(self, container_id: str) -> None:
+        """The container stopped on its own: drop it (auto_remove may not have finished yet)."""
+        with self._lock:
+            if self._container_id == container_id:
+                self._container_id = None
+                self._lost = True
+        _active.pop(container_id, None)
+        with contextlib.suppress(Exception):
+            self._sandbox._client.api.remove_container(container_id, force=True)
+
+    def _ensure_container(self, notes: list[str]) -> str:
         with self._lock:
             if self._container_id is not None:
                 return self._container_id
-            options = self._sandbox._create_options(["sleep", "infinity"], self._workdir, self._mounts,
+            options = self._sandbox._create_options(_IDLE.split(), self._workdir, self._mounts,
                                                     self._limits, self._env)
             options["auto_remove"] = True
             container = self._sandbox._client.containers.create(self._sandbox.resolved.image_id, **options)
@@ -345,6 +407,9 @@ class DockerShell(Shell):
                 _remove(container)
                 raise
             self._container_id = container.id
+            if self._lost:
+                notes.append(self.RESTARTED)
+                self._lost = False
             self._pids, self._memory = _pids_cgroup(container.id), _memory_cgroup(container.id)
             return container.id
 
@@ -483,19 +548,33 @@ def _remove(container: Any) -> None:
             time.sleep(0.1)
 
 
-def prune(client: Any = None) -> int:
-    """Remove every container labelled `engram.sandbox=1` (left by a crash); return how many."""
+@dataclass(frozen=True)
+class Pruned:
+    """What `prune` did: containers removed, and containers kept because their run is alive (or
+    was started on another host, where its liveness cannot be checked)."""
+
+    removed: int
+    kept: int
+
+
+def prune(client: Any = None, *, everything: bool = False, labels: Mapping[str, str] | None = None) -> Pruned:
+    """Remove the sandbox containers whose owning Engram process is gone (all of them with
+    `everything`), optionally only those carrying `labels` (e.g. one run's directory)."""
     import docker
 
     own = client is None
     client = client or docker.from_env(timeout=int(_CONTROL_TIMEOUT_S))
+    wanted = [f"{LABEL}=1"] + [f"{key}={value}" for key, value in (labels or {}).items()]
     try:
-        removed = 0
-        for container in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
+        removed = kept = 0
+        for container in client.containers.list(all=True, filters={"label": wanted}):
+            if not everything and not is_dead(container.labels.get(OWNER_LABEL)):
+                kept += 1
+                continue
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
                 removed += 1
-        return removed
+        return Pruned(removed, kept)
     finally:
         if own:
             client.close()
