@@ -414,19 +414,21 @@ def prune(everything: bool) -> None:
 @click.option("--base", default=None, help="Base image with Python 3.11 [default: python:3.11-slim-bookworm]")
 @click.option("--offline", is_flag=True,
               help="No registry reachable: download wheels on this host, build with no network on a local --base")
+@click.option("--no-cache", is_flag=True, help="Rebuild every layer (e.g. to check the lock alone fixes the packages)")
 @_reports_errors
-def build(tag: str, base: str | None, offline: bool) -> None:
+def build(tag: str, base: str | None, offline: bool, no_cache: bool) -> None:
     """Build Engram's default Docker sandbox image and print the digest to pin in specs."""
     from engram.errors import SandboxError
     from engram.sandbox.docker import DockerSandbox
-    from engram.sandbox.images import DEFAULT_BASE, build_image
+    from engram.sandbox.images import DEFAULT_BASE, build_image, locked_tag
 
     reason = DockerSandbox.availability()
     if reason is not None:
         raise SandboxError(f"cannot build: {reason}")
-    result = build_image(tag=tag, base=base or DEFAULT_BASE, offline=offline,
+    result = build_image(tag=tag, base=base or DEFAULT_BASE, offline=offline, no_cache=no_cache,
                          say=lambda line: click.echo(line, err=True))
     click.echo(f"built {result.tag} = {result.image_id}")
+    click.echo(f"tagged {locked_tag()}: the image of this lock, run by specs with  sandbox: {{image: locked}}")
     click.echo(f"pin it in a spec with:  sandbox: {{backend: docker, image: {result.image_id}}}")
 
 

@@ -68,6 +68,16 @@ def check_credentials(spec: Spec) -> None:
         )
 
 
+def check_sandbox_image(spec: Spec) -> None:
+    """Fail before a run directory exists when the spec's Docker image is missing (or, for
+    `image: locked`, was not built from this checkout's lock), saying how to build it."""
+    if spec.sandbox.backend != "docker":
+        return
+    from engram.sandbox import get_sandbox
+
+    get_sandbox("docker", quiet=True, image=spec.sandbox.image)
+
+
 def find_unfinished_run(spec: Spec) -> Path | None:
     """The newest run directory of this spec whose resolved spec matches and that is not finished."""
     return find_run(spec, include_finished=False)
@@ -154,6 +164,7 @@ def _version(name: str) -> str | None:
 def apply(spec_path: Path, overrides: list[str], progress: Progress, *, new: bool = False) -> RunOutcome:
     spec = load_spec(spec_path, overrides)
     check_credentials(spec)
+    check_sandbox_image(spec)
     run_dir = None if new else find_unfinished_run(spec)
     resumed = run_dir is not None
     if run_dir is None:

@@ -66,13 +66,17 @@ def ensure_sandbox_image() -> None:
     import docker
 
     from engram.sandbox.docker import default_image
-    from engram.sandbox.images import build_image
+    from engram.sandbox.images import LOCK_LABEL, build_image, lock_digest, locked_tag
 
     client = docker.from_env(timeout=600)
     try:
         try:
-            client.images.get(default_image())
+            # Built from this lock, and tagged for it (a changed lock rebuilds).
+            current = client.images.get(default_image()).labels.get(LOCK_LABEL) == lock_digest()
+            current = current and client.images.get(locked_tag()) is not None
         except docker.errors.ImageNotFound:
+            current = False
+        if not current:
             base = os.environ.get("ENGRAM_TEST_IMAGE_BASE", "engram-sandbox:offline")
             build_image(tag=default_image(), base=base, offline=True, client=client)
     finally:

@@ -5,10 +5,19 @@ of the experiment. A spec pins it by content: `repo@sha256:<digest>` for an imag
 or `sha256:<id>` for one built locally. A spec that names a mutable tag still runs, but gets a
 warning naming the digest the tag resolved to, and the resolved spec records that digest either way.
 
-`engram sandbox build` builds `engram/sandbox/image/Dockerfile`. Online it installs the pinned
-`requirements.txt` from PyPI inside the build. Offline (`--offline`: no registry reachable, as on
-Engram's CI machines) it downloads the matching wheels on the host first and installs them in a
-build with no network at all, on top of any local Python 3.11 image given as `--base`.
+`engram sandbox build` builds `engram/sandbox/image/Dockerfile` from the lock file
+`requirements.lock` (every package by exact version and hash, compiled from `requirements.in`) with
+`pip install --require-hashes --no-deps`, so the same lock gives the same packages on any machine,
+whatever the index serves that day. Online it installs from PyPI inside the build, on a base named by
+digest. Offline (`--offline`: no registry reachable, as on Engram's CI machines) it downloads the
+locked wheels on the host first (checking their hashes) and installs them in a build with no network
+at all, on top of any local Python 3.11 image given as `--base`.
+
+Every build is also tagged `engram-sandbox:lock-<lock hash>` and labelled with the lock's hash. A
+spec with `sandbox.image: locked` (the paper grid's) runs in that image: the lock in the checkout
+names it, the label proves it was built from that lock, and a missing one stops the run with the
+command that builds it. Image ids differ between rebuilds (timestamps), so the lock, not the id, is
+what a spec can pin across machines; the run still records the id it ran in.
 """
 
 from __future__ import annotations
@@ -28,8 +37,14 @@ from typing import Any
 from engram.errors import SandboxError
 
 DEFAULT_TAG = "engram-sandbox:latest"
-DEFAULT_BASE = "python:3.11-slim-bookworm"
+DEFAULT_BASE = ("python:3.11-slim-bookworm"
+                "@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b")
 LABEL_PREFIX = "org.engram.sandbox"
+LOCK_LABEL = f"{LABEL_PREFIX}.lock"
+LOCKED = "locked"
+"""The `sandbox.image` value that names the image built from this checkout's lock file."""
+LOCK_FILE = "requirements.lock"
+_LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
 _WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64", "any")
 _PINNED = re.compile(r"(^sha256:[0-9a-f]{64}$)|(@sha256:[0-9a-f]{64}$)")
 
@@ -41,10 +56,12 @@ class ResolvedImage:
     reference: str
     image_id: str
     repo_digests: tuple[str, ...]
+    lock: str | None = None
+    """The hash of the lock file the image was verified to be built from (`sandbox.image: locked`)."""
 
     @property
     def pinned(self) -> bool:
-        return is_pinned(self.reference)
+        return self.lock is not None or is_pinned(self.reference)
 
     @property
     def digest(self) -> str:
@@ -67,6 +84,8 @@ def resolve_image(client: Any, reference: str) -> ResolvedImage:
     """Look the image up on the engine; a missing one is an error saying how to get it."""
     import docker.errors
 
+    if reference.strip() == LOCKED:
+        return _resolve_locked(client)
     try:
         image = client.images.get(reference)
     except docker.errors.ImageNotFound as exc:
@@ -78,20 +97,53 @@ def resolve_image(client: Any, reference: str) -> ResolvedImage:
     return ResolvedImage(reference, image.id, tuple(image.attrs.get("RepoDigests") or ()))
 
 
+def _resolve_locked(client: Any) -> ResolvedImage:
+    """The image built from this checkout's lock: its lock tag, checked against the label."""
+    import docker.errors
+
+    tag, digest = locked_tag(), lock_digest()
+    build = ("build it with `engram sandbox build` (add --offline --base IMAGE when no registry is "
+             "reachable); see docs/paper-grid.md")
+    try:
+        image = client.images.get(tag)
+    except docker.errors.ImageNotFound as exc:
+        raise SandboxError(f"the locked sandbox image {tag} (built from engram/sandbox/image/{LOCK_FILE}) "
+                           f"is not present on this engine: {build}") from exc
+    found = (image.labels or {}).get(LOCK_LABEL)
+    if found != digest:
+        raise SandboxError(f"the image tagged {tag} was not built from this checkout's lock file (its label "
+                           f"says {found or 'nothing'}, the lock hashes to {digest}): {build}")
+    return ResolvedImage(tag, image.id, tuple(image.attrs.get("RepoDigests") or ()), lock=digest)
+
+
 def image_files() -> Path:
-    """The directory holding the Dockerfile and requirements.txt shipped with Engram."""
+    """The directory holding the Dockerfile, requirements.in and the lock shipped with Engram."""
     return Path(str(resources.files("engram.sandbox") / "image"))
 
 
+def lock_digest() -> str:
+    """The sha256 of the lock file: the identity of the packages a locked image holds."""
+    return hashlib.sha256((image_files() / LOCK_FILE).read_bytes()).hexdigest()
+
+
+def locked_tag() -> str:
+    """The tag every build gets for the lock it installed (what `sandbox.image: locked` runs)."""
+    return f"engram-sandbox:lock-{lock_digest()[:12]}"
+
+
 def requirements() -> dict[str, str]:
-    """The pinned packages of the default image, by lower-cased name."""
+    """Every package of the lock (direct and transitive), by normalised name, with its exact version."""
     pins = {}
-    for line in (image_files() / "requirements.txt").read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            pins[name.strip().lower()] = version.strip()
+    for line in (image_files() / LOCK_FILE).read_text(encoding="utf-8").splitlines():
+        match = _LOCK_LINE.match(line)
+        if match:
+            pins[normalise(match.group(1))] = match.group(2)
     return pins
+
+
+def normalise(name: str) -> str:
+    """A distribution name as PEP 503 compares them (PuLP, pulp and scikit_learn match their lock lines)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass(frozen=True)
@@ -108,11 +160,13 @@ def build_image(
     tag: str = DEFAULT_TAG,
     base: str = DEFAULT_BASE,
     offline: bool = False,
+    no_cache: bool = False,
     wheel_cache: Path | None = None,
     say: Callable[[str], None] = lambda line: None,
     client: Any = None,
 ) -> BuildResult:
-    """Build the default sandbox image and return its id; see the module docstring for the two modes."""
+    """Build the default sandbox image from the lock, tag it `tag` and its lock tag, and return its id;
+    see the module docstring for the two modes."""
     import docker
 
     own_client = client is None
@@ -133,7 +187,9 @@ def build_image(
                 options = "--no-index --find-links /tmp/engram-build/wheels"
             say(f"building {tag} from {base}{' (offline)' if offline else ''}")
             image = _docker_build(client, context, tag=tag, base=base, pip_options=options,
-                                  offline=offline, base_id=base_id, say=say)
+                                  offline=offline, no_cache=no_cache, base_id=base_id, say=say)
+            repository, _, name = locked_tag().partition(":")
+            image.tag(repository, name)
         return BuildResult(tag=tag, image_id=image.id, base=base, base_id=base_id, offline=offline)
     finally:
         if own_client:
@@ -141,25 +197,37 @@ def build_image(
 
 
 def download_wheels(cache: Path, *, say: Callable[[str], None] = lambda line: None) -> list[Path]:
-    """Fetch CPython 3.11 Linux wheels for the requirements (and pip itself) into `cache`.
+    """Fetch the lock's CPython 3.11 Linux wheels into `cache`, each checked against its locked hash,
+    and the host's pip (to install them on a base that has none; it is not left in the image).
 
-    The cache is keyed by the requirements file, so a changed pin never reuses stale wheels."""
-    key = hashlib.sha256((image_files() / "requirements.txt").read_bytes()).hexdigest()[:16]
-    target = cache / key
+    The cache is keyed by the lock, so a changed pin never reuses stale wheels."""
+    target = cache / lock_digest()[:16]
     done = target / ".complete"
     if not done.is_file():
         target.mkdir(parents=True, exist_ok=True)
         say(f"downloading wheels into {target}")
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                   "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
-                   *[arg for platform in _WHEEL_PLATFORMS for arg in ("--platform", platform)],
-                   "--dest", str(target), "-r", str(image_files() / "requirements.txt"), "pip"]
-        completed = subprocess.run(command, capture_output=True, text=True, check=False)
-        if completed.returncode != 0:
-            raise SandboxError(f"could not download the sandbox image's wheels (pip download exited "
-                               f"{completed.returncode}): {completed.stderr.strip()[-800:]}")
+        wheel_options = ["--quiet", "--disable-pip-version-check", "--no-deps", "--only-binary=:all:",
+                         "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+                         *[arg for platform in _WHEEL_PLATFORMS for arg in ("--platform", platform)],
+                         "--dest", str(target)]
+        _pip_download([*wheel_options, "--require-hashes", "-r", str(image_files() / LOCK_FILE)])
+        _pip_download([*wheel_options, f"pip=={_host_version('pip')}"])
         done.write_text("ok\n", encoding="utf-8")
     return sorted(target.glob("*.whl"))
+
+
+def _pip_download(arguments: list[str]) -> None:
+    command = [sys.executable, "-m", "pip", "download", *arguments]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise SandboxError(f"could not download the sandbox image's wheels (pip download exited "
+                           f"{completed.returncode}): {completed.stderr.strip()[-800:]}")
+
+
+def _host_version(distribution: str) -> str:
+    from importlib.metadata import version
+
+    return version(distribution)
 
 
 def _default_wheel_cache() -> Path:
@@ -169,7 +237,7 @@ def _default_wheel_cache() -> Path:
 
 
 def _write_context(context: Path) -> None:
-    for name in ("Dockerfile", "requirements.txt"):
+    for name in ("Dockerfile", LOCK_FILE):
         shutil.copy2(image_files() / name, context / name)
     (context / "wheels").mkdir()
     # COPY needs the folder to exist in the context even when an online build has no wheels.
@@ -177,17 +245,18 @@ def _write_context(context: Path) -> None:
 
 
 def _docker_build(client: Any, context: Path, *, tag: str, base: str, pip_options: str, offline: bool,
-                  base_id: str | None, say: Callable[[str], None]) -> Any:
+                  no_cache: bool, base_id: str | None, say: Callable[[str], None]) -> Any:
     import docker.errors
 
     labels = {
         f"{LABEL_PREFIX}.base": base,
         f"{LABEL_PREFIX}.base-id": base_id or "",
         f"{LABEL_PREFIX}.requirements": ",".join(f"{name}=={version}" for name, version in requirements().items()),
+        LOCK_LABEL: lock_digest(),
     }
     try:
         image, log = client.images.build(
-            path=str(context), tag=tag, rm=True, forcerm=True, pull=False, labels=labels,
+            path=str(context), tag=tag, rm=True, forcerm=True, pull=False, labels=labels, nocache=no_cache,
             buildargs={"BASE_IMAGE": base, "PIP_OPTIONS": pip_options},
             network_mode="none" if offline else None,
         )
