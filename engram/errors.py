@@ -38,6 +38,15 @@ class IntegrityError(EngramError):
     """Trusted files changed while Engram was running, so scores can no longer be trusted."""
 
 
+class ProviderError(EngramError):
+    """The model provider refused a call in a way no retry can cure (bad key, unknown model, a
+    parameter the model does not take): the run stops and resumes once the cause is fixed."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
 class Interrupted(EngramError):
     """The user stopped a run (Ctrl-C); everything recorded so far is kept and can be resumed."""
 

@@ -32,7 +32,7 @@ from typing import Any, Literal, Protocol
 from uuid import UUID
 
 import litellm
-from langchain.agents.middleware import AgentMiddleware, ModelRetryMiddleware
+from langchain.agents.middleware import AgentMiddleware
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
@@ -41,7 +41,20 @@ from langchain_litellm import ChatLiteLLM
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from engram.config_files import load_model
-from engram.errors import ConfigError, EngramError
+from engram.errors import ConfigError, EngramError, ProviderError
+from engram.model_api import ModelApi, responses_kwargs, uses_responses_api
+from engram.model_calls import (
+    RETRYABLE_ERRORS,
+    MalformedReply,
+    ModelCallMiddleware,
+    RetryPolicy,
+    is_retryable,
+    provider_error,
+)
+
+litellm.suppress_debug_info = True  # litellm's "Give Feedback" banner on every error says nothing to a user
+
+__all__ = ["RETRYABLE_ERRORS", "ProviderError", "is_retryable", "provider_error"]
 
 SCRIPTED = "scripted"
 """Model id of the offline model that plays back a script file."""
@@ -390,9 +403,17 @@ class UsageCallback(BaseCallbackHandler):
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Log failed attempts too: a retried rate limit should be visible when reading a run. The type
         and status let a replay raise an error that is retried (or not) exactly as this one was."""
-        self._write({"type": "error", "run_id": str(run_id), "error": repr(error),
-                     "error_type": f"{type(error).__module__}.{type(error).__qualname__}",
-                     "status_code": getattr(error, "status_code", None)})
+        record: dict[str, Any] = {"type": "error", "run_id": str(run_id), "error": repr(error),
+                                  "error_type": f"{type(error).__module__}.{type(error).__qualname__}",
+                                  "status_code": getattr(error, "status_code", None)}
+        billed = error.tokens() if isinstance(error, MalformedReply) else None
+        if billed is not None:  # an empty reply the provider still counted: it costs like any other
+            record["usage"] = {"input_tokens": billed[0], "output_tokens": billed[1]}
+            record["dollars"] = self.dollars(*billed)
+        self._write(record)
+        if billed is not None:
+            self.ledger.record(model=self.model_id, input_tokens=billed[0], output_tokens=billed[1],
+                               dollars=record["dollars"], agent=self.agent)
 
     def dollars(self, input_tokens: int, output_tokens: int) -> float | None:
         """List price of the tokens; cached-input discounts are ignored, so this errs on the high side."""
@@ -493,12 +514,15 @@ def create_chat_model(
     timeout_s: float = 600,
     callbacks: list | None = None,
     api_key_env: str | None = None,
+    api: ModelApi = "auto",
 ) -> BaseChatModel:
     """The chat model a spec names; litellm does the provider work, retries are left to the agent loop.
 
-    `max_retries=0` because retries belong to `retry_middleware`: retrying in two layers would
-    multiply attempts and hide them from the transcript. `price_as` only reaches the scripted model;
-    for real models the caller passes it to `UsageCallback` as `price_model`.
+    Retries belong to `retry_middleware` alone: `max_retries=0` goes both to langchain-litellm and,
+    through litellm, to the OpenAI SDK, which would otherwise retry each call twice more out of sight
+    of the transcript. `api` picks Chat Completions or the Responses API (see `engram.model_api`).
+    `price_as` only reaches the scripted model; for real models the caller passes it to
+    `UsageCallback` as `price_model`.
     """
     if model_id == SCRIPTED:
         if script is None:
@@ -513,15 +537,34 @@ def create_chat_model(
     api_key = _api_key(model_id, api_key_env, api_base)
     if api_key is not None:
         fields["api_key"] = api_key
-    return ChatLiteLLM(
+    responses = uses_responses_api(model_id, api)
+    if responses:
+        model_kwargs = responses_kwargs(model_kwargs)
+    return EngramChatLiteLLM(
         model=model_id,
         api_base=api_base,
         request_timeout=timeout_s,
         max_retries=0,
         callbacks=callbacks,
-        model_kwargs=model_kwargs,
+        model_kwargs={**model_kwargs, "max_retries": 0},
+        use_responses_api=responses or None,
         **fields,
     )
+
+
+class EngramChatLiteLLM(ChatLiteLLM):
+    """`ChatLiteLLM` that refuses a reply with nothing in it instead of failing on it later.
+
+    An HTTP 200 without choices would otherwise surface as an `IndexError` deep in LangChain, which
+    looks like a bug rather than a provider hiccup; `MalformedReply` is retried like a 5xx, and
+    carries the usage the provider billed for it.
+    """
+
+    def _create_chat_result(self, response: Any, **params: Any) -> ChatResult:
+        choices = response.get("choices") if hasattr(response, "get") else None
+        if not choices:
+            raise MalformedReply("the provider answered HTTP 200 without any choices", usage=response.get("usage"))
+        return super()._create_chat_result(response, **params)
 
 
 def _split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -559,25 +602,6 @@ def _api_key(model_id: str, api_key_env: str | None, api_base: str | None) -> st
     return None
 
 
-RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
-    litellm.RateLimitError,
-    litellm.APIConnectionError,
-    litellm.Timeout,
-    litellm.ServiceUnavailableError,
-    litellm.InternalServerError,
-    litellm.BadGatewayError,
-)
-"""Transient provider errors: worth waiting for. Auth, bad-request and not-found errors are not."""
-
-
-def is_retryable(error: Exception) -> bool:
-    """Transient errors, plus litellm's generic `APIError` when the provider answered with a 5xx."""
-    if isinstance(error, RETRYABLE_ERRORS):
-        return True
-    status = getattr(error, "status_code", None)
-    return isinstance(error, litellm.APIError) and isinstance(status, int) and status >= 500
-
-
 def retry_middleware(
     max_retries: int = 6,
     *,
@@ -585,21 +609,17 @@ def retry_middleware(
     backoff_factor: float = 2.0,
     max_delay: float = 60.0,
     jitter: bool = True,
+    deadline: float | None = None,
+    timeout_s: float = 600.0,
+    model: str | None = None,
 ) -> AgentMiddleware:
-    """Retry transient provider errors around each model call, with exponential backoff and jitter.
-
-    Once retries are exhausted the error is raised: the alternative ("continue") hands the agent an
-    assistant message with no tool calls, which the agent loop takes for a finished agent.
-    """
-    return ModelRetryMiddleware(
-        max_retries=max_retries,
-        retry_on=is_retryable,
-        on_failure="error",
-        backoff_factor=backoff_factor,
-        initial_delay=initial_delay,
-        max_delay=max_delay,
-        jitter=jitter,
-    )
+    """The one retry layer around an agent's model calls (see `engram.model_calls`): transient errors
+    are retried with backoff (or as long as the provider asks), never past `deadline`; errors no
+    retry can cure stop the run with `ProviderError`; tool calls with unparsable arguments are
+    answered with a tool error."""
+    policy = RetryPolicy(max_retries=max_retries, initial_delay=initial_delay, backoff_factor=backoff_factor,
+                         max_delay=max_delay, jitter=jitter, timeout_s=timeout_s)
+    return ModelCallMiddleware(policy, deadline=deadline, model=model)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -307,14 +307,19 @@ def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem
             outcome: MethodResult = run_method(ctx)
     except BaseException:
         status = "KILLED"
-        tracker.finish(status)
+        tracker.finish(status, metrics=_final_metrics(ledger))
         raise
     result = _result(spec, archive, seed, outcome, ledger, started)
     write_json(archive.result_file, result)
     archive.log("run_end", stop_reason=outcome.stop_reason, best_score=outcome.best_score)
     _mirror_outputs(tracker, archive)
-    tracker.finish(status)
+    tracker.finish(status, metrics=_final_metrics(ledger))
     return result
+
+
+def _final_metrics(ledger: Any) -> dict[str, float]:
+    """What the run spent in all, for MLflow's parent run (its per-evaluation figures stop earlier)."""
+    return {"dollars": ledger.total_dollars, "tokens": float(ledger.total_tokens)}
 
 
 def _model_factory(spec: Spec, archive: SeedArchive, ledger: Any) -> Any:
@@ -332,7 +337,7 @@ def _model_factory(spec: Spec, archive: SeedArchive, ledger: Any) -> Any:
                                  agent=index or None)
         return create_chat_model(model.id, params=dict(model.params), api_base=model.api_base, script=model.script,
                                  agent=index, price_as=model.price_as, timeout_s=timeout, callbacks=[callback],
-                                 api_key_env=model.api_key_env)
+                                 api_key_env=model.api_key_env, api=model.api)
 
     return factory
 
@@ -345,8 +350,8 @@ def restore_usage(ledger: Any, archive: SeedArchive, model_id: str) -> None:
     transcripts += list((archive.root / "digests").glob("transcript.jsonl"))
     for path in transcripts:
         for line in read_jsonl(path):
-            if line.get("type") != "response":
-                continue
+            if line.get("type") != "response" and not (line.get("type") == "error" and line.get("usage")):
+                continue  # an error record with usage is an empty reply the provider still billed
             usage = line.get("usage") or {}
             with contextlib.suppress(BudgetExceeded):  # already over the cap: the run will stop at once
                 ledger.record(model=model_id, input_tokens=int(usage.get("input_tokens") or 0),

@@ -195,8 +195,13 @@ class ModelSettings(_Strict):
     script: Path | None = Field(default=None, description="For 'scripted': the file of turns (relative to the spec)")
     price_as: str | None = Field(default=None,
                                  description="Price calls as this litellm model (e.g. for a scripted or local model)")
-    timeout_s: PositiveFloat = 600
-    max_retries: NonNegativeInt = 6
+    api: Literal["auto", "chat", "responses"] = Field(
+        default="auto", description="Chat Completions or the Responses API; auto: the Responses API for OpenAI "
+                                    "reasoning models (with reasoning summaries, reasoning kept across turns)")
+    timeout_s: PositiveFloat = Field(default=600, description="HTTP timeout of one model call (shortened to the "
+                                                              "time an agent has left)")
+    max_retries: NonNegativeInt = Field(default=6, description="Retries of a transient provider error (Engram's "
+                                                               "only retry layer)")
 
     @model_validator(mode="after")
     def _script_only_for_scripted(self) -> ModelSettings:

@@ -342,12 +342,18 @@ class Tracker:
     def end_agent(
         self, index: int, *, metrics: dict[str, float], artifacts: Sequence[Path] = (), status: str = "FINISHED"
     ) -> None:
-        """Log the agent's final `metrics` and `artifacts` on its nested run and close it with `status`."""
+        """Log the agent's final `metrics` and `artifacts` on its nested run and close it with `status`.
+
+        On resume an agent that a killed run left open is closed without having been started in this
+        process: its run is looked up, so it does not stay RUNNING forever."""
         import mlflow
 
-        run_id = self._agent_ids.get(index)
-        if run_id is None or self._client is None:
+        if self._parent_id is None or self._client is None:
             return
+        run_id = self._agent_ids.get(index) or self._find_agent(index)
+        if run_id is None:
+            return
+        self._agent_ids[index] = run_id
         status = _status(status)
         _log_batch(self._client, run_id, metrics=metrics)
         self._log_paths(run_id, artifacts, None)
@@ -463,21 +469,29 @@ class Tracker:
 
     # --------------------------------------------------------------- finish
 
-    def finish(self, status: str = "FINISHED") -> None:
-        """End any open agent runs and the parent run with `status` (FINISHED, FAILED or KILLED)."""
+    def finish(self, status: str = "FINISHED", *, metrics: dict[str, float] | None = None) -> None:
+        """End any open agent runs and the parent run with `status` (FINISHED, FAILED or KILLED).
+
+        `metrics` are the run's final figures (dollars, tokens): model calls after the last
+        evaluation (an agent's summary, say) cost money too, so the last per-evaluation value of
+        `dollars` is not the run's total."""
         if not self._usable:
             return
         with self._lock:
             try:
-                self._finish(status)
+                self._finish(status, metrics or {})
             except Exception as error:
                 self._fail("finish", error)
 
-    def _finish(self, status: str) -> None:
+    def _finish(self, status: str, metrics: dict[str, float]) -> None:
         status = _status(status)
         if self._parent_id is None and not self._open_agents and not self._autolog_enabled:
             return
         import mlflow
+
+        final = {key: float(value) for key, value in metrics.items() if _finite(value)}
+        if final and self._parent_id is not None and self._client is not None:
+            _log_batch(self._client, self._parent_id, metrics=final, step=self._last_step(final))
 
         if self._open_agents:
             mlflow.flush_trace_async_logging()
@@ -492,6 +506,13 @@ class Tracker:
             self._client.set_terminated(self._parent_id, status=status)
         self._parent_id = None
         self._agent_ids.clear()
+
+
+    def _last_step(self, metrics: dict[str, float]) -> int:
+        """The step the final figures are logged at: the parent's latest, so they end its history."""
+        assert self._client is not None and self._parent_id is not None
+        steps = [m.step for key in metrics for m in self._client.get_metric_history(self._parent_id, key)]
+        return max(steps, default=0)
 
 
 # ------------------------------------------------------------------ helpers

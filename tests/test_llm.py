@@ -18,7 +18,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langchain_litellm import ChatLiteLLM
 
-from engram.errors import ConfigError, EngramError
+from engram.errors import ConfigError, EngramError, ProviderError
 from engram.llm import (
     BudgetExceeded,
     ScriptedChatModel,
@@ -210,12 +210,13 @@ def test_transient_errors_are_retried_inside_the_agent_loop(tmp_path: Path):
     assert ledger.calls == 2  # failed attempts cost nothing
 
 
-def test_bad_requests_are_not_retried(tmp_path: Path):
+def test_bad_requests_are_not_retried_and_stop_the_run(tmp_path: Path):
     path = write_script(tmp_path, "agents:\n  - turns:\n      - error: bad_request\n      - content: never\n")
     model = ScriptedChatModel(path, agent=1)
     agent = create_agent(model=model, tools=[echo], middleware=[retry_middleware(initial_delay=0.01)])
-    with pytest.raises(litellm.BadRequestError):
+    with pytest.raises(ProviderError, match=r"HTTP 400.*retrying cannot help") as raised:
         agent.invoke({"messages": [HumanMessage(content="hi")]}, {"recursion_limit": 20})
+    assert isinstance(raised.value.__cause__, litellm.BadRequestError)
     assert model.position == 1
 
 
@@ -428,8 +429,10 @@ def test_create_chat_model_builds_chatlitellm_with_the_params(monkeypatch: pytes
     assert isinstance(model, ChatLiteLLM)
     assert model.model == "openai/gpt-4o-mini"
     assert model.temperature == 0.2 and model.max_tokens == 4096
-    assert model.model_kwargs == {"reasoning_effort": "high", "seed": 7}
+    # max_retries=0 twice: for langchain-litellm's own retry loop, and through litellm for the OpenAI SDK
+    assert model.model_kwargs == {"reasoning_effort": "high", "seed": 7, "max_retries": 0}
     assert model.request_timeout == 90 and model.max_retries == 0
+    assert not model.use_responses_api  # not a reasoning model: Chat Completions
     assert model.api_base is None and model.api_key is None
     sent = model._default_params
     assert sent["reasoning_effort"] == "high" and sent["temperature"] == 0.2 and sent["timeout"] == 90

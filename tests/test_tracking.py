@@ -16,6 +16,7 @@ from engram.tracking import (
     RUN_ID_FILE,
     TAG_RUN_DIR,
     Tracker,
+    _remove_from_fluent_stack,
     default_tracking_uri,
     flatten_params,
     run_ui,
@@ -163,6 +164,28 @@ def test_resume_reuses_the_parent_and_agent_runs(store: str, client: Any, tmp_pa
     assert third.run_id == parent_id
     third.finish()
     assert (run_dir / RUN_ID_FILE).read_text().strip() == parent_id
+
+
+def test_a_killed_agents_run_is_closed_on_resume_and_the_parents_dollars_are_final(store: str, client: Any,
+                                                                                   tmp_path: Path):
+    run_dir = _run_dir(tmp_path)
+    killed = Tracker(enabled=True, tracking_uri=store, experiment="killed")
+    killed.start(run_name="r", run_dir=run_dir, tags={}, params={})
+    killed.start_agent(1)
+    killed.log_evaluation(step=1, score=1.0, best_score=1.0, dollars=0.5, tokens=10, agent=1)
+    agent_id = killed.agent_run_id(1)
+    # SIGKILL: no finish(); the nested run stays RUNNING until the resumed run closes the agent.
+    killed._open_agents.clear()
+    _remove_from_fluent_stack(agent_id, None)  # what a dead process leaves: the store untouched
+    assert client.get_run(agent_id).info.status == "RUNNING"
+
+    resumed = Tracker(enabled=True, tracking_uri=store, experiment="killed")
+    resumed.start(run_name="r", run_dir=run_dir, tags={}, params={})
+    resumed.end_agent(1, metrics={"experiments": 1.0}, status="KILLED")  # closed without start_agent
+    resumed.finish(metrics={"dollars": 0.75, "tokens": 30})
+    assert client.get_run(agent_id).info.status == "KILLED"
+    parent = client.get_run(resumed.run_id or killed.run_id or "")
+    assert parent.data.metrics["dollars"] == 0.75 and parent.data.metrics["tokens"] == 30
 
 
 @pytest.mark.parametrize("uri", ["sqlite:////proc/engram-no-such-dir/mlflow.db", "bogus-scheme://nowhere"])

@@ -32,6 +32,7 @@ from engram.methods.digest import (
     summary_from_log,
 )
 from engram.methods.workspace_backend import closing_shells
+from engram.model_calls import AgentStop
 
 MIN_EXPERIMENTS_ADVICE = 10
 ARCHIVE_ALL = ("`agent-<k>/experiments/exp-<m>/` with `program.py`, `evaluation.json` and `results/` for every "
@@ -41,10 +42,6 @@ HELPER_DESCRIPTION = ("A helper with the same tools and workspace, for a self-co
                       "archive, analysing result files or trying one variant; it reports back briefly.")
 _TOOL_OUTPUT_CHARS = 2000
 _TOOL_STDERR_CHARS = 1000
-
-
-class AgentStop(Exception):
-    """The agent's own limit (time or steps) is reached."""
 
 
 @dataclass
@@ -159,7 +156,9 @@ def build_agent_graph(ctx: MethodContext, agent: int, model: Any, deadline: floa
         memory_mb=ctx.spec.sandbox.shell_memory_mb, remaining_s=remaining,
     )
     def limits() -> list[Any]:
-        return [retry_middleware(ctx.spec.model.max_retries), LimitsMiddleware(ctx, deadline)]
+        model_settings = ctx.spec.model
+        return [retry_middleware(model_settings.max_retries, deadline=deadline, timeout_s=model_settings.timeout_s,
+                                 model=model_settings.id), LimitsMiddleware(ctx, deadline)]
 
     # The sub-agent tool's helper replaces deepagents' default one so that it obeys the same
     # deadline, budgets and retries as the agent that calls it (the default inherits none of them).

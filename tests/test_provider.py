@@ -1,0 +1,209 @@
+"""The real provider path: litellm's HTTP client against a local OpenAI-compatible server.
+
+Every request goes over HTTP to `tests/openai_server.py` on 127.0.0.1, through litellm and the
+OpenAI SDK exactly as a run against OpenAI would, so these tests see what the provider sees
+(roles, tools, reasoning settings) and what Engram makes of each answer and fault.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from langchain.agents import create_agent
+from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.tools import tool
+from openai_server import EMPTY_CHOICES, HANG, MALFORMED, FakeOpenAI, Reply, ToolCall, status
+
+from engram.errors import ProviderError
+from engram.llm import UsageCallback, UsageLedger, create_chat_model, price_per_token
+from engram.model_api import register_capabilities, uses_responses_api
+from engram.model_calls import AgentStop, ModelCallMiddleware, RetryPolicy
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as running:
+        yield running
+
+
+@tool
+def echo(text: str) -> str:
+    """Repeat `text`."""
+    return f"echo: {text}"
+
+
+class Agent:
+    """A LangChain agent with one tool, Engram's retry layer and a transcript, on the fake server."""
+
+    def __init__(self, server: FakeOpenAI, tmp_path: Path, *, model: str = "openai/gpt-4o-mini", api: str = "auto",
+                 deadline_s: float | None = None, max_retries: int = 3, params: dict[str, Any] | None = None,
+                 timeout_s: float = 30) -> None:
+        self.ledger = UsageLedger()
+        self.transcript = tmp_path / "transcript.jsonl"
+        callback = UsageCallback(self.ledger, model_id=model, price_model=None, transcript=self.transcript, agent=1)
+        self.model = create_chat_model(model, api_base=server.api_base, params=params, timeout_s=timeout_s,
+                                       callbacks=[callback], api=api)  # type: ignore[arg-type]
+        self.sleeps: list[float] = []
+        deadline = None if deadline_s is None else time.monotonic() + deadline_s
+        policy = RetryPolicy(max_retries=max_retries, initial_delay=0.01, jitter=False, timeout_s=timeout_s)
+        self.middleware = ModelCallMiddleware(policy, deadline=deadline, model=model, sleep=self.sleeps.append)
+        self.graph = create_agent(model=self.model, tools=[echo], system_prompt="You are terse.",
+                                  middleware=[self.middleware])
+
+    def run(self, text: str = "hi") -> list[Any]:
+        return self.graph.invoke({"messages": [HumanMessage(content=text)]}, {"recursion_limit": 30})["messages"]
+
+    def records(self, kind: str) -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in self.transcript.read_text(encoding="utf-8").splitlines()]
+        return [line for line in lines if line["type"] == kind]
+
+
+def roles(request: Any) -> list[str]:
+    body = request.body
+    items = body["messages"] if "messages" in body else body["input"]
+    return [item.get("role", item.get("type")) for item in items]
+
+
+# --- models as the paper ran them --------------------------------------------------------------------
+
+
+def test_o3_and_o4_mini_take_the_system_prompt_as_a_system_message(server: FakeOpenAI):
+    assert register_capabilities() == []  # done once at import; nothing is left to fix
+    for name in ("openai/o3", "openai/o4-mini"):
+        model = create_chat_model(name, api_base=server.api_base, api="chat")
+        model.invoke([SystemMessage(content="rules"), HumanMessage(content="task")])
+        assert roles(server.requests[-1])[:2] == ["system", "user"], name
+        assert server.requests[-1].path == "/v1/chat/completions"
+
+
+def test_reasoning_models_go_through_the_responses_api_with_effort_and_summaries(server: FakeOpenAI):
+    assert uses_responses_api("openai/o3", "auto") and uses_responses_api("openai/gpt-5.2", "auto")
+    assert not uses_responses_api("openai/gpt-4o-mini", "auto") and not uses_responses_api("openai/o3", "chat")
+    model = create_chat_model("openai/gpt-5.2", api_base=server.api_base, params={"reasoning_effort": "xhigh"})
+    model.bind_tools([echo]).invoke([SystemMessage(content="rules"), HumanMessage(content="task")])
+    request = server.requests[-1]
+    assert request.path == "/v1/responses"
+    assert request.body["reasoning"] == {"effort": "xhigh", "summary": "auto"}
+    assert request.body["include"] == ["reasoning.encrypted_content"] and request.body["store"] is False
+    assert roles(request)[:2] == ["system", "user"]
+    assert [t["name"] for t in request.body["tools"]] == ["echo"]
+
+
+def test_reasoning_is_carried_across_turns_and_its_summary_is_in_the_transcript(server: FakeOpenAI,
+                                                                                  tmp_path: Path):
+    server.script(Reply(content="Let me try.", reasoning="First I should echo.",
+                        tool_calls=(ToolCall.of("echo", text="x"),)),
+                  Reply(content="Done.", reasoning="The echo worked."))
+    agent = Agent(server, tmp_path, model="openai/o3")
+    agent.run()
+    first, second = server.wait_for_requests(2)
+    assert first.path == second.path == "/v1/responses"
+    carried = [item for item in second.body["input"] if item.get("type") == "reasoning"]
+    assert len(carried) == 1 and carried[0]["encrypted_content"].startswith("encrypted-")
+    assert "effort" not in first.body["reasoning"] and first.body["reasoning"]["summary"] == "auto"
+    summaries = [r["message"]["additional_kwargs"].get("reasoning_content") for r in agent.records("response")]
+    assert summaries == ["First I should echo.", "The echo worked."]
+
+
+def test_costs_come_from_usage_and_litellms_price_map(server: FakeOpenAI, tmp_path: Path):
+    server.script(Reply(content="a", tool_calls=(ToolCall.of("echo", text="x"),), input_tokens=1000,
+                        output_tokens=500),
+                  Reply(content="b", input_tokens=2000, output_tokens=100))
+    agent = Agent(server, tmp_path, model="openai/o3")
+    agent.run()
+    input_price, output_price = price_per_token("openai/o3")  # type: ignore[misc]
+    expected = 3000 * input_price + 600 * output_price
+    assert agent.ledger.total_dollars == pytest.approx(expected)
+    assert agent.ledger.snapshot()["input_tokens"] == 3000 and agent.ledger.calls == 2
+    assert [r["dollars"] for r in agent.records("response")] == pytest.approx(
+        [1000 * input_price + 500 * output_price, 2000 * input_price + 100 * output_price])
+
+
+# --- faults --------------------------------------------------------------------------------------------
+
+
+def test_a_server_error_is_retried_once_per_attempt_and_each_attempt_is_in_the_transcript(server: FakeOpenAI,
+                                                                                          tmp_path: Path):
+    server.script(status(500), status(503), Reply(content="ok"))
+    agent = Agent(server, tmp_path)
+    assert agent.run()[-1].content == "ok"
+    assert len(server.requests) == 3  # the SDK's own retries are off: one HTTP request per attempt
+    assert [r["status_code"] for r in agent.records("error")] == [500, 503]
+    assert len(agent.records("request")) == 3 and len(agent.records("response")) == 1
+
+
+def test_rate_limits_wait_as_long_as_the_provider_asks(server: FakeOpenAI, tmp_path: Path):
+    server.script(status(429, "slow down", Retry_After="7"), Reply(content="ok"))
+    agent = Agent(server, tmp_path)
+    assert agent.run()[-1].content == "ok"
+    assert agent.sleeps == [7.0]
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+@pytest.mark.parametrize("fault", [MALFORMED, EMPTY_CHOICES], ids=["malformed-json", "empty-choices"])
+def test_unusable_replies_are_retried(server: FakeOpenAI, tmp_path: Path, fault: Any, api: str):
+    server.script(fault, Reply(content="ok"))
+    agent = Agent(server, tmp_path, model="openai/o3", api=api)
+    assert agent.run()[-1].content == "ok"
+    assert len(server.requests) == 2 and len(agent.records("error")) == 1
+
+
+def test_an_empty_reply_is_still_billed(server: FakeOpenAI, tmp_path: Path):
+    server.script(EMPTY_CHOICES, Reply(content="ok", input_tokens=10, output_tokens=1))
+    agent = Agent(server, tmp_path, model="openai/o3", api="chat")  # litellm's Responses bridge drops the usage
+    agent.run()
+    assert agent.ledger.snapshot()["input_tokens"] == 100 + 10  # the empty reply's usage, then the answer's
+    assert agent.records("error")[0]["usage"] == {"input_tokens": 100, "output_tokens": 20}
+
+
+@pytest.mark.parametrize(("code", "cause"), [(400, "model.params"), (401, "API key"), (404, "model.id")])
+def test_errors_no_retry_can_cure_stop_with_their_cause(server: FakeOpenAI, tmp_path: Path, code: int, cause: str):
+    server.script(status(code, "Unsupported parameter: 'temperature'"))
+    agent = Agent(server, tmp_path)
+    with pytest.raises(ProviderError, match=f"HTTP {code}") as raised:
+        agent.run()
+    assert cause in str(raised.value) and raised.value.status_code == code
+    assert len(server.requests) == 1
+
+
+def test_a_hanging_provider_cannot_hold_an_agent_past_its_deadline(server: FakeOpenAI, tmp_path: Path):
+    server.script(HANG, HANG, HANG)
+    agent = Agent(server, tmp_path, deadline_s=1.0, timeout_s=600)
+    started = time.monotonic()
+    with pytest.raises(AgentStop, match="time limit"):
+        agent.run()
+    # The server holds each request for a minute; without the deadline the agent would wait that long.
+    assert time.monotonic() - started < 30
+    server.release()
+
+
+def test_invalid_tool_arguments_get_a_tool_error_the_agent_can_act_on(server: FakeOpenAI, tmp_path: Path):
+    server.script(Reply(tool_calls=(ToolCall("echo", '{"text": "unterminated'),)),
+                  Reply(content="retrying", tool_calls=(ToolCall.of("echo", text="fixed"),)),
+                  Reply(content="Done."))
+    agent = Agent(server, tmp_path)
+    messages = agent.run()
+    assert messages[-1].content == "Done."
+    second = server.wait_for_requests(2)[1].body["messages"]
+    error = next(m for m in second if m["role"] == "tool")
+    assert "not valid JSON" in str(error["content"]) and "unterminated" in str(error["content"])
+    third = server.requests[2].body["messages"]
+    assert any(m["role"] == "tool" and "echo: fixed" in str(m["content"]) for m in third)
+
+
+def test_an_unknown_tool_gets_a_tool_error_naming_the_real_ones(server: FakeOpenAI, tmp_path: Path):
+    server.script(Reply(tool_calls=(ToolCall.of("todo_write", items=[]),)), Reply(content="Done."))
+    agent = Agent(server, tmp_path)
+    assert agent.run()[-1].content == "Done."
+    second = server.wait_for_requests(2)[1].body["messages"]
+    error = next(m for m in second if m["role"] == "tool")
+    assert "todo_write" in str(error["content"]) and "echo" in str(error["content"])
