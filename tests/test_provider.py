@@ -207,3 +207,41 @@ def test_an_unknown_tool_gets_a_tool_error_naming_the_real_ones(server: FakeOpen
     second = server.wait_for_requests(2)[1].body["messages"]
     error = next(m for m in second if m["role"] == "tool")
     assert "todo_write" in str(error["content"]) and "echo" in str(error["content"])
+
+
+# --- the paper's specs ---------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE_CALLS = {
+    # method: (o3, gpt-5.2) as the reference called them: the API, then the reasoning it asked for.
+    "engram": (("responses", {"summary": "auto"}), ("responses", {"effort": "xhigh", "summary": "auto"})),
+    "single_agent": (("responses", {"summary": "auto"}), ("responses", {"effort": "xhigh", "summary": "auto"})),
+    "tree_search": (("responses", {"summary": "auto"}), ("chat", None)),
+    "one_shot": (("chat", None), ("chat", None)),
+    "best_shot": (("chat", None), ("chat", None)),
+    "evolution": (("chat", None), ("chat", None)),
+    "openevolve": (("chat", None), ("chat", None)),
+}
+
+
+def paper_specs() -> list[Path]:
+    import yaml
+
+    return [path for path in sorted((REPO / "specs").glob("*.yaml"))
+            if yaml.safe_load(path.read_text()).get("sandbox", {}).get("image") == "locked"]
+
+
+@pytest.mark.parametrize("path", paper_specs(), ids=lambda path: path.stem)
+def test_paper_specs_call_their_model_as_the_reference_did(path: Path, server: FakeOpenAI):
+    from engram.spec import load_spec
+
+    spec = load_spec(path)
+    o3, gpt = REFERENCE_CALLS[spec.method.name]
+    api, reasoning = {"openai/o3": o3, "openai/gpt-5.2": gpt}[spec.model.id]
+    model = create_chat_model(spec.model.id, params=dict(spec.model.params), api_base=server.api_base,
+                              api=spec.model.api)
+    model.invoke([SystemMessage(content="rules"), HumanMessage(content="task")])
+    request = server.requests[-1]
+    assert request.path == {"responses": "/v1/responses", "chat": "/v1/chat/completions"}[api]
+    assert request.body.get("reasoning") == reasoning and "reasoning_effort" not in request.body
+    assert roles(request)[:2] == ["system", "user"]
