@@ -7,6 +7,11 @@ evaluation's working directory, one JSON object per line. The scorer sends a mes
 for the reply with a deadline; it measures the time itself; everything the candidate replies is
 untrusted data that the scorer validates. Large inputs and outputs travel as files in the working
 directory, named in the messages.
+
+The channel is opened before the candidate starts, so the FIFOs it talks over are the ones the
+runner made, whatever the candidate later does to their names; files are read and written with
+`safe_read`, and every reply is checked to be bounded plain data (`plain_data`) before a scorer
+sees it.
 """
 
 from __future__ import annotations
@@ -15,15 +20,21 @@ import contextlib
 import json
 import os
 import select
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engram.evaluation.plain_data import check_plain, parse_untrusted
+from engram.evaluation.safe_read import UnsafeFile, read_untrusted, write_beneath
+from engram.evaluation.scoring import InvalidAnswer
+
 TO_CHILD = "to_candidate.fifo"
 FROM_CHILD = "from_candidate.fifo"
 _POLL_S = 0.05
 _MAX_LINE = 256 * 1024 * 1024
+_MAX_ERROR_CHARS = 20_000
 
 
 class CandidateFailure(Exception):
@@ -40,14 +51,15 @@ class CandidateFailure(Exception):
 
 
 class CandidateChannel:
-    """The scorer's end of the conversation; see the module docstring."""
+    """The scorer's end of the conversation; see the module docstring. Make it before the
+    candidate starts: its FIFOs are opened here."""
 
     def __init__(self, workdir: Path, *, deadline: float, alive: Callable[[], bool]) -> None:
         self.workdir = workdir
         self.deadline = deadline
-        self._alive = alive
-        self._to = os.open(workdir / TO_CHILD, os.O_RDWR | os.O_NONBLOCK)
-        self._from = os.open(workdir / FROM_CHILD, os.O_RDWR | os.O_NONBLOCK)
+        self.alive = alive
+        self._to = _open_fifo(workdir / TO_CHILD)
+        self._from = _open_fifo(workdir / FROM_CHILD)
         self._buffer = bytearray()
         self.candidate_seconds = 0.0
         self.broken: CandidateFailure | None = None
@@ -63,22 +75,27 @@ class CandidateChannel:
     def write_file(self, name: str, data: str | bytes) -> str:
         """Put an input file where the candidate can read it; returns the path to send it."""
         path = self.workdir / "inputs" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        try:
+            write_beneath(path, data.encode("utf-8") if isinstance(data, str) else data, within=self.workdir)
+        except UnsafeFile as exc:  # the candidate replaced inputs/ with something else
+            raise self._broke("invalid_output", f"an input could not be handed over: {exc}") from None
         return str(path)
 
     def output_path(self, name: str) -> str:
         """A path under the working directory where the candidate may write an output file."""
-        (self.workdir / "outputs").mkdir(exist_ok=True)
+        with contextlib.suppress(OSError):  # a link or file in its place is refused when the output is read
+            os.mkdir(self.workdir / "outputs")
         return str(self.workdir / "outputs" / name)
 
     def read_file(self, path: str, *, max_bytes: int = _MAX_LINE) -> bytes:
-        """Read a file the candidate wrote; only files inside the working directory are accepted."""
-        resolved = Path(path).resolve()
-        if not resolved.is_relative_to(self.workdir.resolve()) or not resolved.is_file():
-            raise CandidateFailure("invalid_output", f"the reply names {path!r}, which is not a file it wrote")
-        with resolved.open("rb") as handle:
-            return handle.read(max_bytes)
+        """Read a file the candidate wrote: a regular file inside the working directory, reached
+        without links, at most `max_bytes` long (a longer one is refused, not cut)."""
+        try:
+            data = read_untrusted(path, within=self.workdir, max_bytes=max_bytes)
+        except UnsafeFile as exc:
+            raise CandidateFailure("invalid_output", f"the candidate's file cannot be accepted: {exc}") from None
+        assert data is not None
+        return data
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -101,14 +118,18 @@ class CandidateChannel:
         finally:
             self.candidate_seconds += time.monotonic() - started
         try:
-            reply = json.loads(line)
-        except ValueError:
-            raise self._broke("invalid_output", "the candidate wrote something that is not a JSON reply") from None
+            reply = parse_untrusted(line)
+        except InvalidAnswer as exc:
+            raise self._broke("invalid_output", f"the candidate's reply cannot be read: {exc}") from None
         if not isinstance(reply, dict) or "ok" not in reply:
             raise self._broke("invalid_output", "the candidate's reply is not a reply object")
         if not reply["ok"]:
-            raise CandidateFailure(str(reply.get("kind") or "runtime"), str(reply.get("error") or "unknown error"))
-        return reply.get("reply")
+            raise CandidateFailure(str(reply.get("kind") or "runtime")[:100],
+                                   str(reply.get("error") or "unknown error")[:_MAX_ERROR_CHARS])
+        try:
+            return check_plain(reply.get("reply"), what="the reply")
+        except InvalidAnswer as exc:
+            raise CandidateFailure("invalid_output", str(exc)) from None
 
     def close(self) -> None:
         """Tell the candidate the conversation is over, then release our ends of the FIFOs."""
@@ -154,10 +175,19 @@ class CandidateChannel:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._broke("timeout", "the candidate did not answer within its time limit")
-            alive = self._alive()  # read before polling, so a reply written just before exit is not lost
+            alive = self.alive()  # read before polling, so a reply written just before exit is not lost
             readers, writers, _ = select.select([] if writable else [fd], [fd] if writable else [], [],
                                                 min(_POLL_S, remaining))
             if readers or writers:
                 return
             if not alive:
                 raise self._broke(None, "the candidate's process ended before it answered")
+
+
+def _open_fifo(path: Path) -> int:
+    """Our end of a FIFO we made: read-write, so opening never waits for the other side."""
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not the FIFO Engram made")
+    return fd

@@ -26,8 +26,10 @@ from typing import Any
 
 from engram.errors import EngramError, IntegrityError, ScorerError
 from engram.evaluation.channel import CandidateChannel, CandidateFailure
+from engram.evaluation.plain_data import check_plain, parse_untrusted
 from engram.evaluation.result import ErrorKind, Evaluation, ScenarioResult, Timings
-from engram.evaluation.scoring import InvalidAnswer, ProgramJudge, ScenarioScore
+from engram.evaluation.safe_read import UnsafeFile, read_untrusted
+from engram.evaluation.scoring import InvalidAnswer, ProgramJudge, ScenarioScore, scoring_fault
 from engram.problem import Problem, ScenarioSpec
 from engram.sandbox import Limits, Mount, Sandbox, SandboxResult, clean_environment
 from engram.sandbox.base import KiB, MiB
@@ -37,6 +39,8 @@ Outcome = tuple[ScenarioScore | InvalidAnswer | CandidateFailure, float]
 """What a conversation produced for one scenario: its score or why it has none, and the time the
 candidate took to answer (measured by the channel)."""
 _MAX_ANSWERS_BYTES = 64 * MiB
+_MAX_ERROR_CHARS = 20_000
+"""A failure event's message is the candidate's text: kept, but not without bound."""
 
 
 class CandidateEvaluator:
@@ -114,6 +118,14 @@ class CandidateEvaluator:
 
     # -- setup ----------------------------------------------------------------------------------
 
+    def _renew_session(self) -> None:
+        """Start over in a fresh session directory: the old one was changed, possibly into links or
+        FIFOs, so nothing is written into it again."""
+        old = self._session
+        self._session = Path(tempfile.mkdtemp(prefix="engram-session-", dir=self._work_root))
+        shutil.rmtree(old, ignore_errors=True)
+        self._shared_files = self._write_shared_files()
+
     def _write_shared_files(self) -> dict[Path, str]:
         child = self._session / "child.py"
         shutil.copyfile(_CHILD_SOURCE, child)
@@ -132,8 +144,8 @@ class CandidateEvaluator:
                 f"the trusted files of problem {self.problem.name} in {self.problem.root} changed while "
                 f"Engram was running; scores from here on would not be comparable. Restore them and start again."
             )
-        if any(not p.exists() or _sha256_bytes(p.read_bytes()) != h for p, h in self._shared_files.items()):
-            self._shared_files = self._write_shared_files()
+        if any(_session_file_digest(self._session, p) != h for p, h in self._shared_files.items()):
+            self._renew_session()
 
     # -- one evaluation -------------------------------------------------------------------------
 
@@ -169,16 +181,16 @@ class CandidateEvaluator:
         else:
             run = self.sandbox.run(argv, workdir=workdir, mounts=mounts, limits=limits,
                                    env=clean_environment(workdir))
-        events = _read_events(answers_path)
+        events, unreadable = _read_events(workdir, answers_path)
         scoring_started = time.monotonic()
-        evaluation, scored = self._judge(run, events, limits, outcomes)
+        evaluation, scored = self._judge(run, events, limits, outcomes, unreadable)
         scoring_s = time.monotonic() - scoring_started
         evaluation.program_sha256 = _sha256_bytes(source.encode())
         evaluation.duration_s = time.monotonic() - started
         evaluation.timings = Timings(
-            sandbox_start_s=max(0.0, float(_first(events, "started").get("t", spawned_at)) - spawned_at),
+            sandbox_start_s=max(0.0, _finite(_first(events, "started").get("t"), spawned_at) - spawned_at),
             candidate_s=sum(r.candidate_seconds or 0.0 for r in evaluation.scenarios.values())
-            + float(_first(events, "loaded").get("seconds", 0.0) or 0.0),
+            + max(0.0, _finite(_first(events, "loaded").get("seconds"), 0.0)),
             scoring_s=scoring_s,
         )
         if artifacts_dir is not None:
@@ -223,8 +235,8 @@ class CandidateEvaluator:
                                                env=clean_environment(workdir))
 
         thread = threading.Thread(target=run_candidate, name="engram-candidate", daemon=True)
-        thread.start()
         channel = CandidateChannel(workdir, deadline=time.monotonic() + limits.wall_seconds, alive=thread.is_alive)
+        thread.start()
         outcomes: dict[str, Outcome] = {}
         try:
             for scenario in self.scenarios:
@@ -234,6 +246,8 @@ class CandidateEvaluator:
                         scenario, channel)
                 except (InvalidAnswer, CandidateFailure) as exc:
                     outcome = exc
+                except Exception as exc:  # the scorer broke on the candidate's replies: the candidate's fault
+                    outcome = scoring_fault(exc)
                 outcomes[scenario.name] = (outcome, channel.candidate_seconds - before)
         finally:
             channel.close()
@@ -242,7 +256,7 @@ class CandidateEvaluator:
 
     def _judge(
         self, run: SandboxResult, events: list[dict[str, Any]], limits: Limits,
-        outcomes: dict[str, Outcome] | None = None,
+        outcomes: dict[str, Outcome] | None = None, unreadable: str | None = None,
     ) -> tuple[Evaluation, dict[str, ScenarioScore]]:
         evaluation = Evaluation(
             problem=self.problem.name, score=None, ok=False, stdout=run.stdout.text(), stderr=run.stderr.text(),
@@ -252,15 +266,15 @@ class CandidateEvaluator:
         failures = {e.get("scenario"): e for e in events if e.get("event") == "failure"}
         if None in failures:  # the program could not even be loaded
             failure = failures[None]
-            return _failed(evaluation, _error_kind(failure.get("kind")), str(failure.get("error"))), {}
+            return _failed(evaluation, _error_kind(failure.get("kind")), _error_text(failure.get("error"))), {}
         scored: dict[str, ScenarioScore] = {}
         for scenario in self.scenarios:
             if outcomes is not None:
                 outcome, seconds = outcomes.get(scenario.name, (None, None))
-                result, score = _judge_conversation(scenario.name, outcome, seconds, run, limits)
+                result, score = _judge_conversation(scenario.name, outcome, seconds, run, limits, unreadable)
             else:
                 result, score = self._judge_scenario(
-                    scenario, answers.get(scenario.name), failures.get(scenario.name), run, limits
+                    scenario, answers.get(scenario.name), failures.get(scenario.name), run, limits, unreadable
                 )
             evaluation.scenarios[scenario.name] = result
             if score is not None:
@@ -276,34 +290,44 @@ class CandidateEvaluator:
             message = (f"{len(broken)} of {len(self.scenarios)} scenario(s) failed ({names}); "
                        f"first, {first.name}: {first.error}")
             return _failed(evaluation, first.error_kind or ErrorKind.RUNTIME, message), scored
-        score, totals = self.scorer.combine(scored)
+        try:
+            score, totals = self.scorer.combine(scored)
+            score = float(score)
+        except Exception as exc:  # the totals of this candidate's numbers broke the scorer
+            return _failed(evaluation, ErrorKind.INVALID_OUTPUT, str(scoring_fault(exc))), scored
+        if not math.isfinite(score):
+            return _failed(evaluation, ErrorKind.INVALID_OUTPUT,
+                           f"the answers combine to a score of {score!r}, which is not a finite number"), scored
         evaluation.score, evaluation.metrics, evaluation.ok = score, totals, True
         return evaluation, scored
 
     def _judge_scenario(
         self, scenario: ScenarioSpec, answer: dict[str, Any] | None, failure: dict[str, Any] | None,
-        run: SandboxResult, limits: Limits,
+        run: SandboxResult, limits: Limits, unreadable: str | None,
     ) -> tuple[ScenarioResult, ScenarioScore | None]:
         if answer is not None:
             seconds = answer.get("seconds")
             seconds = float(seconds) if isinstance(seconds, int | float) and math.isfinite(seconds) else None
             try:
-                scored = self.scorer.score_scenario(scenario, answer.get("answer"))
+                scored = self.scorer.score_scenario(scenario, check_plain(answer.get("answer")))
             except InvalidAnswer as exc:
                 return ScenarioResult(name=scenario.name, ok=False, error_kind=ErrorKind.INVALID_OUTPUT,
                                       error=str(exc), candidate_seconds=seconds), None
+            except Exception as exc:  # the scorer broke on this answer: the answer's fault, not the run's
+                return ScenarioResult(name=scenario.name, ok=False, error_kind=ErrorKind.INVALID_OUTPUT,
+                                      error=str(scoring_fault(exc)), candidate_seconds=seconds), None
             return ScenarioResult(name=scenario.name, ok=True, metrics=scored.metrics,
                                   candidate_seconds=seconds), scored
         if failure is not None:
             return ScenarioResult(name=scenario.name, ok=False, error_kind=_error_kind(failure.get("kind")),
-                                  error=str(failure.get("error"))), None
-        kind, message = _abnormal_end(run, limits)
+                                  error=_error_text(failure.get("error"))), None
+        kind, message = _abnormal_end(run, limits, unreadable)
         return ScenarioResult(name=scenario.name, ok=False, error_kind=kind, error=message), None
 
 
 def _judge_conversation(
     name: str, outcome: ScenarioScore | InvalidAnswer | CandidateFailure | None, seconds: float | None,
-    run: SandboxResult, limits: Limits
+    run: SandboxResult, limits: Limits, unreadable: str | None = None,
 ) -> tuple[ScenarioResult, ScenarioScore | None]:
     if isinstance(outcome, ScenarioScore):
         return ScenarioResult(name=name, ok=True, metrics=outcome.metrics, candidate_seconds=seconds), outcome
@@ -311,9 +335,9 @@ def _judge_conversation(
         return ScenarioResult(name=name, ok=False, error_kind=ErrorKind.INVALID_OUTPUT, error=str(outcome),
                               candidate_seconds=seconds), None
     if isinstance(outcome, CandidateFailure) and outcome.kind is not None:
-        return ScenarioResult(name=name, ok=False, error_kind=_error_kind(outcome.kind), error=outcome.error,
-                              candidate_seconds=seconds), None
-    kind, message = _abnormal_end(run, limits)
+        return ScenarioResult(name=name, ok=False, error_kind=_error_kind(outcome.kind),
+                              error=_error_text(outcome.error), candidate_seconds=seconds), None
+    kind, message = _abnormal_end(run, limits, unreadable)
     return ScenarioResult(name=name, ok=False, error_kind=kind, error=message), None
 
 
@@ -350,8 +374,9 @@ def _error_kind(value: object) -> ErrorKind:
         return ErrorKind.RUNTIME
 
 
-def _abnormal_end(run: SandboxResult, limits: Limits) -> tuple[ErrorKind, str]:
-    """Why a scenario got no answer, from how the sandboxed process ended."""
+def _abnormal_end(run: SandboxResult, limits: Limits, unreadable: str | None = None) -> tuple[ErrorKind, str]:
+    """Why a scenario got no answer, from how the sandboxed process ended (or, if it ended well,
+    from what was wrong with the answers it left)."""
     if run.timed_out == "wall":
         return ErrorKind.TIMEOUT, f"the program did not finish within the time limit of {limits.wall_seconds:g} s"
     if run.timed_out == "cpu":
@@ -367,6 +392,8 @@ def _abnormal_end(run: SandboxResult, limits: Limits) -> tuple[ErrorKind, str]:
         if run.signal == signal.SIGXFSZ:
             return ErrorKind.KILLED, f"the program wrote a file larger than {_mb(limits.file_size_bytes)} ({name})"
         return ErrorKind.KILLED, f"the program was killed by {name}\n{_tail(stderr)}".rstrip()
+    if unreadable is not None:
+        return ErrorKind.INVALID_OUTPUT, unreadable
     if run.returncode != 0:
         return ErrorKind.RUNTIME, f"the program exited with code {run.returncode}\n{_tail(stderr)}".rstrip()
     return ErrorKind.RUNTIME, "the program exited before answering (did it call os._exit?)"
@@ -387,21 +414,51 @@ def _tail(text: str, limit: int = 2000) -> str:
     return text[-limit:]
 
 
-def _read_events(path: Path) -> list[dict[str, Any]]:
-    """Parse the child's event lines, skipping anything malformed (the file is untrusted)."""
-    if not path.is_file():
-        return []
-    with path.open("rb") as handle:
-        raw = handle.read(_MAX_ANSWERS_BYTES)
-    events = []
-    for line in raw.splitlines():
+def _read_events(workdir: Path, path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The child's event lines, and what was wrong with the file or its lines if anything was.
+
+    The file is untrusted: it is read with `read_untrusted` (a FIFO, link or giant file put in its
+    place is refused, never waited on), and a line that is not an acceptable JSON object is
+    skipped, its problem kept to explain a scenario left without an answer."""
+    try:
+        raw = read_untrusted(path, within=workdir, max_bytes=_MAX_ANSWERS_BYTES, missing_ok=True)
+    except UnsafeFile as exc:
+        return [], f"the answers could not be read: {exc}"
+    events: list[dict[str, Any]] = []
+    problem: str | None = None
+    for number, line in enumerate((raw or b"").splitlines(), start=1):
         try:
-            event = json.loads(line)
-        except (ValueError, RecursionError):
+            event = parse_untrusted(line)
+        except InvalidAnswer as exc:
+            problem = problem or f"line {number} of the answers file was refused: {exc}"
             continue
         if isinstance(event, dict):
             events.append(event)
-    return events
+    return events, problem
+
+
+def _session_file_digest(session: Path, path: Path) -> str | None:
+    """Digest of a shared session file, or None if it is gone or was replaced by something unsafe
+    (the session directory is visible to candidates, and writable to them without isolation)."""
+    try:
+        data = read_untrusted(path, within=session, missing_ok=True)
+    except UnsafeFile:
+        return None
+    return None if data is None else _sha256_bytes(data)
+
+
+def _finite(value: object, default: float) -> float:
+    """A number the child reported about itself (a timestamp, a duration), or `default`."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return default
+
+
+def _error_text(value: object) -> str:
+    text = str(value)
+    if len(text) > _MAX_ERROR_CHARS:
+        return text[:_MAX_ERROR_CHARS] + f"\n[... {len(text) - _MAX_ERROR_CHARS} characters not kept ...]"
+    return text
 
 
 def _first(events: list[dict[str, Any]], name: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ process, files or output, the score comes from here.
 
 from __future__ import annotations
 
+import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,19 @@ if TYPE_CHECKING:
 
 class InvalidAnswer(Exception):
     """The candidate's answer breaks the problem's rules; the message says which rule and where."""
+
+
+def scoring_fault(error: BaseException) -> InvalidAnswer:
+    """An exception the scorer raised while handling a candidate's answer, as that answer's fault.
+
+    A scorer that breaks on some answer (an overflow, a key it did not expect) would otherwise fail
+    the whole run, again on every resume; whatever the scorer's own share in it, the answer is what
+    triggered it, so it is scored as invalid, with the exception and where it happened, and the run
+    goes on. Faults without any candidate data (setting the scorer up) stay the evaluator's."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+    message = str(error)[:500]
+    return InvalidAnswer(f"the answer could not be scored: {type(error).__name__}: {message}{where}")
 
 
 @dataclass

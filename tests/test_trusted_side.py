@@ -1,0 +1,275 @@
+"""The trusted side cannot be crashed or hung by what a candidate leaves behind.
+
+Candidates answer with files swapped for FIFOs, links, directories or giant files, and with
+numbers and structures no scorer expects (huge integers, NaN, infinity, deep nesting, huge lists,
+wrong types). Each must come back as the candidate's `invalid_output` with a reason -- never an
+exception out of `evaluate`, never a hang -- and the same evaluator must then score the honest
+program exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import BACKENDS, REPO, evaluator_on
+
+from engram.evaluation import ErrorKind, InvalidAnswer
+from engram.evaluation.evaluator import CandidateEvaluator
+from engram.evaluation.plain_data import check_plain, parse_untrusted
+from engram.evaluation.safe_read import UnsafeFile, read_untrusted, write_beneath
+from engram.problem import Problem, load_problem
+
+# -- the file reader on its own ------------------------------------------------------------------
+
+
+def test_a_regular_file_is_read(tmp_path: Path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_bytes(b"hello")
+    assert read_untrusted(tmp_path / "sub" / "a.txt", within=tmp_path) == b"hello"
+    assert read_untrusted("sub/a.txt", within=tmp_path) == b"hello"
+    assert read_untrusted(tmp_path / "missing", within=tmp_path, missing_ok=True) is None
+
+
+def test_a_fifo_is_refused_at_once(tmp_path: Path):
+    os.mkfifo(tmp_path / "answers.jsonl")  # no writer: a blocking open would wait forever
+    with pytest.raises(UnsafeFile, match="FIFO"):
+        read_untrusted(tmp_path / "answers.jsonl", within=tmp_path)
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "/dev/zero"])
+def test_a_symlink_is_refused(tmp_path: Path, target: str):
+    (tmp_path / "answers.jsonl").symlink_to(target)
+    with pytest.raises(UnsafeFile, match="symbolic link"):
+        read_untrusted(tmp_path / "answers.jsonl", within=tmp_path)
+
+
+def test_a_symlinked_directory_on_the_way_is_refused(tmp_path: Path):
+    (tmp_path / "outputs").symlink_to("/etc")
+    with pytest.raises(UnsafeFile):
+        read_untrusted(tmp_path / "outputs" / "passwd", within=tmp_path)
+
+
+def test_paths_outside_or_climbing_out_are_refused(tmp_path: Path):
+    with pytest.raises(UnsafeFile, match="outside"):
+        read_untrusted("/etc/passwd", within=tmp_path)
+    with pytest.raises(UnsafeFile, match="plain path"):
+        read_untrusted("../etc/passwd", within=tmp_path)
+
+
+def test_a_directory_device_or_hard_link_is_refused(tmp_path: Path):
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(UnsafeFile, match="directory"):
+        read_untrusted(tmp_path / "dir", within=tmp_path)
+    (tmp_path / "original").write_text("secret")
+    os.link(tmp_path / "original", tmp_path / "linked")
+    with pytest.raises(UnsafeFile, match="hard link"):
+        read_untrusted(tmp_path / "linked", within=tmp_path)
+
+
+def test_a_giant_file_is_refused_without_reading_it(tmp_path: Path):
+    giant = tmp_path / "giant"
+    with giant.open("wb") as handle:
+        handle.truncate(50 * 1024**3)  # sparse: 50 GB that take no disk
+    with pytest.raises(UnsafeFile, match="larger than"):
+        read_untrusted(giant, within=tmp_path, max_bytes=1024)
+
+
+def test_writing_never_follows_a_link(tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "inputs").symlink_to(outside)
+    with pytest.raises(UnsafeFile):
+        write_beneath(work / "inputs" / "table.pkl", b"data", within=work)
+    assert not list(outside.iterdir())
+    (work / "inputs").unlink()
+    (work / "inputs").mkdir()
+    (work / "inputs" / "table.pkl").symlink_to(outside / "victim")
+    write_beneath(work / "inputs" / "table.pkl", b"data", within=work)  # replaces the link itself
+    assert not (outside / "victim").exists()
+    assert (work / "inputs" / "table.pkl").read_bytes() == b"data"
+
+
+# -- the answer checker on its own -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("[" + "9" * 401 + "]", "digits"),
+    ("[" * 100_000 + "]" * 100_000, "nested"),
+    ("{not json", "not valid JSON"),
+])
+def test_unreadable_data_is_refused_while_parsing(text: str, reason: str):
+    with pytest.raises(InvalidAnswer, match=reason):
+        parse_untrusted(text)
+
+
+@pytest.mark.parametrize("value, reason", [
+    ({"cost": float("nan")}, "nan"),
+    ([1.0, float("inf")], "inf"),
+    ([-float("inf")], "inf"),
+    ({"x": 10**400}, "integer too large"),
+    ([[[[[[]]]]]] * 1, "nested"),
+    (list(range(50)), "more than"),
+    ({"key": "x" * 100}, "string"),
+    ({1: "a"}, "key"),
+    ({"a": {1, 2}}, "set"),
+])
+def test_values_outside_plain_data_are_refused(value: object, reason: str):
+    from engram.evaluation.plain_data import PlainLimits
+
+    with pytest.raises(InvalidAnswer, match=reason):
+        check_plain(value, PlainLimits(max_depth=4, max_items=40, max_string=50))
+
+
+def test_plain_data_passes_unchanged():
+    value = {"paths": {"a": {"0": [["x", "y", {"cost": 0.1, "throughput": 2}]]}}, "flag": True, "none": None}
+    assert check_plain(value) is value
+
+
+# -- whole evaluations, on every backend -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def guarded(request: pytest.FixtureRequest, cloudcast: Problem) -> Iterator[CandidateEvaluator]:
+    yield from evaluator_on(request, cloudcast, scenarios=["intra_aws"])
+
+
+FORGE = '''
+import json, os
+request = json.load(open(os.path.join(os.getcwd(), "request.json")))
+scenario = request["scenarios"][0]
+s = scenario["input"]
+def honest_paths(claim):
+    return {d: {str(p): [[s["src"], d, claim]] for p in range(s["num_partitions"])} for d in s["dsts"]}
+def write(answer_text):
+    with open(request["answers"], "a") as out:
+        out.write('{"event": "scenario", "name": "%s", "answer": %s}\\n' % (scenario["name"], answer_text))
+        out.write('{"event": "done"}\\n')
+'''
+
+ANSWERS = {
+    "huge_int_cost": "write(json.dumps({'paths': honest_paths({'cost': 0})}).replace('\"cost\": 0', "
+                     "'\"cost\": ' + '1' + '0' * 400))",
+    "int_cost_at_the_edge": "write(json.dumps({'paths': honest_paths({'cost': 2**63})}))",
+    "nan_cost": "write(json.dumps({'paths': honest_paths({'cost': float('nan')})}))",
+    "inf_cost": "write(json.dumps({'paths': honest_paths({'cost': float('inf')})}))",
+    "overflowing_float": "write(json.dumps({'paths': honest_paths({})}).replace('{}', '{\"cost\": 1e400}'))",
+    "deep_nesting": "write('[' * 50000 + ']' * 50000)",
+    "deep_but_parsable": "write('[' * 200 + ']' * 200)",
+    "huge_list": "write(json.dumps({'paths': [0] * 5_000_000}))",
+    "wrong_types": "write(json.dumps({'paths': {d: [1, 2] for d in s['dsts']}}))",
+    "unhashable_nodes": "write(json.dumps({'paths': {d: {str(p): [[[1], [2]]] for p in range(s['num_partitions'])} "
+                        "for d in s['dsts']}}))",
+    "answers_fifo": "os.unlink(request['answers']); os.mkfifo(request['answers'])",
+    "answers_symlink": "os.unlink(request['answers']); os.symlink('/dev/zero', request['answers'])",
+    "answers_directory": "os.unlink(request['answers']); os.mkdir(request['answers'])",
+    "answers_giant": "open(request['answers'], 'a').truncate(200 * 2**20)",
+}
+
+
+@pytest.mark.parametrize("attack", sorted(ANSWERS))
+def test_hostile_answers_are_invalid_output_and_the_evaluator_carries_on(
+        guarded: CandidateEvaluator, initial_source: str, attack: str):
+    result = guarded.evaluate(FORGE + ANSWERS[attack] + "\nos._exit(0)\n")
+    assert not result.ok and result.score is None
+    assert result.error_kind == ErrorKind.INVALID_OUTPUT, result.error
+    assert result.error
+    honest = guarded.evaluate(initial_source)
+    assert honest.ok and honest.score is not None, honest.error
+
+
+def test_the_reason_names_what_was_wrong(guarded: CandidateEvaluator):
+    fifo = guarded.evaluate(FORGE + ANSWERS["answers_fifo"] + "\nos._exit(0)\n")
+    assert "FIFO" in (fifo.error or "")
+    huge = guarded.evaluate(FORGE + ANSWERS["huge_int_cost"] + "\nos._exit(0)\n")
+    assert "digits" in (huge.error or "")
+    nan = guarded.evaluate(FORGE + ANSWERS["nan_cost"] + "\nos._exit(0)\n")
+    assert "finite" in (nan.error or "")
+
+
+def test_a_scorer_that_breaks_on_an_answer_blames_the_answer(tmp_path: Path, initial_source: str):
+    """A scorer bug triggered by an answer is that answer's invalid_output, not a failed run."""
+    from engram.sandbox import get_sandbox
+
+    problem = _copy_problem("cloudcast", tmp_path)
+    evaluator_py = problem.root / "evaluator.py"
+    evaluator_py.write_text(evaluator_py.read_text().replace(
+        "        config = self.configs[scenario.name]\n        paths = _paths_of(answer)",
+        "        config = self.configs[scenario.name]\n        paths = _paths_of(answer)\n"
+        "        if len(paths) > 3:\n            raise OverflowError('scorer bug')"))
+    problem = load_problem(problem.root)
+    with CandidateEvaluator(problem, get_sandbox("process", quiet=True), scenarios=["intra_aws"]) as evaluator:
+        result = evaluator.evaluate(initial_source)
+    assert result.error_kind == ErrorKind.INVALID_OUTPUT
+    assert "OverflowError: scorer bug" in (result.error or "")
+
+
+def _copy_problem(name: str, destination: Path) -> Problem:
+    import shutil
+
+    source = load_problem(name).root
+    shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return load_problem(destination / name)
+
+
+# -- an interactive problem: the output file named in the conversation ----------------------------
+
+LLM_SQL_SWAP = '''
+import io, os, sys
+import pandas as pd
+from solver import Algorithm
+
+class _Discard(io.StringIO):
+    def __exit__(self, *exc):
+        return False
+
+class Evolved(Algorithm):
+    def reorder(self, df, **kwargs):
+        adapter = sys.modules["engram_problem_adapter"]
+        adapter.open = lambda *a, **k: _Discard()   # the adapter writes nowhere ...
+        os.makedirs("outputs", exist_ok=True)
+        for name in os.listdir("inputs"):           # ... and the output the scorer reads is a %s
+            target = os.path.join("outputs", name.replace(".pkl", ".jsonl"))
+            if not os.path.lexists(target):
+                %s
+        return df
+'''
+
+
+@pytest.mark.parametrize("kind, make", [("FIFO", "os.mkfifo(target)"),
+                                        ("symbolic link", "os.symlink('/etc/passwd', target)")])
+def test_llm_sql_output_swapped_for_a_fifo_or_link_is_refused(kind: str, make: str):
+    from engram.sandbox import get_sandbox
+
+    problem = load_problem("llm_sql")
+    with CandidateEvaluator(problem, get_sandbox("process", quiet=True), scenarios=["movies_sample"]) as evaluator:
+        result = evaluator.evaluate(LLM_SQL_SWAP % (kind, make))
+        assert result.error_kind == ErrorKind.INVALID_OUTPUT, result.error
+        assert kind in (result.error or "")
+        honest = evaluator.evaluate(problem.initial_program)
+    assert honest.ok, honest.error
+
+
+# -- the command line ----------------------------------------------------------------------------------
+
+
+def test_engram_evaluate_exits_3_for_an_invalid_answer(tmp_path: Path):
+    program = tmp_path / "forged.py"
+    program.write_text(FORGE + ANSWERS["huge_int_cost"] + "\nos._exit(0)\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "engram", "evaluate", "cloudcast", str(program), "--sandbox", "process",
+         "--scenarios", "intra_aws", "--json"],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    result = json.loads(done.stdout)
+    assert result["error_kind"] == "invalid_output"
+    assert "Traceback" not in done.stderr
+
