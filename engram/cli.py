@@ -1,8 +1,10 @@
 """The `engram` command line.
 
 Kept light at import time -- only click is imported up front -- so `engram --help` answers at
-once; each command imports what it needs. Exit codes: 0 success, 2 bad input (a spec, problem,
-data file or option), 3 the candidate program failed.
+once; each command imports what it needs. Exit codes: 0 success; 2 bad input (a spec, problem,
+data file or option), an environment that cannot run it, a problem changed since the run, or a
+fault of the problem's own evaluator; 3 `engram evaluate`: the candidate failed (any error kind,
+`invalid_output` included); 4 `rescore`/`replay`: a score moved; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ def _reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_accept_changed_problem = click.option(
+    "--accept-changed-problem", is_flag=True,
+    help="Go on although the problem's trusted files differ from the run's (recorded in the run).")
+
+
 def _comparison_options(command: F) -> F:
     """The options `rescore` and `replay` share: both score a run's candidates again and compare,
     so they must accept the same problem override, sandbox, tolerance and listing."""
@@ -52,6 +59,7 @@ def _comparison_options(command: F) -> F:
         click.option("--tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
                      help="Relative difference of scores still counted as equal (0: bit for bit)."),
         click.option("--changes-only", is_flag=True, help="List only the experiments whose score moved."),
+        _accept_changed_problem,
     )):
         command = option(command)
     return command
@@ -185,15 +193,16 @@ def apply(specs: tuple[Path, ...], overrides: tuple[str, ...], new: bool, verbos
 @click.option("-v", "--verbose", is_flag=True, help="Stream each agent turn (text and tool calls).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print progress events and the result as JSON lines.")
+@_accept_changed_problem
 @_reports_errors
-def resume(run_dir: Path, verbose: bool, quiet: bool, as_json: bool) -> None:
+def resume(run_dir: Path, verbose: bool, quiet: bool, as_json: bool, accept_changed_problem: bool) -> None:
     """Continue the interrupted run in RUN_DIR."""
     from engram.progress import make_progress
     from engram.runner import resume as resume_run
 
     progress = make_progress(verbose=verbose, quiet=quiet, as_json=as_json)
     try:
-        outcome = resume_run(run_dir, progress)
+        outcome = resume_run(run_dir, progress, accept_changed_problem=accept_changed_problem)
     finally:
         progress.close()
     _report_run(outcome, as_json)
@@ -231,14 +240,15 @@ def ui(uri: str | None, port: int) -> None:
 @_comparison_options
 @_reports_errors
 def rescore(run_dir: Path, problem: str | None, sandbox_name: str | None, tolerance: float,
-            changes_only: bool) -> None:
+            changes_only: bool, accept_changed_problem: bool) -> None:
     """Evaluate every archived candidate of RUN_DIR again and compare with the recorded scores.
 
     New evaluations go next to the old ones (exp-<m>/rescores/<stamp>/); exit code 4 when a score moved.
     """
     from engram.rescore import SCORES_DIFFER_EXIT_CODE, format_comparison, rescore_run
 
-    outcome = rescore_run(run_dir, problem_path=problem, sandbox_name=sandbox_name, tolerance=tolerance)
+    outcome = rescore_run(run_dir, problem_path=problem, sandbox_name=sandbox_name, tolerance=tolerance,
+                          accept_changed_problem=accept_changed_problem)
     click.echo(format_comparison(outcome.comparison, before="recorded", after="rescored", changes_only=changes_only))
     click.echo(f"new evaluations: {run_dir}/seed-<k>/agents/agent-<n>/experiments/exp-<m>/rescores/{outcome.stamp}/")
     click.echo(f"comparison: {outcome.summary_file}")
@@ -257,7 +267,8 @@ def rescore(run_dir: Path, problem: str | None, sandbox_name: str | None, tolera
 @click.option("-q", "--quiet", is_flag=True, help="No progress display, only the comparison.")
 @_reports_errors
 def replay(run_dir: Path, out: Path | None, problem: str | None, sandbox_name: str | None, tolerance: float,
-           mlflow: bool, strict: bool, changes_only: bool, verbose: bool, quiet: bool) -> None:
+           mlflow: bool, strict: bool, changes_only: bool, verbose: bool, quiet: bool,
+           accept_changed_problem: bool) -> None:
     """Run RUN_DIR again from its recorded model replies (offline, no key, no cost) and compare every score.
 
     Exit code 4 when a score moved (or, with --strict, a model request differs).
@@ -269,7 +280,7 @@ def replay(run_dir: Path, out: Path | None, problem: str | None, sandbox_name: s
     progress = make_progress(verbose=verbose, quiet=quiet, as_json=False)
     try:
         outcome = replay_run(run_dir, progress, out=out, problem=problem, tolerance=tolerance, mlflow=mlflow,
-                             sandbox=sandbox_name)
+                             sandbox=sandbox_name, accept_changed_problem=accept_changed_problem)
     finally:
         progress.close()
     click.echo(format_comparison(outcome.comparison, before="recorded", after="replayed", changes_only=changes_only))

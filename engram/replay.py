@@ -51,14 +51,20 @@ class ReplayOutcome:
 
 
 def replay_run(source: Path, progress: Progress, *, out: Path | None = None, problem: str | None = None,
-               tolerance: float = 0.0, mlflow: bool = False, sandbox: str | None = None) -> ReplayOutcome:
-    """Replay `source` into a fresh run directory and compare; see the module docstring."""
-    from engram.runner import execute
+               tolerance: float = 0.0, mlflow: bool = False, sandbox: str | None = None,
+               accept_changed_problem: bool = False) -> ReplayOutcome:
+    """Replay `source` into a fresh run directory and compare; see the module docstring. A problem
+    whose trusted files differ from the recorded run's is refused unless `accept_changed_problem`."""
+    from engram.problem import load_problem
+    from engram.problem_record import check_problem, record_acceptance
+    from engram.runner import execute, load_run_spec
 
     source = source.resolve()
     seeds = seed_dirs(source)
     if not seeds:
         raise ConfigError(f"{source} has no seed-<k> directories: nothing was recorded to replay")
+    scored_with = load_problem(problem if problem is not None else load_run_spec(source).problem.name)
+    accepted = check_problem(source, scored_with, command="replay", accept=accept_changed_problem)
     replay_dir = _fresh_dir(out or source.parent / f"{source.name}-replay-{time.strftime('%Y%m%d-%H%M%S')}")
     write_playback_script(replay_dir / PLAYBACK_SCRIPT, source=source, target=replay_dir)
     spec = replay_spec(source, replay_dir, seeds=sorted(seeds), problem=problem, mlflow=mlflow, sandbox=sandbox)
@@ -66,6 +72,8 @@ def replay_run(source: Path, progress: Progress, *, out: Path | None = None, pro
         execute(spec, replay_dir, progress, source=None, overrides=[], resumed=False)
     finally:
         forget_players(source)
+    if accepted is not None:
+        record_acceptance(replay_dir, accepted, adopt=False)
     comparison = compare_by_program(recorded_scores(source), recorded_scores(replay_dir), tolerance)
     comparison.notes += fingerprint_notes(source, _fingerprint(replay_dir))
     outcome = ReplayOutcome(source, replay_dir, comparison, dollars=_dollars(source, replay_dir))
@@ -74,6 +82,7 @@ def replay_run(source: Path, progress: Progress, *, out: Path | None = None, pro
         "source": str(source), "tolerance": tolerance, "transcripts_identical": outcome.transcripts_identical,
         "transcript_notes": outcome.transcript_notes,
         "dollars": {str(seed): {"recorded": a, "replayed": b} for seed, (a, b) in outcome.dollars.items()},
+        "accepted_problem_change": accepted,
         **comparison.as_dict(),
     })
     return outcome

@@ -214,15 +214,20 @@ class RescoreOutcome:
 
 
 def rescore_run(run_dir: Path, *, problem_path: str | None = None, sandbox_name: str | None = None,
-                tolerance: float = 0.0) -> RescoreOutcome:
-    """Evaluate every archived candidate of `run_dir` again; see the module docstring."""
+                tolerance: float = 0.0, accept_changed_problem: bool = False) -> RescoreOutcome:
+    """Evaluate every archived candidate of `run_dir` again; see the module docstring. A problem
+    whose trusted files differ from the run's is refused unless `accept_changed_problem`."""
     from engram.evaluation.evaluator import CandidateEvaluator
     from engram.problem import load_problem
+    from engram.problem_record import check_problem, record_acceptance
     from engram.runner import load_run_spec
     from engram.sandbox import get_sandbox
 
     spec = load_run_spec(run_dir)
     problem = load_problem(problem_path or spec.problem.name)
+    accepted = check_problem(run_dir, problem, command="rescore", accept=accept_changed_problem)
+    if accepted is not None:
+        record_acceptance(run_dir, accepted, adopt=False)
     problem.ensure_data(problem.select_scenarios(spec.problem.scenarios))
     sandbox = get_sandbox(sandbox_name or spec.sandbox.backend, quiet=True, image=spec.sandbox.image)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -243,7 +248,7 @@ def rescore_run(run_dir: Path, *, problem_path: str | None = None, sandbox_name:
     summary = run_dir / f"rescore-{stamp}.json"
     write_json(summary, {"run_dir": str(run_dir), "problem": str(problem.root), "sandbox": sandbox.name,
                          "tolerance": tolerance, "problem_fingerprint": problem.fingerprint(),
-                         **comparison.as_dict()})
+                         "accepted_problem_change": accepted, **comparison.as_dict()})
     return RescoreOutcome(run_dir, stamp, comparison, summary)
 
 

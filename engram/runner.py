@@ -172,23 +172,30 @@ def apply(spec_path: Path, overrides: list[str], progress: Progress, *, new: boo
     return execute(spec, run_dir, progress, source=spec_path, overrides=overrides, resumed=resumed)
 
 
-def resume(run_dir: Path, progress: Progress) -> RunOutcome:
+def resume(run_dir: Path, progress: Progress, *, accept_changed_problem: bool = False) -> RunOutcome:
     spec = load_run_spec(run_dir)
     check_credentials(spec)
-    return execute(spec, run_dir, progress, source=None, overrides=[], resumed=True)
+    return execute(spec, run_dir, progress, source=None, overrides=[], resumed=True,
+                   accept_changed_problem=accept_changed_problem)
 
 
 def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | None, overrides: list[str],
             resumed: bool, seeds: list[int] | None = None, tracking_uri: str | None = None,
-            shared_budget: SharedBudget | None = None) -> RunOutcome:
+            shared_budget: SharedBudget | None = None, accept_changed_problem: bool = False) -> RunOutcome:
     """Run `seeds` (default: all of the spec's) in `run_dir`. A sweep runs one seed per worker
     process, with the driver's tracking URI (a worker's cwd may differ) and the sweep's shared
-    dollar budget."""
+    dollar budget. A resumed run goes on only with the problem it was scored with, unless
+    `accept_changed_problem` (see `engram.problem_record`)."""
     from engram.problem import load_problem
+    from engram.problem_record import check_problem, record_acceptance
     from engram.sandbox import get_sandbox
     from engram.tracking import default_tracking_uri
 
     problem = load_problem(spec.problem.name)
+    if resumed:
+        accepted = check_problem(run_dir, problem, command="resume", accept=accept_changed_problem)
+        if accepted is not None:
+            record_acceptance(run_dir, accepted, adopt=True)
     problem.ensure_data(problem.select_scenarios(spec.problem.scenarios))
     sandbox = get_sandbox(spec.sandbox.backend, quiet=True, image=spec.sandbox.image,
                           labels={"engram.run": run_dir.name, RUN_DIR_LABEL: str(run_dir.resolve())})

@@ -419,7 +419,7 @@ def test_an_oversized_answer_is_refused_unread(small: CandidateEvaluator):
                "_adapter.handle = _handle\n")
     result = small.evaluate(program("pass", prelude))
     assert not result.ok and result.error_kind == ErrorKind.INVALID_OUTPUT
-    assert "larger than any valid answer" in result.error
+    assert "larger than the" in result.error
 
 
 def test_a_crash_in_reorder_is_a_runtime_error_with_its_traceback(small: CandidateEvaluator):

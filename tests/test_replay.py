@@ -10,6 +10,7 @@ from uuid import uuid4
 
 import litellm
 import pytest
+import yaml
 from click.testing import CliRunner
 from conftest import REPO
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate, write_program
@@ -85,8 +86,16 @@ def test_changed_evaluator_fails_rescore_and_replay_naming_the_experiments(recor
     originals = {p: p.read_bytes() for p in recorded.glob("seed-0/agents/*/experiments/*/evaluation.json")}
 
     cli = CliRunner()
-    rescored = cli.invoke(main, ["rescore", str(recorded), "--problem", str(changed)])
+    refused = cli.invoke(main, ["rescore", str(recorded), "--problem", str(changed)])
+    assert refused.exit_code == 2 and "--accept-changed-problem" in refused.output, refused.output
+    assert not list(recorded.glob("seed-0/agents/*/experiments/*/rescores"))
+    rescored = cli.invoke(main, ["rescore", str(recorded), "--problem", str(changed), "--accept-changed-problem"])
     assert rescored.exit_code == SCORES_DIFFER_EXIT_CODE, rescored.output
+    meta = yaml.safe_load((recorded / "spec.resolved.yaml").read_text())["meta"]
+    assert [a["command"] for a in meta["accepted_problem_changes"]] == ["rescore"]
+    assert meta["problem_fingerprint"] == meta["accepted_problem_changes"][0]["recorded_fingerprint"]
+    events = [json.loads(line) for line in (recorded / "seed-0" / "events.jsonl").read_text().splitlines()]
+    assert [e["command"] for e in events if e["type"] == "problem_change_accepted"] == ["rescore"]
     assert moved_experiments(rescored.output) == scored
     assert "note: the problem's trusted files changed since the run" in rescored.output
     assert {p: p.read_bytes() for p in originals} == originals  # the record is never overwritten
@@ -101,9 +110,15 @@ def test_changed_evaluator_fails_rescore_and_replay_naming_the_experiments(recor
     assert unchanged.exit_code == 0, unchanged.output
     assert "4 experiment(s): all scores identical" in unchanged.output
 
+    refused = cli.invoke(main, ["replay", str(recorded), "-q", "--problem", str(changed),
+                                "--out", str(tmp_path / "refused")])
+    assert refused.exit_code == 2 and "--accept-changed-problem" in refused.output, refused.output
     replayed = cli.invoke(main, ["replay", str(recorded), "-q", "--problem", str(changed),
-                                 "--out", str(tmp_path / "replay")])
+                                 "--out", str(tmp_path / "replay"), "--accept-changed-problem"])
     assert replayed.exit_code == SCORES_DIFFER_EXIT_CODE, replayed.output
+    replay_meta = yaml.safe_load((tmp_path / "replay" / "spec.resolved.yaml").read_text())["meta"]
+    assert [a["command"] for a in replay_meta["accepted_problem_changes"]] == ["replay"]
+    assert json.loads((tmp_path / "replay" / "replay.json").read_text())["accepted_problem_change"]
     assert moved_experiments(replayed.output) == scored
 
 

@@ -273,3 +273,58 @@ def test_engram_evaluate_exits_3_for_an_invalid_answer(tmp_path: Path):
     assert result["error_kind"] == "invalid_output"
     assert "Traceback" not in done.stderr
 
+
+
+# -- runs: a hostile candidate does not stop them; a changed problem stops resume -----------------------
+
+
+def _hostile_run(tmp_path: Path) -> Path:
+    import shutil
+
+    from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate, write_program
+
+    problem = tmp_path / "cloudcast_copy"
+    shutil.copytree(REPO / "evaluators" / "cloudcast", problem, ignore=shutil.ignore_patterns("__pycache__"))
+    hostile = FORGE + ANSWERS["huge_int_cost"] + "\nos._exit(0)\n"
+    agents = [[{"tool_calls": [write_program("/hostile.py", hostile)]},
+               {"tool_calls": [simulate("/hostile.py")]},
+               {"tool_calls": [INITIAL_PROGRAM_CALL]},
+               {"content": SUMMARY}]]
+    spec = make_spec(tmp_path, agents, problem={"name": str(problem), "scenarios": ["intra_aws"]},
+                     sandbox={"backend": "process"})
+    return run(spec).run_dir
+
+
+def test_a_run_goes_on_past_a_hostile_candidate_and_resume_checks_the_problem(tmp_path: Path):
+    import yaml
+    from click.testing import CliRunner
+
+    from engram.archive import SeedArchive
+    from engram.cli import main
+
+    run_dir = _hostile_run(tmp_path)
+    archive = SeedArchive(run_dir / "seed-0")
+    evaluations = {e.number: e.evaluation() for e in archive.experiments()}
+    assert [e.error_kind for _, e in sorted(evaluations.items())] == [ErrorKind.INVALID_OUTPUT, None]
+    assert archive.is_finished()
+
+    cli = CliRunner()
+    evaluator_py = tmp_path / "cloudcast_copy" / "evaluator.py"
+    evaluator_py.write_text(evaluator_py.read_text() + "\n# changed\n")
+    refused = cli.invoke(main, ["resume", str(run_dir), "-q"])
+    assert refused.exit_code == 2, refused.output
+    message = refused.output.strip()
+    assert "\n" not in message and "--accept-changed-problem" in message and "differ" in message
+    before = (run_dir / "spec.resolved.yaml").read_text()
+
+    accepted = cli.invoke(main, ["resume", str(run_dir), "-q", "--accept-changed-problem"])
+    assert accepted.exit_code == 0, accepted.output
+    meta = yaml.safe_load((run_dir / "spec.resolved.yaml").read_text())["meta"]
+    change = meta["accepted_problem_changes"][0]
+    assert change["command"] == "resume"
+    assert change["recorded_fingerprint"] == yaml.safe_load(before)["meta"]["problem_fingerprint"]
+    now = load_problem(evaluator_py.parent).fingerprint()
+    assert meta["problem_fingerprint"] == change["accepted_fingerprint"] == now
+    assert [e["command"] for e in archive.events("problem_change_accepted")] == ["resume"]
+    again = cli.invoke(main, ["resume", str(run_dir), "-q"])  # the accepted problem is now the run's
+    assert again.exit_code == 0, again.output
