@@ -29,7 +29,7 @@ from engram.evaluation.channel import CandidateChannel, CandidateFailure
 from engram.evaluation.plain_data import check_plain, parse_untrusted
 from engram.evaluation.result import ErrorKind, Evaluation, ScenarioResult, Timings
 from engram.evaluation.safe_read import UnsafeFile, read_untrusted
-from engram.evaluation.scoring import InvalidAnswer, ProgramJudge, ScenarioScore, scoring_fault
+from engram.evaluation.scoring import InvalidAnswer, Judgement, ProgramJudge, ScenarioScore, scoring_fault
 from engram.problem import Problem, ScenarioSpec
 from engram.sandbox import Limits, Mount, Sandbox, SandboxResult, clean_environment
 from engram.sandbox.base import KiB, MiB
@@ -201,7 +201,12 @@ class CandidateEvaluator:
                        limits: Limits) -> Evaluation:
         """A problem whose scorer runs the program itself: hand it over, then record what it found."""
         started = time.monotonic()
-        judgement = judge.judge(source, self.scenarios, sandbox=self.sandbox, workdir=workdir, limits=limits)
+        try:
+            judgement = judge.judge(source, self.scenarios, sandbox=self.sandbox, workdir=workdir, limits=limits)
+        except EngramError:
+            raise
+        except Exception as exc:  # the judge broke on what this program produced: the program's fault
+            judgement = Judgement(failure=(ErrorKind.INVALID_OUTPUT, str(scoring_fault(exc))))
         evaluation = Evaluation(
             problem=self.problem.name, score=None, ok=False, stdout=judgement.stdout, stderr=judgement.stderr,
             sandbox=self.sandbox.name, problem_fingerprint=self.fingerprint, notes=list(judgement.notes),
@@ -211,8 +216,7 @@ class CandidateEvaluator:
         else:
             evaluation.scenarios = {name: result for name, (result, _) in judgement.results.items()}
             scored = {name: score for name, (_, score) in judgement.results.items()}
-            evaluation.score, evaluation.metrics = judge.combine(scored)
-            evaluation.ok = True
+            self._combine_into(evaluation, scored)
         evaluation.program_sha256 = _sha256_bytes(source.encode())
         evaluation.duration_s = time.monotonic() - started
         evaluation.timings = Timings(candidate_s=judgement.candidate_s,
@@ -290,16 +294,21 @@ class CandidateEvaluator:
             message = (f"{len(broken)} of {len(self.scenarios)} scenario(s) failed ({names}); "
                        f"first, {first.name}: {first.error}")
             return _failed(evaluation, first.error_kind or ErrorKind.RUNTIME, message), scored
+        return self._combine_into(evaluation, scored), scored
+
+    def _combine_into(self, evaluation: Evaluation, scored: dict[str, ScenarioScore]) -> Evaluation:
+        """The candidate's score from its scenarios; a combination that breaks the scorer or is not a
+        finite number is the candidate's invalid output."""
         try:
             score, totals = self.scorer.combine(scored)
             score = float(score)
         except Exception as exc:  # the totals of this candidate's numbers broke the scorer
-            return _failed(evaluation, ErrorKind.INVALID_OUTPUT, str(scoring_fault(exc))), scored
+            return _failed(evaluation, ErrorKind.INVALID_OUTPUT, str(scoring_fault(exc)))
         if not math.isfinite(score):
             return _failed(evaluation, ErrorKind.INVALID_OUTPUT,
-                           f"the answers combine to a score of {score!r}, which is not a finite number"), scored
+                           f"the answers combine to a score of {score!r}, which is not a finite number")
         evaluation.score, evaluation.metrics, evaluation.ok = score, totals, True
-        return evaluation, scored
+        return evaluation
 
     def _judge_scenario(
         self, scenario: ScenarioSpec, answer: dict[str, Any] | None, failure: dict[str, Any] | None,
