@@ -33,7 +33,7 @@ def format_score(score: float) -> str:
 
 def task_section(problem: Problem) -> str:
     return template("llm_call_task").format(
-        task=problem.task_prompt.strip(), entry_point=problem.config.entry_point,
+        task=problem.task_prompt.strip(), entry_point=problem.config.entry_point, language=problem.language,
         initial_program=problem.initial_program.read_text(encoding="utf-8").rstrip(),
     )
 
@@ -48,11 +48,11 @@ def first_sample_messages(problem: Problem) -> list[BaseMessage]:
     return conversation(problem, template("llm_call_first_sample"))
 
 
-def program_block(title: str, individual: Individual, *, with_reasoning: bool) -> str:
+def program_block(title: str, individual: Individual, *, with_reasoning: bool, language: str) -> str:
     lines = [f"## {title} (score {format_score(individual.score)})", ""]
     if with_reasoning and individual.reasoning:
         lines += [f"Idea: {individual.reasoning}", ""]
-    lines += ["```python", individual.code.rstrip(), "```"]
+    lines += [f"```{language}", individual.code.rstrip(), "```"]
     return "\n".join(lines)
 
 
@@ -60,14 +60,16 @@ def best_shot_messages(problem: Problem, shown: Sequence[Individual]) -> list[Ba
     """`shown` must already be in ascending score order; the prompt says so."""
     if not shown:
         return first_sample_messages(problem)
-    programs = "\n\n".join(program_block(f"Program {k}", individual, with_reasoning=False)
+    programs = "\n\n".join(program_block(f"Program {k}", individual, with_reasoning=False,
+                                         language=problem.language)
                            for k, individual in enumerate(shown, 1))
     return conversation(problem, template("best_shot_programs").format(programs=programs))
 
 
 def evolution_messages(problem: Problem, parents: Sequence[Individual], instruction: str) -> list[BaseMessage]:
     heading = "The parent program" if len(parents) == 1 else "The parent programs"
-    programs = "\n\n".join(program_block(f"Parent {k}", individual, with_reasoning=True)
+    programs = "\n\n".join(program_block(f"Parent {k}", individual, with_reasoning=True,
+                                         language=problem.language)
                            for k, individual in enumerate(parents, 1))
     return conversation(problem, template("evolution_parents").format(heading=heading, programs=programs,
                                                                       instruction=instruction))

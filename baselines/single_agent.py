@@ -99,7 +99,7 @@ def run_session(ctx: MethodContext, session: int, state: SessionState, run_deadl
     archive_view = prepare_workspace(ctx, session, whole_archive=True)
     best = ctx.archive.best()
     if resumed and best is not None:
-        shutil.copyfile(best[1].program, ctx.archive.workspace / "best_program.py")
+        shutil.copyfile(best[1].program, ctx.archive.workspace / ctx.problem.workspace_name("best_program"))
     start_agent(ctx, session, session)
     model = agent_model(ctx, session)
     graph = build_agent_graph(ctx, session, model, deadline, archive_view, system=system_prompt(ctx, resumed=resumed),
@@ -138,7 +138,8 @@ def _better(after: float | None, before: float | None) -> bool:
 
 
 def system_prompt(ctx: MethodContext, *, resumed: bool) -> str:
-    extra = ["- `/best_program.py`: your best program so far"] if resumed and ctx.archive.best() else []
+    best_name = ctx.problem.workspace_name("best_program")
+    extra = [f"- `/{best_name}`: your best program so far"] if resumed and ctx.archive.best() else []
     return prompt("single_agent_system").format(
         minutes=f"{ctx.spec.method.max_minutes:g}", min_experiments=MIN_EXPERIMENTS_ADVICE,
         workspace_map=workspace_map(ctx, extra, archive=ARCHIVE),
@@ -147,7 +148,7 @@ def system_prompt(ctx: MethodContext, *, resumed: bool) -> str:
 
 def first_message(ctx: MethodContext, *, resumed: bool) -> str:
     if not resumed:
-        start = "`/initial_program.py` is the starting program."
+        start = f"`/{ctx.problem.workspace_name('initial_program')}` is the starting program."
     else:
         best = ctx.archive.best()
         start = ("Your session was interrupted and restarted: you lost the conversation, not the work. Every "
@@ -156,5 +157,5 @@ def first_message(ctx: MethodContext, *, resumed: bool) -> str:
         if best is not None:
             code = best[1].program.read_text(encoding="utf-8")
             start += (f"\n\nThe best so far scored {best[0]} (exp-{best[1].number:04d}), also at "
-                      f"`/best_program.py`:\n\n```python\n{code}\n```")
+                      f"`/{ctx.problem.workspace_name('best_program')}`:\n\n```{ctx.problem.language}\n{code}\n```")
     return prompt("single_agent_first_message").format(task=ctx.problem.task_prompt.strip(), start=start)

@@ -192,7 +192,7 @@ def run_round_agent(ctx: MethodContext, nodes: dict[int, Node], parent: Node, ag
     archive_view = prepare_workspace(ctx, agent, whole_archive=False)
     program = node_program(ctx, parent)
     if program is not None:
-        shutil.copyfile(program, ctx.archive.workspace / "parent_program.py")
+        shutil.copyfile(program, ctx.archive.workspace / ctx.problem.workspace_name("parent_program"))
     start_agent(ctx, agent, settings.rounds)
     model = agent_model(ctx, agent)
     with closing_shells():  # the round's shell (a container under docker) ends with its agent
@@ -281,7 +281,9 @@ def node_program(ctx: MethodContext, node: Node) -> Path | None:
 def system_prompt(ctx: MethodContext) -> str:
     return prompt("tree_agent_system").format(
         minutes=f"{ctx.spec.budget.minutes_per_agent:g}", min_experiments=MIN_EXPERIMENTS_ADVICE,
-        workspace_map=workspace_map(ctx, ["- `/parent_program.py`: your starting program, the node you expand"],
+        parent_program=ctx.problem.workspace_name("parent_program"),
+        workspace_map=workspace_map(ctx, [f"- `/{ctx.problem.workspace_name('parent_program')}`: your starting "
+                                          "program, the node you expand"],
                                     archive=ARCHIVE_OWN),
     )
 
@@ -301,8 +303,8 @@ def first_message(ctx: MethodContext, nodes: dict[int, Node], parent: Node) -> s
         where = f"round {parent.id} scored no valid program, so this is node {parent.parent}'s program again"
     else:
         where = f"the best program of round {parent.id}"
-    parent_text = (f"Node {parent.id} ({where}), score {_score_text(parent.score)}, also at `/parent_program.py`:"
-                   f"\n\n```python\n{code}\n```")
+    parent_text = (f"Node {parent.id} ({where}), score {_score_text(parent.score)}, also at "
+                   f"`/{ctx.problem.workspace_name('parent_program')}`:\n\n```{ctx.problem.language}\n{code}\n```")
     return prompt("tree_first_message").format(task=ctx.problem.task_prompt.strip(), ancestors=ancestors,
                                                parent=parent_text)
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from engram.evaluation.scoring import Scorer
 
 PROBLEM_FILE = "problem.yaml"
+_FENCE_LANGUAGES = {".py": "python", ".cpp": "cpp", ".cc": "cpp"}
 
 
 class _Strict(BaseModel):
@@ -153,6 +154,15 @@ class Problem:
     @property
     def adapter_path(self) -> Path:
         return self.file(self.config.adapter)
+
+    @property
+    def language(self) -> str:
+        """The candidates' language as a Markdown code-fence label (`python`; `cpp` for C++ problems)."""
+        return _FENCE_LANGUAGES.get(self.initial_program.suffix, "python")
+
+    def workspace_name(self, stem: str) -> str:
+        """A program's file name in an agent's workspace: `initial_program.py`, or `.cpp` for C++ problems."""
+        return f"{stem}{self.initial_program.suffix or '.py'}"
 
     def baselines(self) -> dict[str, Path]:
         """Known reference algorithms, by file stem, for agents to read and for comparisons."""

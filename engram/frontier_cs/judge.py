@@ -201,8 +201,8 @@ def _scored(number: int, judge_run: ProgramRun, message: str, run: ProgramRun, s
         how = "was killed at its time limit" if judge_run.killed or judge_run.cpu_s > CHECKER_LIMITS.cpu_s \
             else f"ended abnormally ({_describe_end(judge_run)})"
         message = f"the judge program {how}; its message: {message}".rstrip()
-    elif verdict.ok:
-        label = "AC" if verdict.ratio == 1.0 or not math.isfinite(verdict.ratio) else "PC"
+    elif verdict.ratio == 1.0:  # upstream calls a case correct by its ratio, whatever the exit code
+        label = "AC"
     else:
         label = "PC" if verdict.ratio > 0 else "WA"
     return CaseResult(number, label, verdict.ratio, verdict.unbounded, run.cpu_s, run.rss_bytes, message, stderr)

@@ -109,7 +109,7 @@ def prepare_workspace(ctx: MethodContext, agent: int, *, whole_archive: bool) ->
     shutil.rmtree(workspace, ignore_errors=True)
     workspace.mkdir(parents=True)
     write_atomic(workspace / "task.md", problem.task_prompt)
-    shutil.copyfile(problem.initial_program, workspace / "initial_program.py")
+    shutil.copyfile(problem.initial_program, workspace / problem.workspace_name("initial_program"))
     baselines = problem.baselines()
     if baselines:
         (workspace / "baselines").mkdir()
@@ -134,7 +134,7 @@ def _add_handover_files(ctx: MethodContext) -> None:
     archive, workspace = ctx.archive, ctx.archive.workspace
     best = archive.best()
     if best is not None:
-        shutil.copyfile(best[1].program, workspace / "best_program.py")
+        shutil.copyfile(best[1].program, workspace / ctx.problem.workspace_name("best_program"))
     if ctx.spec.method.digest and archive.digest().strip():
         write_atomic(workspace / "digest.md", archive.digest())
 
@@ -181,7 +181,8 @@ def system_prompt(ctx: MethodContext, agent: int) -> str:
     best = ctx.archive.best()
     handover = []
     if best is not None:
-        handover.append(f"- `/best_program.py`: the best program so far (score {best[0]}, exp-{best[1].number:04d})")
+        handover.append(f"- `/{ctx.problem.workspace_name('best_program')}`: the best program so far "
+                        f"(score {best[0]}, exp-{best[1].number:04d})")
     if ctx.spec.method.digest and ctx.archive.digest().strip():
         handover.append("- `/digest.md`: the Research Digest of earlier agents")
     return prompt("agent_system").format(
@@ -196,7 +197,7 @@ def workspace_map(ctx: MethodContext, extra: list[str], *, archive: str) -> str:
     method's own files) come right after the starting program, `archive` describes /archive/."""
     lines = [
         "- `/task.md`: the task (also in your first message)",
-        "- `/initial_program.py`: the starting program",
+        f"- `/{ctx.problem.workspace_name('initial_program')}`: the starting program",
         *extra,
     ]
     if ctx.problem.baselines():
@@ -212,10 +213,11 @@ def first_message(ctx: MethodContext) -> str:
     digest = ctx.archive.digest().strip() if ctx.spec.method.digest else ""
     best = ctx.archive.best()
     if best is None:
-        best_text = "None yet: start from `/initial_program.py`."
+        best_text = f"None yet: start from `/{ctx.problem.workspace_name('initial_program')}`."
     else:
         code = best[1].program.read_text(encoding="utf-8")
-        best_text = f"Score {best[0]} (exp-{best[1].number:04d}), also at `/best_program.py`:\n\n```python\n{code}\n```"
+        best_text = (f"Score {best[0]} (exp-{best[1].number:04d}), also at "
+                     f"`/{ctx.problem.workspace_name('best_program')}`:\n\n```{ctx.problem.language}\n{code}\n```")
     return prompt("agent_first_message").format(
         task=ctx.problem.task_prompt.strip(), digest=digest or "None yet: you are the first agent.", best=best_text,
     )
