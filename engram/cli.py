@@ -143,6 +143,13 @@ def validate(specs: tuple[Path, ...], overrides: tuple[str, ...]) -> None:
 
     for path in specs:
         spec = load_spec(path, list(overrides))
+        if spec.problem.members is not None:
+            from engram.frontier_cs.selection import member_names
+
+            names = member_names(spec.problem.name, spec.problem.members)
+            click.echo(f"{path}: ok ({spec.name}: {len(names)} problems of {spec.problem.name}, {spec.method.name}, "
+                       f"{spec.model.id}, {spec.runs} seed(s) each)")
+            continue
         problem = load_problem(spec.problem.name)
         problem.select_scenarios(spec.problem.scenarios)
         budget = spec.budget

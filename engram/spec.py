@@ -39,6 +39,9 @@ class ProblemSettings(_Strict):
     name: str = Field(description="A built-in problem name, or a path to a problem directory (relative to the spec)")
     scenarios: list[str] | None = Field(default=None, description="Scenario or scenario-set names; default: all")
     time_limit_s: PositiveFloat | None = Field(default=None, description="Per-evaluation limit; default: the problem's")
+    members: list[str | int] | str | None = Field(
+        default=None, description="With a problem family as name (frontier_cs): one run per member, a list of ids "
+                                  "or a tag (all, default, interactive)")
 
 
 class EngramMethod(_Strict):

@@ -373,7 +373,7 @@ def is_sweep(paths: Sequence[Path], overrides: list[str], cli_options: dict[str,
         spec = load_spec(paths[0], overrides)
     except EngramError:
         return False  # the single-run path reports it
-    return spec.runs > 1 or spec.executor != ExecutorSettings()
+    return spec.runs > 1 or spec.executor != ExecutorSettings() or spec.problem.members is not None
 
 
 def read_entries(paths: Sequence[Path], overrides: list[str]) -> tuple[list[SweepEntry], dict[str, Any] | None]:
@@ -382,15 +382,37 @@ def read_entries(paths: Sequence[Path], overrides: list[str]) -> tuple[list[Swee
     section: dict[str, Any] | None = None
     for path in paths:
         if not is_grid_file(path):
-            entries.append(SweepEntry(path, tuple(overrides)))
+            entries += _family_members(SweepEntry(path, tuple(overrides)))
             continue
         grid = load_grid(path)
-        entries += [SweepEntry(e.path, (*e.overrides, *overrides)) for e in grid.entries]
+        for entry in grid.entries:
+            entries += _family_members(SweepEntry(entry.path, (*entry.overrides, *overrides)))
         if grid.executor:
             if section is not None and section != grid.executor:
                 raise ConfigError(f"{path}: its executor section differs from another grid file's; give one")
             section = grid.executor
     return entries, section
+
+
+def _family_members(entry: SweepEntry) -> list[SweepEntry]:
+    """A spec naming a problem family's members stands for one entry per member."""
+    from engram.frontier_cs.selection import member_names, member_overrides
+
+    spec = load_spec(entry.path, list(entry.overrides))
+    if spec.problem.members is None:
+        return [entry]
+    return [SweepEntry(entry.path, (*entry.overrides, *member_overrides(spec.name, name)))
+            for name in member_names(spec.problem.name, spec.problem.members)]
+
+
+def family_report(runs: Sequence[PlannedRun], rows: Sequence[RunStatus]) -> str:
+    """Per-problem best scores and their mean, when the sweep ran Frontier-CS problems."""
+    from engram.frontier_cs.family import is_family_name
+    from engram.frontier_cs.selection import family_summary
+
+    problems = {Path(run.unit.seed_dir): str(run.unit.spec["problem"]["name"]) for run in runs
+                if is_family_name(str(run.unit.spec["problem"]["name"]))}
+    return family_summary(problems, {Path(row.seed_dir): row.best_score for row in rows}) if problems else ""
 
 
 def apply_sweep(paths: Sequence[Path], overrides: list[str], cli_options: dict[str, Any], *, new: bool,
@@ -420,5 +442,7 @@ def apply_sweep(paths: Sequence[Path], overrides: list[str], cli_options: dict[s
                           "run_dirs": [str(d) for d in outcome.run_dirs]}, default=str), flush=True)
     else:
         print(summary(outcome), flush=True)
+        if family := family_report(runs, outcome.rows):
+            print("\n" + family, flush=True)
     check_outcomes(outcome)
     return 0
