@@ -91,6 +91,12 @@ class ProblemConfig(_Strict):
     data: list[data_files.DataFile] = Field(default_factory=list)
     agent_files: list[str] = Field(default_factory=list,
                                    description="Manifest paths copied into each agent's workspace under /data/")
+    sandbox_files: list[str] = Field(default_factory=list,
+                                     description="Files of the problem directory the adapter imports, shown to "
+                                                 "candidates next to it; nothing else of the directory is")
+    hidden_data: list[str] = Field(default_factory=list,
+                                   description="Manifest paths the score is computed against (ground truth, "
+                                               "future inputs): never shown to agents or candidates")
     references: list[ReferenceScore] = Field(default_factory=list,
                                              description="Known solutions' scores, for reports to compare against")
 
@@ -113,6 +119,15 @@ class ProblemConfig(_Strict):
         unknown = [p for p in self.agent_files if p not in paths]
         if unknown:
             raise ValueError(f"agent_files lists {unknown}, which the data manifest does not list")
+        unknown = [p for p in self.hidden_data if p not in paths]
+        if unknown:
+            raise ValueError(f"hidden_data lists {unknown}, which the data manifest does not list")
+        shown = [p for p in self.hidden_data if p in self.agent_files]
+        if shown:
+            raise ValueError(f"{shown} cannot be both hidden_data and agent_files")
+        bad = [f for f in self.sandbox_files if "/" in f or not f.endswith(".py") or f == self.evaluator]
+        if bad:
+            raise ValueError(f"sandbox_files must name Python files beside the adapter, not the evaluator: {bad}")
         for scenario in self.scenarios:
             unknown = [p for p in scenario.data or [] if p not in paths]
             if unknown:
@@ -210,6 +225,10 @@ class Problem:
         scenario sets are not comparable."""
         wanted = [s.name for s in self.select_scenarios(selection)]
         return [r for r in self.config.references if [s.name for s in self.select_scenarios(r.scenarios)] == wanted]
+
+    def candidate_files(self) -> list[Path]:
+        """The problem's files a candidate's sandbox sees: the adapter and the modules it imports."""
+        return [self.adapter_path, *(self.file(name) for name in self.config.sandbox_files)]
 
     def trusted_files(self) -> list[Path]:
         """Files whose content decides a score: any change to them invalidates comparisons."""

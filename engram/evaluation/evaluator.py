@@ -3,7 +3,9 @@
 `CandidateEvaluator` is built once per problem (it loads the trusted scorer and its data once) and
 then evaluates many programs. For each it makes a clean working directory, runs the candidate via
 `child.py` in the sandbox, reads the answers the child wrote, and scores them with the trusted
-scorer. Before every run it checks that the problem's trusted files and the shared inputs are
+scorer. The sandbox sees the session directory (the child, the problem's adapter and the files it
+imports, the shared input) and the evaluation's working directory -- not the problem directory,
+its evaluator, its data or anything else the score is computed from. Before every run it checks that the problem's trusted files and the shared inputs are
 unchanged, so a candidate that tampers with them (possible only without isolation) is caught.
 """
 
@@ -39,6 +41,8 @@ Outcome = tuple[ScenarioScore | InvalidAnswer | CandidateFailure, float]
 """What a conversation produced for one scenario: its score or why it has none, and the time the
 candidate took to answer (measured by the channel)."""
 _MAX_ANSWERS_BYTES = 64 * MiB
+_PROBLEM_FILES = "problem"
+"""Session subdirectory holding the problem's candidate-side files."""
 _MAX_ERROR_CHARS = 20_000
 """A failure event's message is the candidate's text: kept, but not without bound."""
 
@@ -127,9 +131,17 @@ class CandidateEvaluator:
         self._shared_files = self._write_shared_files()
 
     def _write_shared_files(self) -> dict[Path, str]:
+        """The session's files: the child, the problem's candidate-side files (its adapter and the
+        `sandbox_files` it imports -- nothing else of the problem directory is shown to candidates)
+        and the shared input."""
         child = self._session / "child.py"
         shutil.copyfile(_CHILD_SOURCE, child)
         files = [child]
+        (self._session / _PROBLEM_FILES).mkdir()
+        for path in self.problem.candidate_files():
+            copy = self._session / _PROBLEM_FILES / path.name
+            shutil.copyfile(path, copy)
+            files.append(copy)
         shared = self.scorer.shared_input()
         if shared is not None:
             shared_path = self._session / "shared.json"
@@ -159,7 +171,7 @@ class CandidateEvaluator:
         answers_path = workdir / "answers.jsonl"
         request = {
             "program": str(program_path),
-            "adapter": str(self.problem.adapter_path),
+            "adapter": str(self._session / _PROBLEM_FILES / self.problem.adapter_path.name),
             "entry_point": self.problem.config.entry_point,
             "shared_input": str(self._session / "shared.json")
             if (self._session / "shared.json") in self._shared_files else None,
@@ -174,7 +186,7 @@ class CandidateEvaluator:
         request_path.write_text(json.dumps(request, allow_nan=True), encoding="utf-8")
         spawned_at = time.time()
         argv = [self.sandbox.python, "-P", str(self._session / "child.py"), str(request_path)]
-        mounts = [Mount(self._session), Mount(self.problem.root)]
+        mounts = [Mount(self._session)]
         outcomes: dict[str, Outcome] | None = None
         if interactive:
             run, outcomes = self._converse(argv, workdir, mounts, limits)
