@@ -108,20 +108,25 @@ def data(problem: str) -> None:
 @click.option("--scenarios", default=None, metavar="A,B",
               help="Comma-separated scenario or scenario-set names (default: the problem's default set).")
 @click.option("--timeout", type=float, default=None, help="Wall-clock limit in seconds (default: the problem's).")
+@click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON file keeping the seeds of hidden workloads (created if missing), to score "
+                   "against the same hidden data again [default: drawn afresh].")
 @click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory for per-scenario result files (e.g. CSVs to analyse).")
 @_reports_errors
 def evaluate(problem: str, program: Path, as_json: bool, sandbox_name: str, scenarios: str | None,
-             timeout: float | None, artifacts: Path | None) -> None:
+             timeout: float | None, artifacts: Path | None, secrets_file: Path | None) -> None:
     """Score PROGRAM on PROBLEM (a built-in name or a problem directory)."""
     from engram.evaluation.evaluator import CandidateEvaluator
+    from engram.evaluation.run_secrets import TrustedSecrets
     from engram.problem import load_problem
     from engram.sandbox import get_sandbox
 
     loaded = load_problem(problem)
     selection = [s.strip() for s in scenarios.split(",") if s.strip()] if scenarios else None
     sandbox = get_sandbox(sandbox_name, quiet=as_json)
-    with CandidateEvaluator(loaded, sandbox, scenarios=selection, time_limit_s=timeout) as evaluator:
+    secrets = TrustedSecrets(secrets_file) if secrets_file else None
+    with CandidateEvaluator(loaded, sandbox, scenarios=selection, time_limit_s=timeout, secrets=secrets) as evaluator:
         result = evaluator.evaluate(program, artifacts_dir=artifacts)
     if as_json:
         click.echo(json.dumps(result.to_json_dict(), indent=2, allow_nan=True))

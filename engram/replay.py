@@ -55,6 +55,7 @@ def replay_run(source: Path, progress: Progress, *, out: Path | None = None, pro
                accept_changed_problem: bool = False) -> ReplayOutcome:
     """Replay `source` into a fresh run directory and compare; see the module docstring. A problem
     whose trusted files differ from the recorded run's is refused unless `accept_changed_problem`."""
+    from engram.evaluation.run_secrets import TrustedSecrets
     from engram.problem import load_problem
     from engram.problem_record import check_problem, record_acceptance
     from engram.runner import execute, load_run_spec
@@ -67,6 +68,7 @@ def replay_run(source: Path, progress: Progress, *, out: Path | None = None, pro
     accepted = check_problem(source, scored_with, command="replay", accept=accept_changed_problem)
     replay_dir = _fresh_dir(out or source.parent / f"{source.name}-replay-{time.strftime('%Y%m%d-%H%M%S')}")
     write_playback_script(replay_dir / PLAYBACK_SCRIPT, source=source, target=replay_dir)
+    TrustedSecrets.of_run(source).copy_to(replay_dir)  # the same hidden data as the recorded run
     spec = replay_spec(source, replay_dir, seeds=sorted(seeds), problem=problem, mlflow=mlflow, sandbox=sandbox)
     try:
         execute(spec, replay_dir, progress, source=None, overrides=[], resumed=False)

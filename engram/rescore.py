@@ -218,6 +218,7 @@ def rescore_run(run_dir: Path, *, problem_path: str | None = None, sandbox_name:
     """Evaluate every archived candidate of `run_dir` again; see the module docstring. A problem
     whose trusted files differ from the run's is refused unless `accept_changed_problem`."""
     from engram.evaluation.evaluator import CandidateEvaluator
+    from engram.evaluation.run_secrets import TrustedSecrets
     from engram.problem import load_problem
     from engram.problem_record import check_problem, record_acceptance
     from engram.runner import load_run_spec
@@ -234,7 +235,8 @@ def rescore_run(run_dir: Path, *, problem_path: str | None = None, sandbox_name:
     before: list[ScoreRecord] = []
     after: list[ScoreRecord] = []
     with CandidateEvaluator(problem, sandbox, scenarios=spec.problem.scenarios,
-                            time_limit_s=spec.problem.time_limit_s) as evaluator:
+                            time_limit_s=spec.problem.time_limit_s,
+                            secrets=TrustedSecrets.of_run(run_dir)) as evaluator:
         for seed, path in seed_dirs(run_dir).items():
             for experiment in SeedArchive(path).experiments():
                 recorded = experiment.evaluation()

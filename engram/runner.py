@@ -265,10 +265,12 @@ def _run_seeds(spec: Spec, run_dir: Path, problem: Any, sandbox: Any, progress: 
                tracking_uri: str | None, resumed: bool, seeds: list[int],
                shared_budget: SharedBudget | None) -> list[SeedOutcome]:
     from engram.evaluation.evaluator import CandidateEvaluator
+    from engram.evaluation.run_secrets import TrustedSecrets
 
     outcomes = []
     with CandidateEvaluator(problem, sandbox, scenarios=spec.problem.scenarios,
-                            time_limit_s=spec.problem.time_limit_s) as evaluator:
+                            time_limit_s=spec.problem.time_limit_s,
+                            secrets=TrustedSecrets.of_run(run_dir)) as evaluator:
         for seed in seeds:
             archive = SeedArchive(run_dir / f"seed-{seed}")
             if archive.is_finished():

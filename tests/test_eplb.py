@@ -1,7 +1,8 @@
 """The eplb problem: the seeded synthetic workload, the reference's balancedness, malformed mappings.
 
 The reference's workload is not public and its evaluator needs torch, so the numbers pinned here
-are our own: the generator's first draws, and the initial program's score on them. The
+are our own: the generator's first draws, and the initial program's score on them, with the seeds
+`PINNED` (a run draws its own, secret ones; these are the seeds problem.yaml used to publish). The
 balancedness definition is checked against a direct transcription of the reference's loop
 (`simulate_inference`: each replica listed in log2phy gets its expert's load / count).
 """
@@ -21,9 +22,12 @@ from engram_runs import run
 
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
+from engram.evaluation.run_secrets import TrustedSecrets
 from engram.problem import Problem, list_problems, load_problem
+from engram.rescore import rescore_run
 from engram.sandbox import get_sandbox
 
+PINNED = {"eplb/steady": 1, "eplb/shifting": 2}
 INITIAL_SCORE = 0.2709619742603009
 INITIAL_STEADY = 0.33485313498963554
 GLOBAL_GREEDY_STEADY = 0.34381730080354855
@@ -76,19 +80,26 @@ def problem() -> Problem:
 
 @pytest.fixture(scope="module")
 def scorer(problem: Problem):
-    return problem.make_scorer()
+    made = problem.make_scorer()
+    made.secrets = TrustedSecrets(values=PINNED)
+    return made
+
+
+def windows_of(scorer, name: str) -> np.ndarray:
+    return scorer.windows(next(s for s in scorer.problem.config.scenarios if s.name == name))
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def steady(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
-    yield from evaluator_on(request, problem, scenarios=["steady"], time_limit_s=60)
+    yield from evaluator_on(request, problem, scenarios=["steady"], time_limit_s=60,
+                            secrets=TrustedSecrets(values=PINNED))
 
 
 @pytest.fixture(scope="module")
 def steady_process(problem: Problem) -> Iterator[CandidateEvaluator]:
     """For the validation rules: they run in the trusted process, whatever the backend."""
     with CandidateEvaluator(problem, get_sandbox("process", quiet=True), scenarios=["steady"],
-                            time_limit_s=60) as ev:
+                            time_limit_s=60, secrets=TrustedSecrets(values=PINNED)) as ev:
         yield ev
 
 
@@ -100,19 +111,19 @@ def _initial_module(problem: Problem):
 
 
 def test_the_synthetic_workload_is_seeded_and_shaped(scorer):
-    windows = scorer.windows["steady"]
+    windows = windows_of(scorer, "steady")
     assert windows.shape == (10, 58, 256) and windows.dtype == np.int64
     assert (windows.sum(axis=2) == 409_600 * 8).all()
     assert windows[0, 0, :4].tolist() == [10867, 4590, 8906, 11506]
     assert windows[9, 57, -2:].tolist() == [28138, 2897]
-    assert not np.array_equal(scorer.windows["shifting"], windows)
+    assert not np.array_equal(windows_of(scorer, "shifting"), windows)
 
 
 def test_balancedness_is_the_references(problem: Problem, scorer):
     """Scorer vs. the reference's loop over log2phy, on the initial program's real mappings."""
     evaluator = sys.modules[type(scorer).__module__]
     initial = _initial_module(problem)
-    windows = scorer.windows["shifting"]
+    windows = windows_of(scorer, "shifting")
     for number in range(3):
         phy2log, log2phy, logcnt = initial.rebalance_experts(windows[number], 288, 8, 4, 32)
         load = windows[number + 1]
@@ -127,10 +138,12 @@ def test_balancedness_is_the_references(problem: Problem, scorer):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_engram_evaluate_scores_the_initial_program(backend: str, problem: Problem):
+def test_engram_evaluate_scores_the_initial_program(backend: str, problem: Problem, tmp_path):
     require_backend(backend)
+    (tmp_path / "secrets.json").write_text(json.dumps(PINNED))
     done = subprocess.run([sys.executable, "-m", "engram.cli", "evaluate", "eplb", str(problem.initial_program),
-                           "--sandbox", backend, "--scenarios", "steady", "--json"],
+                           "--sandbox", backend, "--scenarios", "steady", "--json",
+                           "--secrets", str(tmp_path / "secrets.json")],
                           capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -140,7 +153,8 @@ def test_engram_evaluate_scores_the_initial_program(backend: str, problem: Probl
 
 def test_full_score_of_the_initial_program(problem: Problem):
     assert "eplb" in {p.name for p in list_problems()}
-    with CandidateEvaluator(problem, get_sandbox("process", quiet=True)) as evaluator:  # values, not isolation
+    with CandidateEvaluator(problem, get_sandbox("process", quiet=True),  # values, not isolation
+                            secrets=TrustedSecrets(values=PINNED)) as evaluator:
         initial = evaluator.evaluate(problem.initial_program)
     assert initial.ok, initial.error
     assert initial.score == pytest.approx(INITIAL_SCORE, rel=1e-12)
@@ -184,8 +198,77 @@ def test_a_torch_program_without_torch_is_told_so(steady: CandidateEvaluator, so
     assert "torch is not installed" in result.error and "numpy" in result.error
 
 
-def test_the_scripted_spec_runs_the_engram_method(tmp_path):
+def test_the_scripted_spec_runs_the_engram_method_on_its_own_secret_windows(tmp_path, problem: Problem):
     outcome = run(REPO / "specs" / "eplb_scripted.yaml", [f"output.dir={tmp_path}", "sandbox.backend=process"])
     result = json.loads((outcome.run_dir / "seed-0" / "result.json").read_text())
     assert result["evaluations"] == 2
-    assert result["best_score"] == pytest.approx(GLOBAL_GREEDY_STEADY, rel=1e-12)
+    secrets_file = outcome.run_dir / "trusted" / "secrets.json"
+    drawn = json.loads(secrets_file.read_text())
+    assert set(drawn) == {"eplb/steady"} and drawn["eplb/steady"] not in PINNED.values()
+    assert secrets_file.stat().st_mode & 0o777 == 0o600 and secrets_file.parent.stat().st_mode & 0o777 == 0o700
+    assert not list(outcome.run_dir.glob("seed-*/workspace/**/secrets.json"))
+    # The run's windows are not the published ones, and rescoring finds them again: every score the same.
+    assert result["best_score"] not in (pytest.approx(GLOBAL_GREEDY_STEADY, rel=1e-9),
+                                        pytest.approx(INITIAL_STEADY, rel=1e-9))
+    rescored = rescore_run(outcome.run_dir, sandbox_name="process")
+    assert rescored.comparison.identical and len(rescored.comparison.pairs) == 2
+
+
+# -- what is scored stays hidden ----------------------------------------------------------------------
+
+PREDICTOR = '''
+import gc
+import numpy as np
+
+{workload}
+
+{greedy}
+
+_GUESSES = {{1: 0.95, 2: 0.7}}  # the seeds problem.yaml once published, with each scenario's persistence
+_known = [expert_load_windows(WorkloadModel(seed=seed, persistence=rho)) for seed, rho in _GUESSES.items()]
+
+
+def _leaked_windows():
+    """Every list of windows reachable in this process (a scenario input that held them all)."""
+    for item in gc.get_objects():
+        if isinstance(item, dict) and isinstance(item.get("windows"), list) and len(item["windows"]) > 1:
+            yield np.asarray(item["windows"], dtype=np.int64)
+
+
+def rebalance_experts(weight, num_replicas, num_groups, num_nodes, num_gpus):
+    current = np.asarray(weight)
+    for windows in [*_known, *_leaked_windows()]:
+        for number in range(len(windows) - 1):
+            if np.array_equal(windows[number], current):  # plan for the window we will be scored on
+                return _honest(windows[number + 1], num_replicas, num_groups, num_nodes, num_gpus)
+    return _honest(weight, num_replicas, num_groups, num_nodes, num_gpus)
+'''
+
+
+def _predictor(problem: Problem) -> str:
+    workload = (problem.root / "workload.py").read_text().replace("from __future__ import annotations", "")
+    greedy = problem.baselines()["global_greedy"].read_text().replace("def rebalance_experts(", "def _honest(")
+    return PREDICTOR.format(workload=workload, greedy=greedy)
+
+
+@pytest.mark.parametrize("backend", ["process", "bwrap"])
+def test_a_predictor_of_the_next_window_no_longer_beats_honest_programs(backend: str, problem: Problem):
+    """With the seeds problem.yaml used to publish, regenerating the workload wins by far (the
+    control: this test can fail); with the run's secret seed, and windows sent one at a time, the
+    predictor finds nothing to predict from and scores exactly as the honest program it falls back on."""
+    require_backend(backend)
+    sandbox = get_sandbox(backend, quiet=True)
+    honest_source = problem.baselines()["global_greedy"].read_text()
+    with CandidateEvaluator(problem, sandbox, secrets=TrustedSecrets(values=PINNED)) as published:
+        cheat, honest = published.evaluate(_predictor(problem)), published.evaluate(honest_source)
+    assert cheat.ok and honest.ok, (cheat.error, honest.error)
+    assert cheat.score > honest.score + 0.1
+    with CandidateEvaluator(problem, sandbox) as secret:  # a fresh secret seed, as every run draws
+        cheat, honest = secret.evaluate(_predictor(problem)), secret.evaluate(honest_source)
+    assert cheat.ok and honest.ok, (cheat.error, honest.error)
+    assert cheat.score <= honest.score
+
+
+def test_the_problem_publishes_no_seed_and_candidates_see_no_generator(problem: Problem):
+    assert all("seed" not in s.params for s in problem.config.scenarios)
+    assert [p.name for p in problem.candidate_files()] == ["adapter.py"]

@@ -5,8 +5,9 @@ then evaluates many programs. For each it makes a clean working directory, runs 
 `child.py` in the sandbox, reads the answers the child wrote, and scores them with the trusted
 scorer. The sandbox sees the session directory (the child, the problem's adapter and the files it
 imports, the shared input) and the evaluation's working directory -- not the problem directory,
-its evaluator, its data or anything else the score is computed from. Before every run it checks that the problem's trusted files and the shared inputs are
-unchanged, so a candidate that tampers with them (possible only without isolation) is caught.
+its evaluator, its data or anything else the score is computed from. Before every run it checks
+that the problem's trusted files and the shared inputs are unchanged, so a candidate that tampers
+with them (possible only without isolation) is caught.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from engram.errors import EngramError, IntegrityError, ScorerError
 from engram.evaluation.channel import CandidateChannel, CandidateFailure
 from engram.evaluation.plain_data import check_plain, parse_untrusted
 from engram.evaluation.result import ErrorKind, Evaluation, ScenarioResult, Timings
+from engram.evaluation.run_secrets import TrustedSecrets
 from engram.evaluation.safe_read import UnsafeFile, read_untrusted
 from engram.evaluation.scoring import InvalidAnswer, Judgement, ProgramJudge, ScenarioScore, scoring_fault
 from engram.problem import Problem, ScenarioSpec
@@ -59,7 +61,10 @@ class CandidateEvaluator:
         time_limit_s: float | None = None,
         limits: Limits | None = None,
         work_root: Path | None = None,
+        secrets: TrustedSecrets | None = None,
     ) -> None:
+        """`secrets`: where the scorer keeps values it draws and hides (a run's store, so that resume,
+        rescore and replay score against the same hidden data); default: this evaluator's memory."""
         self.problem = problem
         self.sandbox = sandbox
         self.scenarios = problem.select_scenarios(scenarios)
@@ -70,6 +75,8 @@ class CandidateEvaluator:
         try:
             with self._scorer_errors():
                 self.scorer = problem.make_scorer()
+                if secrets is not None:
+                    self.scorer.secrets = secrets
                 self._shared_files = self._write_shared_files()
         except BaseException:
             shutil.rmtree(self._session, ignore_errors=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from engram.evaluation.result import ErrorKind, Metric, ScenarioResult
+from engram.evaluation.run_secrets import TrustedSecrets
 
 if TYPE_CHECKING:
     from engram.evaluation.channel import CandidateChannel
@@ -51,6 +52,9 @@ class Scorer(ABC):
 
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
+        self.secrets = TrustedSecrets()
+        """Secret values (seeds of hidden workloads) kept out of the sandbox; the evaluator replaces
+        this in-memory store with the run's, so use it lazily, not in `__init__`."""
 
     def shared_input(self) -> Any:
         """Plain data every scenario needs (e.g. a graph), sent to the sandbox once per session."""

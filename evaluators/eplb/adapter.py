@@ -1,6 +1,7 @@
 """Candidate side of eplb: runs inside the sandbox, next to the candidate program.
 
-For each window of a scenario it calls `rebalance_experts(weight, num_replicas, num_groups,
+For each window of a scenario -- sent one at a time by the scorer, the next only after the answer
+for this one -- it calls `rebalance_experts(weight, num_replicas, num_groups,
 num_nodes, num_gpus)` and turns the three returned arrays into plain data. `weight` is a numpy
 int64 array -- unless the program imported torch, in which case it is a torch tensor, as in the
 reference, so torch programs run unchanged where torch is installed. Torch is not a dependency of
@@ -61,24 +62,19 @@ def namespace(context: typing.Any) -> dict:
     return {"np": np, "os": os, "re": re, "inspect": inspect, "torch": _torch()}
 
 
-def run(rebalance_experts: typing.Callable, scenario: dict, context: typing.Any) -> list:
+def handle(rebalance_experts: typing.Callable, message: dict, context: typing.Any) -> dict:
+    """Plan one window: the scorer sends windows one by one, the next only after this reply."""
     torch = sys.modules.get("torch")  # imported by the program, and really installed
-    results = []
-    for number, window in enumerate(scenario["windows"]):
-        weight = np.asarray(window, dtype=np.int64)
-        if torch is not None:
-            weight = torch.from_numpy(weight)
-        try:
-            results.append(rebalance_experts(weight, scenario["num_replicas"], scenario["num_groups"],
-                                             scenario["num_nodes"], scenario["num_gpus"]))
-        except Exception as error:
-            error.add_note(f"(while rebalancing window {number} of {len(scenario['windows'])})")
-            raise
-    return results
-
-
-def serialize(results: list, scenario: dict) -> dict:
-    return {"windows": [_plain(result) for result in results]}
+    weight = np.asarray(message["weight"], dtype=np.int64)
+    if torch is not None:
+        weight = torch.from_numpy(weight)
+    try:
+        result = rebalance_experts(weight, message["num_replicas"], message["num_groups"],
+                                   message["num_nodes"], message["num_gpus"])
+    except Exception as error:
+        error.add_note(f"(while rebalancing window {message['window']} of {message['windows']})")
+        raise
+    return _plain(result)
 
 
 def _plain(result: typing.Any) -> dict:

@@ -10,6 +10,12 @@ Differences: the windows come from a seeded synthetic generator (`workload.py`; 
 recording is not public), the arrays are numpy (torch is not needed), and the validation -- the
 reference's rules, every one of which fails the evaluation -- runs here on plain data rather than
 in the candidate's process.
+
+What is scored stays hidden: the generator's seed is drawn by this side once per run and kept
+out of every sandbox (`Scorer.secrets`, stored in the run directory), never taken from
+`problem.yaml`; and the windows are handed to the candidate one at a time, in a conversation --
+window i + 1 is sent only after the mapping for window i has come back -- so no program can read
+the window it is about to be scored on, from its inputs, its caller's frames or the generator.
 """
 
 from __future__ import annotations
@@ -153,24 +159,31 @@ class EplbScenarioScore(ScenarioScore):
 class EplbScorer(Scorer):
     """Scores expert mappings on the synthetic workload's next window."""
 
+    interactive = True
+
     def __init__(self, problem: Problem) -> None:
         super().__init__(problem)
-        self.windows = {s.name: workload.expert_load_windows(workload.WorkloadModel(**s.params))
-                        for s in problem.config.scenarios}
+        self._windows: dict[str, np.ndarray] = {}
+
+    def windows(self, scenario: ScenarioSpec) -> np.ndarray:
+        """The scenario's windows, from the run's secret seed for it (drawn on first use)."""
+        if scenario.name not in self._windows:
+            seed = self.secrets.seed(f"{self.problem.name}/{scenario.name}")
+            model = workload.WorkloadModel(**{**scenario.params, "seed": seed})
+            self._windows[scenario.name] = workload.expert_load_windows(model)
+        return self._windows[scenario.name]
 
     def scenario_input(self, scenario: ScenarioSpec) -> dict[str, Any]:
-        windows = self.windows[scenario.name]
-        return {"windows": windows[:-1].tolist(), "num_replicas": NUM_REPLICAS, "num_groups": NUM_GROUPS,
-                "num_nodes": NUM_NODES, "num_gpus": NUM_GPUS}
+        return {"name": scenario.name}
 
-    def score_scenario(self, scenario: ScenarioSpec, answer: Any) -> EplbScenarioScore:
-        windows = self.windows[scenario.name]
-        plans = answer.get("windows") if isinstance(answer, dict) else None
-        if not isinstance(plans, list) or len(plans) != len(windows) - 1:
-            raise InvalidAnswer(f"expected one mapping for each of the {len(windows) - 1} windows")
+    def run_scenario(self, scenario: ScenarioSpec, channel: Any) -> EplbScenarioScore:
+        windows = self.windows(scenario)
         _, layers, experts = windows.shape
         expert_scores, gpu_scores = [], []
-        for number, plan in enumerate(plans):
+        for number in range(len(windows) - 1):
+            plan = channel.request({"type": "rebalance", "window": number, "windows": len(windows) - 1,
+                                    "weight": windows[number].tolist(), "num_replicas": NUM_REPLICAS,
+                                    "num_groups": NUM_GROUPS, "num_nodes": NUM_NODES, "num_gpus": NUM_GPUS})
             mapping = check_mapping(plan, layers, experts, f"window {number}")
             loads = replica_loads(mapping, windows[number + 1])
             expert_scores.append(balancedness(loads))
