@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from engram.errors import IntegrityError
 from engram.frontier_cs.config import JudgeConfig, TestCase
 from engram.frontier_cs.protocol import MESSAGE_LIMIT, message_of, read_verdict
 from engram.frontier_cs.runs import ProgramRun, RunLimits, Stream, copy_regular, install_launcher, launch, read_capped
@@ -98,7 +99,8 @@ class Judge:
         program.mkdir()
         os.replace(compiled.binary, program / "a")
         if not self.checker.intact():
-            raise RuntimeError(f"the compiled checker {self.checker.path} changed since it was built")
+            raise IntegrityError(f"the compiled checker {self.checker.path} changed since it was built; scores "
+                                 f"from it would not be comparable. Delete {self.checker.path.parent} and start again.")
         lock = threading.Lock()
 
         def one(case: TestCase) -> CaseResult:
@@ -168,8 +170,15 @@ class Judge:
                                  file_size=STDOUT_LIMIT)
         errors, judge_errors = run_dir / "stderr.txt", judge_dir / "interactor.stderr"
         interactor_run: dict[str, ProgramRun] = {}
+        interactor_error: list[BaseException] = []
 
         def run_interactor() -> None:
+            try:
+                _run_interactor()
+            except BaseException as exc:  # re-raised in the case's thread; the program's run ends at its backstop
+                interactor_error.append(exc)
+
+        def _run_interactor() -> None:
             # Both launchers open the pipe towards the interactor first, so neither waits for the other.
             interactor_run["run"] = launch(
                 self.sandbox, [str(self.checker.path), str(files.input), str(judge_dir / "tout.txt"),
@@ -185,6 +194,8 @@ class Judge:
                      streams=[Stream(to_judge, "w", 1), Stream(to_program, "r", 0), Stream(errors, "w", 2)],
                      mounts=[Mount(program), Mount(pipes)], limits=limits)
         thread.join()
+        if interactor_error:
+            raise interactor_error[0]
         stderr = _text(read_capped(errors, STDERR_SHOWN))
         failure = program_failure(run, limits, stderr)
         if failure is not None:
