@@ -139,13 +139,20 @@ class FolderSource(ProblemSource):
         return path
 
     def testlib(self) -> Path | None:
+        """`../../include/testlib.h` beside the folder, else the pinned upstream one if it is already in the
+        data directory or the cache (nothing is downloaded for a folder problem), else None: a checker
+        that includes it then fails to compile, saying so."""
         beside = self.root.parent.parent / "include" / "testlib.h"
         if beside.is_file():
             return beside
+        entry = upstream_manifest().entry(TESTLIB)
+        mirror = data_files.mirror_root()
+        if not ((mirror if mirror is not None else data_files.cache_root()) / entry.path).is_file():
+            return None
         try:
-            return data_files.resolve(upstream_manifest().entry(TESTLIB))
+            return data_files.resolve(entry)
         except DataError:
-            return None  # a checker that includes it fails to compile, saying so
+            return None
 
     def where(self, relative: str) -> str:
         return f"not in {self.root}"
