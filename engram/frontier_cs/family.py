@@ -83,6 +83,9 @@ class FrontierProblem(Problem):
     def baselines(self) -> dict[str, Path]:
         return {}
 
+    def candidate_files(self) -> list[Path]:
+        return []  # the candidate is a whole program: no adapter or helper module runs beside it
+
     def data_file(self, relative: str) -> Path:
         prefix = f"frontier-cs/algorithmic/problems/{self.key}/"
         return self.source.path(relative.removeprefix(prefix))
