@@ -248,7 +248,7 @@ class Bridge:
 
     def _invoke(self, messages: list[Any]) -> ChatReply:
         """One model call through the model layer, retrying transient provider errors with backoff."""
-        from engram.llm import BudgetExceeded, is_retryable
+        from engram.llm import BudgetExceeded, is_retryable, provider_error
 
         for attempt in itertools.count():
             try:
@@ -259,6 +259,10 @@ class Bridge:
                 self.request_stop(reason)
                 raise Refused(reason) from exc
             except Exception as exc:
+                if (fatal := provider_error(exc, self.ctx.spec.model.id)) is not None:  # e.g. a bad key
+                    self.fatal = fatal
+                    self.request_stop(f"error: {fatal}")
+                    raise Refused(str(fatal)) from exc
                 if not is_retryable(exc) or attempt >= self.ctx.spec.model.max_retries:
                     raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
                 time.sleep(min(60.0, 2.0**attempt))

@@ -28,7 +28,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from pydantic import BaseModel, Field, ValidationError
 
 from engram.errors import EngramError
-from engram.llm import BudgetExceeded, is_retryable
+from engram.llm import BudgetExceeded, is_retryable, provider_error
 from engram.methods.context import StopRun
 
 TOOL_NAME = "implement_algorithm"
@@ -132,6 +132,8 @@ def _invoke(model: Any, conversation: list[BaseMessage], policy: RetryPolicy, be
         except (EngramError, StopRun):
             raise
         except Exception as exc:
+            if (fatal := provider_error(exc)) is not None:  # a bad key or parameter fails every proposal alike
+                raise fatal from exc
             if not is_retryable(exc) or attempt >= policy.transient_retries:
                 raise _ModelCallFailed(exc, attempt + 1) from exc
             sleep(policy.delay(attempt))

@@ -238,7 +238,15 @@ class SeedArchive:
     # -- agents ---------------------------------------------------------------------------------
 
     def started_agents(self) -> list[int]:
-        return [int(e["agent"]) for e in self.events("agent_start")]
+        """Agents started so far. One that a provider error stopped before its first experiment is left
+        out (see `engram.runner`): it did nothing, so resume starts it again rather than closing it."""
+        started: list[int] = []
+        for event in self.events():
+            if event.get("type") == "agent_start" and int(event["agent"]) not in started:
+                started.append(int(event["agent"]))
+            elif event.get("type") == "provider_error" and event.get("restart_agent") in started:
+                started.remove(int(event["restart_agent"]))
+        return started
 
     def finished_agents(self) -> list[int]:
         return [int(e["agent"]) for e in self.events("agent_end")]

@@ -24,7 +24,7 @@ import yaml
 
 from engram import __version__
 from engram.archive import SeedArchive, read_jsonl, write_atomic, write_json
-from engram.errors import ConfigError, EngramError, Interrupted
+from engram.errors import ConfigError, EngramError, Interrupted, ProviderError
 from engram.leftovers import owned_temp_root, remove_dead_temp_roots
 from engram.progress import Progress
 from engram.spec import SCRIPTED_MODEL, Spec, load_spec, parse_spec
@@ -212,6 +212,10 @@ def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | Non
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; everything recorded so far is in {run_dir}. "
                           f"Continue with: engram resume {run_dir}") from None
+    except ProviderError as exc:
+        raise ProviderError(f"{exc}\nThe run stopped; everything recorded so far is in {run_dir}. Once the cause is "
+                            f"fixed, `engram resume {run_dir}` continues it with the same spec (the stopped agent "
+                            "starts again if it had run no experiment).", status_code=exc.status_code) from exc
     return RunOutcome(run_dir, outcomes, tracking_uri)
 
 
@@ -314,7 +318,9 @@ def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem
     try:
         with closing_shells():  # a method that forgot to close an agent's shell container: at the latest here
             outcome: MethodResult = run_method(ctx)
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, ProviderError):
+            _record_provider_stop(archive, exc)
         status = "KILLED"
         tracker.finish(status, metrics=_final_metrics(ledger))
         raise
@@ -324,6 +330,17 @@ def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem
     _mirror_outputs(tracker, archive)
     tracker.finish(status, metrics=_final_metrics(ledger))
     return result
+
+
+def _record_provider_stop(archive: SeedArchive, error: ProviderError) -> None:
+    """Log why the run stopped; the agent it stopped is started again on resume if it had done nothing
+    yet, so fixing a key or a parameter costs no agent of the budget."""
+    finished = set(archive.finished_agents())
+    running = [agent for agent in archive.started_agents() if agent not in finished]
+    agent = running[-1] if running else None
+    idle = agent is not None and not any(e.agent == agent for e in archive.experiments())
+    archive.log("provider_error", error=str(error)[:2000], status_code=error.status_code, agent=agent,
+                restart_agent=agent if idle else None)
 
 
 def _final_metrics(ledger: Any) -> dict[str, float]:

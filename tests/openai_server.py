@@ -87,6 +87,8 @@ class FakeOpenAI:
         self._lock = threading.Condition()
         self._actions: list[Reply | Fault] = []
         self.requests: list[Request] = []
+        self.served: list[Reply] = []
+        """Every reply sent, in order: what the provider billed is the sum of their usage."""
         self._release = threading.Event()
         self._ids = itertools.count(1)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -141,7 +143,19 @@ class FakeOpenAI:
         with self._lock:
             self.requests.append(request)
             self._lock.notify_all()
-            return self._actions.pop(0) if self._actions else Reply(content="All done.")
+            return self._actions.pop(0) if self._actions else self.default
+
+    default: Reply | Fault = Reply(content="All done.")
+    """The answer once the script is used up."""
+
+    def billed(self, model: str) -> float:
+        """Dollars of every reply served, at litellm's list prices for `model`."""
+        from engram.llm import price_per_token
+
+        prices = price_per_token(model)
+        assert prices is not None
+        with self._lock:
+            return sum(r.input_tokens * prices[0] + r.output_tokens * prices[1] for r in self.served)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -170,6 +184,8 @@ class FakeOpenAI:
                         server._empty(request))
                     self._send(action.status, body_text, action.headers)
                     return
+                with server._lock:
+                    server.served.append(action)
                 self._send(200, json.dumps(server._reply(request, action)), {})
 
             def _send(self, code: int, text: str, headers: dict[str, str]) -> None:

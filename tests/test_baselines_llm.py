@@ -14,6 +14,7 @@ from conftest import REPO
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, kill_when, make_spec, run, start_cli
 
 from engram.archive import SeedArchive
+from engram.errors import ProviderError
 from engram.llm import transcript_requests
 from engram.progress import QuietProgress
 from engram.runner import resume
@@ -235,7 +236,7 @@ def test_malformed_answers_and_model_errors_are_errors_never_scores(tmp_path: Pa
     stubborn = [{"content": "I would rather explain."}] * 3
     spec = llm_spec(tmp_path, {"name": "one_shot", "samples": 4, "workers": 2, "answer_retries": 2}, [
         stubborn,
-        [{"error": "bad_request"}],
+        [{"error": "server_error"}] * 3,  # retried twice (max_retries: 2), then the proposal fails
         [{"error": "rate_limit"}, answer(CHEAPEST, "cheapest paths")],
         [answer(BROKEN)],
     ])
@@ -244,7 +245,7 @@ def test_malformed_answers_and_model_errors_are_errors_never_scores(tmp_path: Pa
     failed = {e["agent"]: e for e in archive.events("proposal_failed")}
     assert failed[1]["failure"] == "malformed" and failed[1]["attempts"] == 3
     assert "did not call implement_algorithm" in failed[1]["error"]
-    assert failed[2]["failure"] == "model_error" and "BadRequest" in failed[2]["error"]
+    assert failed[2]["failure"] == "model_error" and "InternalServerError" in failed[2]["error"]
     by_agent = experiments_by_agent(outcome.run_dir)
     assert sorted(by_agent) == [3, 4]  # no experiment, hence no score, for the failed proposals
     assert by_agent[3][0].proposal()["model_calls"] == 2  # the rate limit was retried
@@ -253,6 +254,15 @@ def test_malformed_answers_and_model_errors_are_errors_never_scores(tmp_path: Pa
     result = outcome.seeds[0].result
     assert scored["agent"] == 3 and result["best_experiment"] == by_agent[3][0].number
     assert result["details"] == {"model_errors": 1, "malformed_answers": 1}
+
+
+def test_an_error_no_retry_can_cure_stops_the_run_instead_of_failing_every_proposal(tmp_path: Path):
+    spec = llm_spec(tmp_path, {"name": "one_shot", "samples": 3, "workers": 1},
+                    [[{"error": "bad_request"}], [answer(CHEAPEST)], [answer(CHEAPEST)]])
+    with pytest.raises(ProviderError, match="HTTP 400"):
+        run(spec)
+    archive = SeedArchive(seed_dir(next((tmp_path / "runs").glob("*/*"))))
+    assert archive.events("proposal_failed") == [] and archive.experiments() == []
 
 
 # -- resume after SIGKILL -------------------------------------------------------------------------------------

@@ -245,3 +245,94 @@ def test_paper_specs_call_their_model_as_the_reference_did(path: Path, server: F
     assert request.path == {"responses": "/v1/responses", "chat": "/v1/chat/completions"}[api]
     assert request.body.get("reasoning") == reasoning and "reasoning_effort" not in request.body
     assert roles(request)[:2] == ["system", "user"]
+
+
+# --- an Engram run against the server ------------------------------------------------------------------
+
+
+def engram_spec(tmp_path: Path, server: FakeOpenAI, **budget: Any) -> Path:
+    import yaml
+
+    spec = {
+        "name": "provider",
+        "problem": {"name": "cloudcast", "scenarios": ["quick"]},
+        "method": {"name": "engram"},
+        "model": {"id": "openai/o3", "api_base": server.api_base, "max_retries": 2},
+        "budget": {"max_agents": 1, "minutes_per_agent": 2, **budget},
+        "sandbox": {"backend": "process"},
+        "tracking": {"mlflow": False},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def run_engram(spec: Path) -> Any:
+    from engram.progress import QuietProgress
+    from engram.runner import apply
+
+    return apply(spec, [], QuietProgress())
+
+
+def seed_archive(tmp_path: Path) -> Any:
+    from engram.archive import SeedArchive
+
+    [seed] = (tmp_path / "runs").glob("*/*/seed-0")
+    return SeedArchive(seed)
+
+
+def test_an_engram_agent_runs_end_to_end_through_the_responses_api(server: FakeOpenAI, tmp_path: Path):
+    server.script(
+        Reply(content="I will score the starting program.", reasoning="Score first, then think.",
+              tool_calls=(ToolCall.of("run_simulation", file_path="/initial_program.py"),),
+              input_tokens=3000, output_tokens=700),
+        Reply(content="## Summary for Next Agent\nScored the initial program.", reasoning="That is enough.",
+              input_tokens=4000, output_tokens=300),
+    )
+    outcome = run_engram(engram_spec(tmp_path, server))
+    result = outcome.seeds[0].result
+    assert result["evaluations"] == 1 and result["best_score"] is not None
+    first = server.requests[0]
+    assert first.path == "/v1/responses" and first.body["reasoning"] == {"summary": "auto"}
+    assert roles(first)[0] == "system"  # the agent's instructions, not a user message
+    tools = {tool["name"] for tool in first.body["tools"]}
+    assert {"run_simulation", "execute", "read_file", "write_file"} <= tools
+    second = server.requests[1].body["input"]
+    assert any(item.get("type") == "reasoning" and item.get("encrypted_content") for item in second)
+    assert any(item.get("type") == "function_call_output" and "exp-" in str(item.get("output")) for item in second)
+    assert result["dollars"] == pytest.approx(server.billed("openai/o3"))
+    transcript = next((tmp_path / "runs").glob("*/*/seed-0/agents/agent-1/transcript.jsonl"))
+    assert "Score first, then think." in transcript.read_text(encoding="utf-8")
+
+
+def test_an_error_no_retry_can_cure_stops_the_run_without_using_up_agents(server: FakeOpenAI, tmp_path: Path):
+    server.default = status(401, "Incorrect API key provided")
+    with pytest.raises(ProviderError, match=r"HTTP 401.*API key") as raised:
+        run_engram(engram_spec(tmp_path, server, max_agents=3))
+    assert raised.value.exit_code != 0  # the command line exits with it, printing the message
+    assert len(server.requests) == 1  # no retries, no second agent
+    archive = seed_archive(tmp_path)
+    assert archive.started_agents() == [] and archive.events("provider_error")[0]["status_code"] == 401
+
+    # With the key fixed, the run resumes with the same agent: the failed start cost nothing.
+    from engram.progress import QuietProgress
+    from engram.runner import resume
+
+    server.default = Reply(content="## Summary for Next Agent\nNothing to report.")
+    resume(archive.root.parent, QuietProgress())
+    assert archive.finished_agents() == [1, 2, 3]
+    assert [e["agent"] for e in archive.events("agent_start")] == [1, 1, 2, 3]
+
+
+def test_an_agent_stops_at_its_time_limit_on_a_hanging_provider(server: FakeOpenAI, tmp_path: Path):
+    server.default = HANG
+    started = time.monotonic()
+    outcome = run_engram(engram_spec(tmp_path, server, minutes_per_agent=0.1))
+    elapsed = time.monotonic() - started
+    server.release()
+    [end] = seed_archive(tmp_path).events("agent_end")
+    assert end["reason"].startswith("time limit")
+    assert outcome.seeds[0].result["evaluations"] == 0
+    # Each held request would take a minute, and retries several: the limit cut the model call short.
+    assert elapsed < 55, elapsed
