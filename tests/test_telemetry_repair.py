@@ -9,18 +9,25 @@ for the reference's own Hodor program once its `random.seed` call is neutralised
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BACKENDS, REPO, evaluator_on
+from conftest import BACKENDS, REPO, evaluator_on, require_backend
 from engram_runs import run
 
+from engram.errors import SandboxError
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.problem import Problem, load_problem
+from engram.sandbox import get_sandbox
+
+DATA_FILE = "adrs/telemetry_repair/evaluation_data.csv"
+SHARED_MIRROR = os.environ["ENGRAM_DATA_DIR"]
 
 INITIAL_SCORE = 0.05112111111111114
 ECHO_SCORE = 0.7993600702169033
@@ -40,8 +47,27 @@ def problem() -> Problem:
     return load_problem("telemetry_repair")
 
 
+@pytest.fixture(scope="module")
+def private_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A data mirror closed to other users, holding the problem's file: what the process sandbox
+    needs before it lets candidates near a problem with hidden data (Engram runs as root here)."""
+    root = tmp_path_factory.mktemp("private-data")
+    os.chmod(root, 0o700)
+    source = Path(os.environ["ENGRAM_DATA_DIR"]) / DATA_FILE
+    (root / DATA_FILE).parent.mkdir(parents=True)
+    shutil.copyfile(source, root / DATA_FILE)
+    saved = os.environ["ENGRAM_DATA_DIR"]
+    os.environ["ENGRAM_DATA_DIR"] = str(root)
+    try:
+        yield root
+    finally:
+        os.environ["ENGRAM_DATA_DIR"] = saved
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def evaluator(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
+    if request.param == "process" and os.geteuid() == 0:
+        request.getfixturevalue("private_data")
     yield from evaluator_on(request, problem)
 
 
@@ -111,8 +137,9 @@ def test_a_candidate_that_prints_or_writes_a_perfect_score_gains_nothing(evaluat
 
 
 def test_engram_evaluate_prints_the_score():
+    require_backend("bwrap")
     done = subprocess.run([sys.executable, "-m", "engram.cli", "evaluate", "telemetry_repair",
-                           "evaluators/telemetry_repair/initial_program.py", "--sandbox", "process",
+                           "evaluators/telemetry_repair/initial_program.py", "--sandbox", "bwrap",
                            "--scenarios", "quick", "--json"], capture_output=True, text=True, cwd=REPO, timeout=120,
                           check=False)
     assert done.returncode == 0, done.stderr
@@ -121,7 +148,60 @@ def test_engram_evaluate_prints_the_score():
 
 
 def test_the_scripted_spec_runs_the_engram_method(tmp_path: Path):
+    require_backend("bwrap")
     outcome = run(REPO / "specs" / "telemetry_repair_scripted.yaml",
-                  [f"output.dir={tmp_path}", "sandbox.backend=process"])
+                  [f"output.dir={tmp_path}", "sandbox.backend=bwrap"])
     result = json.loads((outcome.run_dir / "seed-0" / "result.json").read_text())
     assert result["evaluations"] == 2 and result["best_score"] > 0.9
+
+
+# -- the ground truth stays hidden ---------------------------------------------------------------------
+
+READ_THE_TRUTH = """
+import csv, glob, os
+from collections import defaultdict
+
+def _truth_rows():
+    for pattern in PATTERNS:
+        for path in glob.glob(pattern, recursive=True):
+            try:
+                with open(path, newline="") as handle:
+                    return list(csv.DictReader(handle))
+            except OSError:
+                continue
+    return None
+""" + ECHO_BODY
+
+
+def _reader(*patterns: str) -> str:
+    """Echo, after trying to open the data file wherever it might be: a read is proven by printing it."""
+    return READ_THE_TRUTH.replace("PATTERNS", repr(list(patterns))).replace(
+        "    out = {}", "    rows = _truth_rows()\n    print('TRUTH-ROWS', None if rows is None else len(rows))\n"
+                      "    out = {}")
+
+
+def test_the_ground_truth_is_not_readable_under_bwrap(problem: Problem):
+    require_backend("bwrap")
+    truth = problem.data_file(DATA_FILE)
+    reader = _reader(str(truth), "/work/shared/**/" + DATA_FILE, os.path.expanduser("~/.cache/engram/**/*.csv"))
+    with CandidateEvaluator(problem, get_sandbox("bwrap", quiet=True), scenarios=["case_01"]) as evaluator:
+        result = evaluator.evaluate(reader)
+    assert result.ok, result.error
+    assert "TRUTH-ROWS None" in result.stdout
+
+
+def test_the_process_sandbox_refuses_while_the_ground_truth_is_readable(problem: Problem,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    """The shared mirror is world-readable (and without root candidates run as Engram's user):
+    under process, where nothing hides a file, the evaluation does not start."""
+    monkeypatch.setenv("ENGRAM_DATA_DIR", SHARED_MIRROR)
+    truth = problem.data_file(DATA_FILE)
+    assert truth.stat().st_mode & 0o004 or os.geteuid() != 0
+    with pytest.raises(SandboxError, match="could read under the 'process' sandbox"):
+        CandidateEvaluator(problem, get_sandbox("process", quiet=True), scenarios=["case_01"])
+    done = subprocess.run([sys.executable, "-m", "engram.cli", "evaluate", "telemetry_repair",
+                           "evaluators/telemetry_repair/initial_program.py", "--sandbox", "process"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") <= 1 and "bwrap or docker" in done.stderr

@@ -29,6 +29,7 @@ from typing import Any
 
 from engram.errors import EngramError, IntegrityError, ScorerError
 from engram.evaluation.channel import CandidateChannel, CandidateFailure
+from engram.evaluation.hidden_data import check_hidden_data
 from engram.evaluation.plain_data import check_plain, parse_untrusted
 from engram.evaluation.result import ErrorKind, Evaluation, ScenarioResult, Timings
 from engram.evaluation.run_secrets import TrustedSecrets
@@ -70,6 +71,7 @@ class CandidateEvaluator:
         self.scenarios = problem.select_scenarios(scenarios)
         self.limits = limits or _limits_for(problem, time_limit_s)
         self.fingerprint = problem.fingerprint()
+        check_hidden_data(problem, sandbox.name)
         self._work_root = work_root
         self._session = Path(tempfile.mkdtemp(prefix="engram-session-", dir=work_root))
         try:

@@ -1,0 +1,52 @@
+"""Whether a candidate could read the data a problem scores it against (`hidden_data`).
+
+The isolating sandboxes (bwrap, docker) show a candidate only the session and its working
+directory, so the data store is out of its sight. The `process` sandbox hides nothing from the
+filesystem: a file there is safe only if the candidate's user cannot open it. That holds when
+Engram runs as root (candidates then get an unprivileged uid of their own) and every hidden file
+is closed to other users -- not when candidates run as the same user as Engram, and not for a
+shared, world-readable data mirror. In those cases the evaluator refuses to start, rather than
+score candidates that could read their ground truth.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from engram.errors import SandboxError
+from engram.problem import Problem
+
+
+def check_hidden_data(problem: Problem, sandbox_name: str) -> None:
+    """Raise `SandboxError` if a candidate in `sandbox_name` could read `problem`'s hidden data."""
+    if sandbox_name != "process" or not problem.config.hidden_data:
+        return
+    for relative in problem.config.hidden_data:
+        path = problem.data_file(relative)
+        reason = _why_readable(path)
+        if reason is not None:
+            raise SandboxError(
+                f"problem {problem.name} scores candidates against {relative}, which a candidate could read "
+                f"under the 'process' sandbox ({reason}); use --sandbox bwrap or docker, or run Engram as root "
+                f"with ENGRAM_DATA_DIR in a directory closed to other users (chmod o-rwx)")
+
+
+def _why_readable(path: Path) -> str | None:
+    if os.geteuid() != 0:
+        return "candidates run as the same user as Engram"
+    blocked = _first_closed(path)
+    if blocked is None:
+        return f"{path} is readable by every user"
+    return None
+
+
+def _first_closed(path: Path) -> Path | None:
+    """The first place on the way to `path` that other users cannot pass (a directory without
+    o+x, or the file itself without o+r), or None when it is open to them."""
+    resolved = path.resolve()
+    for directory in reversed(resolved.parents):
+        if not os.stat(directory).st_mode & stat.S_IXOTH:
+            return directory
+    return None if os.stat(resolved).st_mode & stat.S_IROTH else resolved
