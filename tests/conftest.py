@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,10 +113,41 @@ def restore_mlflow() -> Iterator[None]:
 
 def evaluator_on(request: pytest.FixtureRequest, problem: Problem, **options: Any) -> Iterator[CandidateEvaluator]:
     """The body of a per-backend evaluator fixture (`params=BACKENDS`): `options` go to the
-    evaluator; an unavailable backend skips (fails in CI)."""
+    evaluator; an unavailable backend skips (fails in CI). Under `process`, a problem with hidden
+    data reads it from a private mirror (the shared one is world-readable, which process refuses)."""
     require_backend(request.param)
-    with CandidateEvaluator(problem, get_sandbox(request.param, quiet=True), **options) as ev:
+    private = private_data_mirror(problem) if request.param == "process" else contextlib.nullcontext()
+    with private, CandidateEvaluator(problem, get_sandbox(request.param, quiet=True), **options) as ev:
         yield ev
+
+
+@contextmanager
+def private_data_mirror(problem: Problem) -> Iterator[Path | None]:
+    """ENGRAM_DATA_DIR pointed at a directory closed to other users, holding copies of `problem`'s
+    hidden data and links to the rest: what the process sandbox asks for (as root) before it lets
+    candidates near a problem scored against hidden data. Nothing changes for other problems."""
+    if not problem.config.hidden_data or os.geteuid() != 0:
+        yield None
+        return
+    import shutil
+    import tempfile
+
+    shared = Path(os.environ["ENGRAM_DATA_DIR"])
+    with tempfile.TemporaryDirectory(prefix="engram-private-data-") as directory:
+        root = Path(directory)
+        os.chmod(root, 0o700)
+        for entry in problem.config.data:
+            target = root / entry.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if entry.path in problem.config.hidden_data:
+                shutil.copyfile(shared / entry.path, target)
+            else:
+                target.symlink_to(shared / entry.path)
+        os.environ["ENGRAM_DATA_DIR"] = str(root)
+        try:
+            yield root
+        finally:
+            os.environ["ENGRAM_DATA_DIR"] = str(shared)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BACKENDS, evaluator_on, require_backend
+from conftest import BACKENDS, evaluator_on, private_data_mirror, require_backend
 
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
@@ -150,7 +150,7 @@ def test_the_optional_a100_scenario_runs(problem: Problem, scorer: Any, llq_sour
 
 @pytest.fixture(scope="module")
 def paper_evaluator(problem: Problem) -> Iterator[CandidateEvaluator]:
-    with CandidateEvaluator(problem, get_sandbox("process", quiet=True)) as ev:
+    with private_data_mirror(problem), CandidateEvaluator(problem, get_sandbox("process", quiet=True)) as ev:
         yield ev
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -47,27 +46,8 @@ def problem() -> Problem:
     return load_problem("telemetry_repair")
 
 
-@pytest.fixture(scope="module")
-def private_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A data mirror closed to other users, holding the problem's file: what the process sandbox
-    needs before it lets candidates near a problem with hidden data (Engram runs as root here)."""
-    root = tmp_path_factory.mktemp("private-data")
-    os.chmod(root, 0o700)
-    source = Path(os.environ["ENGRAM_DATA_DIR"]) / DATA_FILE
-    (root / DATA_FILE).parent.mkdir(parents=True)
-    shutil.copyfile(source, root / DATA_FILE)
-    saved = os.environ["ENGRAM_DATA_DIR"]
-    os.environ["ENGRAM_DATA_DIR"] = str(root)
-    try:
-        yield root
-    finally:
-        os.environ["ENGRAM_DATA_DIR"] = saved
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def evaluator(request: pytest.FixtureRequest, problem: Problem) -> Iterator[CandidateEvaluator]:
-    if request.param == "process" and os.geteuid() == 0:
-        request.getfixturevalue("private_data")
     yield from evaluator_on(request, problem)
 
 
