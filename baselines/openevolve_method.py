@@ -294,8 +294,13 @@ class Bridge:
         return {"metrics": openevolve_metrics(evaluation), "artifacts": openevolve_artifacts(evaluation)}
 
     def _time_left(self) -> float | None:
+        """The evaluation's limit: the method's timeout, cut to what is left of the seed's time."""
+        limits = [self.ctx.spec.method.evaluation_timeout_s]
         left = self.deadline.remaining()
-        return None if left is None or not self.seeded else max(1.0, left)
+        if left is not None and self.seeded:
+            limits.append(max(1.0, left))
+        known = [limit for limit in limits if limit is not None]
+        return min(known) if known else None
 
     # -- admissions (OpenEvolve's main thread)
 
@@ -361,6 +366,13 @@ def _run_session(ctx: MethodContext, log: RunLog, deadline: Deadline, iterations
     return bridge.stop or failure
 
 
+def evaluation_limit(ctx: MethodContext) -> float:
+    """One evaluation's wall-clock limit: the problem's, or the method's timeout if lower."""
+    limit = ctx.evaluator.limits.wall_seconds
+    timeout = ctx.spec.method.evaluation_timeout_s
+    return min(limit, timeout) if timeout is not None else limit
+
+
 def _open(ctx: MethodContext, paths: SessionPaths, bridge: Bridge, endpoint: LocalEndpoint,
           take_over_logging: Any) -> OpenEvolve:
     from openevolve import OpenEvolve
@@ -370,7 +382,7 @@ def _open(ctx: MethodContext, paths: SessionPaths, bridge: Bridge, endpoint: Loc
     connection = Connection(api_base=f"{endpoint.url}/v1", api_key=endpoint.token, model_name=model.id,
                             timeout_s=int(model.timeout_s * (model.max_retries + 1) + 60 * model.max_retries + 60))
     config = build_config(ctx.spec.method, paths=paths, connection=connection, system_message=_system_message(ctx),
-                          seed=ctx.seed, evaluation_limit_s=ctx.evaluator.limits.wall_seconds)
+                          seed=ctx.seed, evaluation_limit_s=evaluation_limit(ctx))
     # Its console handler is bound to stderr when it is made: bind it to a sink instead (it is dropped below).
     with contextlib.redirect_stderr(io.StringIO()):
         oe = OpenEvolve(initial_program_path=str(ctx.problem.initial_program),

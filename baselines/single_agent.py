@@ -24,25 +24,26 @@ from typing import Any
 from baselines.deadline import Deadline
 from engram.archive import SeedArchive
 from engram.methods.agent_chain import (
-    AgentOutcome,
+    PATHS,
     agent_model,
     build_agent_graph,
     close_agent,
     close_interrupted_agents,
-    drive,
     prepare_workspace,
     start_agent,
     workspace_map,
 )
 from engram.methods.context import MethodContext, MethodResult
+from engram.methods.conversation import REFERENCE_STREAM_ERRORS, AgentOutcome, Conversation, converse
 from engram.methods.digest import experiment_log, prompt, summary_from_log
+from engram.methods.workspace_backend import closing_shells
 
 MIN_EXPERIMENTS_ADVICE = 20
 """The reference asks its single agent for at least 20 simulations."""
 
 ARCHIVE = ("your experiments, `agent-<k>/experiments/exp-<m>/` with `program.py`, `evaluation.json` and "
            "`results/` (k is the session number, which changes only when a crashed run is restarted)")
-CONTINUABLE = ("completed", "step limit")
+CONTINUABLE = ("completed",)
 """Turn endings after which the agent is sent a continuation message; any other ends the session."""
 
 
@@ -91,8 +92,6 @@ def run_single_agent(ctx: MethodContext) -> MethodResult:
 def run_session(ctx: MethodContext, session: int, state: SessionState, run_deadline: Deadline) -> str:
     """One conversation: the first message, then continuation messages until something ends it.
     Returns why the run stops."""
-    from langgraph.checkpoint.memory import InMemorySaver
-
     settings = ctx.spec.method
     deadline = time.monotonic() + (run_deadline.remaining() or 0.0)
     resumed = session > 1
@@ -102,21 +101,32 @@ def run_session(ctx: MethodContext, session: int, state: SessionState, run_deadl
         shutil.copyfile(best[1].program, ctx.archive.workspace / ctx.problem.workspace_name("best_program"))
     start_agent(ctx, session, session)
     model = agent_model(ctx, session)
-    graph = build_agent_graph(ctx, session, model, deadline, archive_view, system=system_prompt(ctx, resumed=resumed),
-                              checkpointer=InMemorySaver())
-    message, continuation = first_message(ctx, resumed=resumed), False
-    while True:
-        before = ctx.best_score()
-        outcome, _ = drive(ctx, session, graph, deadline, message, max_steps=settings.max_steps_per_turn,
-                           thread=f"session-{session}")
-        state.after_turn(continuation=continuation, improved=_better(ctx.best_score(), before))
-        ctx.archive.log("turn_end", agent=session, continuation=continuation, reason=outcome.reason,
+    system = system_prompt(ctx, resumed=resumed)
+    turn = {"before": ctx.best_score(), "continuation": False, "stop": None}
+
+    def end_turn(outcome: AgentOutcome) -> str | None:
+        """Book the turn that just ended; returns why the session stops, or None to continue."""
+        state.after_turn(continuation=turn["continuation"], improved=_better(ctx.best_score(), turn["before"]))
+        ctx.archive.log("turn_end", agent=session, continuation=turn["continuation"], reason=outcome.reason,
                         best_score=ctx.best_score(), idle=state.idle, continuations=state.continuations)
-        stop = _turn_stop(ctx, outcome, state, run_deadline)
-        if stop is not None:
-            break
-        message, continuation = prompt("keep_going"), True
+        return _turn_stop(ctx, outcome, state, run_deadline)
+
+    def after_turn(conversation: Conversation) -> str | None:
+        turn["stop"] = end_turn(conversation.outcome)
+        if turn["stop"] is not None:
+            return None
         state.continuations += 1
+        turn.update(before=ctx.best_score(), continuation=True)
+        return prompt("keep_going")
+
+    with closing_shells():
+        conversation = converse(
+            ctx, session, lambda saver: build_agent_graph(ctx, session, model, deadline, archive_view, system=system,
+                                                          checkpointer=saver),
+            deadline, first_message(ctx, resumed=resumed), max_steps=settings.max_steps_per_turn,
+            max_stream_errors=REFERENCE_STREAM_ERRORS, want_summary=False, after_turn=after_turn,
+            thread=f"session-{session}")
+    stop = turn["stop"] or end_turn(conversation.outcome) or conversation.outcome.reason
     experiments = [e for e in ctx.archive.experiments() if e.agent == session]
     summary = summary_from_log(session, experiments, f"a single agent is not asked for one; it ended: {stop}")
     close_agent(ctx, session, summary, stop, digest=False)
@@ -142,7 +152,7 @@ def system_prompt(ctx: MethodContext, *, resumed: bool) -> str:
     extra = [f"- `/{best_name}`: your best program so far"] if resumed and ctx.archive.best() else []
     return prompt("single_agent_system").format(
         minutes=f"{ctx.spec.method.max_minutes:g}", min_experiments=MIN_EXPERIMENTS_ADVICE,
-        workspace_map=workspace_map(ctx, extra, archive=ARCHIVE),
+        workspace_map=workspace_map(ctx, extra, archive=ARCHIVE), paths=PATHS,
     )
 
 

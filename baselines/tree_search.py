@@ -37,18 +37,19 @@ from engram.archive import Experiment, write_json
 from engram.errors import EngramError
 from engram.methods.agent_chain import (
     ARCHIVE_OWN,
+    PATHS,
     agent_model,
     build_agent_graph,
     close_agent,
     close_interrupted_agent,
     collect_summary,
-    drive,
     prepare_workspace,
     start_agent,
     workspace_map,
 )
 from engram.methods.context import MethodContext, MethodResult, StopRun
-from engram.methods.digest import prompt
+from engram.methods.conversation import REFERENCE_STREAM_ERRORS, Conversation, converse
+from engram.methods.digest import prompt, summary_format
 from engram.methods.workspace_backend import closing_shells
 
 ROOT_AGENT = 0
@@ -195,13 +196,38 @@ def run_round_agent(ctx: MethodContext, nodes: dict[int, Node], parent: Node, ag
         shutil.copyfile(program, ctx.archive.workspace / ctx.problem.workspace_name("parent_program"))
     start_agent(ctx, agent, settings.rounds)
     model = agent_model(ctx, agent)
+    system = system_prompt(ctx)
+
+    def after_turn(conversation: Conversation) -> str | None:
+        """The reference's loop: "continue" after every turn that ends without the summary, for at
+        most `max_turns` turns, until `patience` simulations in a row bring the agent no new best."""
+        if conversation.turns >= settings.max_turns or idle_simulations(ctx, agent) >= settings.patience:
+            return None
+        return prompt("keep_going")
+
     with closing_shells():  # the round's shell (a container under docker) ends with its agent
-        graph = build_agent_graph(ctx, agent, model, deadline, archive_view, system=system_prompt(ctx))
-        outcome, last_text = drive(ctx, agent, graph, deadline, first_message(ctx, nodes, parent),
-                                   max_steps=settings.max_steps_per_agent)
-        summary = collect_summary(ctx, agent, model, outcome, last_text)
-    close_agent(ctx, agent, summary, outcome.reason, digest=False)
-    return outcome.run_stop
+        conversation = converse(
+            ctx, agent, lambda saver: build_agent_graph(ctx, agent, model, deadline, archive_view, system=system,
+                                                        checkpointer=saver),
+            deadline, first_message(ctx, nodes, parent), max_steps=settings.max_steps_per_agent,
+            max_stream_errors=REFERENCE_STREAM_ERRORS, want_summary=True, after_turn=after_turn)
+    summary = collect_summary(ctx, agent, model, conversation, system=system)
+    close_agent(ctx, agent, summary, conversation.outcome.reason, digest=False)
+    return conversation.outcome.run_stop
+
+
+def idle_simulations(ctx: MethodContext, agent: int) -> int:
+    """Simulations of `agent` since its own best score last improved (the reference's patience count:
+    each simulation that is not a new best of the agent adds one, a new best resets it)."""
+    best: float | None = None
+    idle = 0
+    for experiment in (e for e in ctx.archive.experiments() if e.agent == agent):
+        score = _score(experiment)
+        if score is not None and (best is None or score > best):
+            best, idle = score, 0
+        else:
+            idle += 1
+    return idle
 
 
 def child_node(ctx: MethodContext, parent: Node, agent: int) -> Node:
@@ -280,11 +306,13 @@ def node_program(ctx: MethodContext, node: Node) -> Path | None:
 
 def system_prompt(ctx: MethodContext) -> str:
     return prompt("tree_agent_system").format(
-        minutes=f"{ctx.spec.budget.minutes_per_agent:g}", min_experiments=MIN_EXPERIMENTS_ADVICE,
+        minutes=f"{ctx.spec.budget.minutes_per_agent:g}", min_experiments=MIN_EXPERIMENTS_ADVICE, paths=PATHS,
         parent_program=ctx.problem.workspace_name("parent_program"),
+        new_algorithm=ctx.problem.workspace_name("new_algorithm"),
         workspace_map=workspace_map(ctx, [f"- `/{ctx.problem.workspace_name('parent_program')}`: your starting "
                                           "program, the node you expand"],
                                     archive=ARCHIVE_OWN),
+        summary_format=summary_format(0),
     )
 
 

@@ -296,7 +296,7 @@ def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem
     from engram.tracking import Tracker, flatten_params
 
     started = time.time()
-    ledger = UsageLedger(max_dollars=spec.budget.max_dollars)
+    ledger = UsageLedger(max_dollars=spec.max_dollars)
     restore_usage(ledger, archive, spec.model.id)
     if shared_budget is not None:
         ledger.share(shared_budget)  # after restoring: the others see this run's spending from now on

@@ -44,17 +44,38 @@ class ProblemSettings(_Strict):
                                   "or a tag (all, default, interactive)")
 
 
-class EngramMethod(_Strict):
-    """The Engram method: a chain of agents handing on a Research Digest and an Archive."""
+class _MethodBase(_Strict):
+    """Settings every method has, so that all methods can be compared on equal terms."""
+
+    reference_solutions: bool = Field(default=False, description="Show the agents the problem's known solutions "
+                                      "(its baselines/, e.g. cloudcast's MILP) under /baselines/; the reference "
+                                      "never does (it has separate, named variants for that)")
+
+
+class EngramMethod(_MethodBase):
+    """The Engram method: a chain of agents handing on a Research Digest and an Archive. Defaults: the
+    reference's (mit-nms/Engram): first message = the task, the digest a file the agent opens,
+    summaries appended raw."""
 
     name: Literal["engram"] = "engram"
-    digest: bool = Field(default=True, description="Hand each agent the digest of earlier agents (ablation: false)")
-    archive: bool = Field(default=True, description="Keep earlier agents' workspaces readable (ablation: false)")
-    digest_max_tokens: PositiveInt = Field(default=6000, description="Distil the digest once it grows past this")
-    max_steps_per_agent: PositiveInt = Field(default=400, description="Model/tool steps before an agent is stopped")
+    digest: bool = Field(default=True, description="Ask each agent for a summary and keep the Research Digest "
+                                                   "of them (ablation: false -- no summaries at all)")
+    archive: bool = Field(default=True, description="Keep earlier agents' workspaces readable (ablation: false -- "
+                                                    "each agent sees only its own experiments, no best program)")
+    handover_in_first_message: bool = Field(default=False, description="Engram's richer handover: put the digest "
+                                            "and the best program's code in the first message and the best program "
+                                            "at /best_program.py (the reference's first message is the task alone)")
+    digest_max_tokens: PositiveInt | None = Field(default=None, description="Distil the digest by one model call "
+                                                  "once it grows past this; default: never (the reference appends "
+                                                  "summaries raw)")
+    max_steps_per_agent: PositiveInt = Field(default=1000, description="Model/tool steps of one stream of an agent "
+                                                                       "before it is cut (the reference's 1000)")
+    max_stream_errors: PositiveInt = Field(default=5, description="Consecutive failed streams (a model error that "
+                                           "retries did not cure, a step limit) that stop an agent; after each "
+                                           "earlier one the agent is rebuilt and continues its conversation")
 
 
-class SingleAgentMethod(_Strict):
+class SingleAgentMethod(_MethodBase):
     """One agent alone (the paper's "Glia"): Engram's tools and sandbox, no digest, no other agents'
     archive; continued with "keep going" messages. budget.max_agents and minutes_per_agent do not apply."""
 
@@ -69,7 +90,7 @@ class SingleAgentMethod(_Strict):
                                                                      "messages before the turn is cut")
 
 
-class TreeSearchMethod(_Strict):
+class TreeSearchMethod(_MethodBase):
     """A tree of programs: each round expands the best node with a short agent (budget.minutes_per_agent)
     whose prompt carries its ancestors' summaries; the agent's best program becomes a child.
     budget.max_agents does not apply (rounds does)."""
@@ -80,7 +101,12 @@ class TreeSearchMethod(_Strict):
                                                                       "nearest ancestors given to the agent")
     epsilon: float = Field(default=0.0, ge=0, le=1, description="Probability of expanding a uniformly random node "
                                                                 "instead of the best one (0: always the best)")
-    max_steps_per_agent: PositiveInt = Field(default=400, description="Model/tool steps before an agent is stopped")
+    max_steps_per_agent: PositiveInt = Field(default=1000, description="Model/tool steps of one turn of an agent "
+                                                                       "before the turn is cut")
+    max_turns: PositiveInt = Field(default=40, description="Turns of a round's agent: after a turn that ends without "
+                                   "its summary it is told to continue (the reference's 40 iterations)")
+    patience: PositiveInt = Field(default=10, description="End a round's agent after a turn once this many of its "
+                                  "simulations in a row brought no new best of its own (the reference's 10)")
     max_minutes: PositiveFloat | None = Field(default=None, description="Wall-clock budget of a seed (all rounds), "
                                                                         "across resumes; default: none")
 
@@ -93,9 +119,11 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-class _LLMCallMethod(_Strict):
+class _LLMCallMethod(_MethodBase):
     """Settings shared by the methods that ask a model for whole programs (one-shot, best-shot, evolution)."""
 
+    max_dollars: PositiveFloat | None = Field(default=30, description="The method's own dollar cap for a seed (the "
+                                              "reference's $30); budget.max_dollars, if lower, still applies")
     workers: PositiveInt = Field(default_factory=available_cores,
                                  description="Proposals (a model call and its evaluation) in flight at once; "
                                              "default: the number of cores")
@@ -143,7 +171,7 @@ class EvolutionMethod(_LLMCallMethod):
         return self
 
 
-class OpenEvolveMethod(_Strict):
+class OpenEvolveMethod(_MethodBase):
     """OpenEvolve, the `openevolve` package (pip install 'engram[openevolve]'): islands of programs in
     MAP-Elites grids, evolved by model-written diffs. Defaults: the reference's cloudcast configuration."""
 
@@ -166,9 +194,11 @@ class OpenEvolveMethod(_Strict):
     max_code_length: PositiveInt = Field(default=10000, description="Longer children are discarded unevaluated")
     checkpoint_interval: PositiveInt = Field(default=10, description="Iterations between OpenEvolve checkpoints "
                                                                      "(its own record; resume uses the archive)")
-    workers: PositiveInt = Field(default_factory=available_cores,
-                                 description="Iterations in flight at once (OpenEvolve's worker processes); "
-                                             "default: the number of cores")
+    workers: PositiveInt = Field(default=4, description="Iterations in flight at once (OpenEvolve's worker "
+                                 "processes and parallel evaluations; the reference's 4)")
+    evaluation_timeout_s: PositiveFloat | None = Field(default=60, description="Wall-clock limit of one evaluation "
+                                                       "(the reference's 60 s), enforced by the sandbox; the "
+                                                       "problem's own limit if lower; null: the problem's limit")
     max_minutes: PositiveFloat | None = Field(default=None, description="Wall-clock budget of a seed, across "
                                                                         "resumes; default: none")
 
@@ -282,6 +312,14 @@ class Spec(_Strict):
         return data
 
     @property
+    def max_dollars(self) -> float | None:
+        """A seed's dollar cap: budget.max_dollars, or the method's own cap (one-shot, best-shot and
+        evolution: the reference's $30) if that is lower."""
+        caps = [self.budget.max_dollars, getattr(self.method, "max_dollars", None)]
+        known = [cap for cap in caps if cap is not None]
+        return min(known) if known else None
+
+    @property
     def seeds(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.runs))
 
@@ -328,6 +366,13 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     model = data.get("model")
     if isinstance(model, dict) and isinstance(model.get("script"), str):
         model["script"] = str((base / model["script"]).resolve())
+    # Where runs go stays relative to the working directory, as documented, but is made absolute
+    # here so that nothing below (sandbox mounts, the archive link of the process backend) depends
+    # on the directory a later process happens to run in.
+    output = data.get("output")
+    directory = output.get("dir", "runs") if isinstance(output, dict) else "runs" if output is None else None
+    if isinstance(directory, (str, Path)):
+        data["output"] = {**(output or {}), "dir": str(Path(directory).expanduser().absolute())}
 
 
 def parse_spec(data: dict[str, Any], *, source: str, base: Path, overrides: list[str] = ()) -> Spec:

@@ -31,15 +31,15 @@ def simulate(path: str) -> dict[str, Any]:
 
 SUMMARY = """## Mode
 Exploration.
-## Best result
+### Best Result
 See the experiments.
-## What was tried
+### What I Tried
 - one thing
-## Key insights
+### Key Insights
 - something
-## Recommended next steps
+### Recommended Next Steps
 - more
-## Dead ends
+### Approaches That Didn't Work (and Why)
 - none
 """
 

@@ -1,59 +1,66 @@
 """The Engram method: a chain of agents that hand on a Research Digest and an Archive.
 
-For agent n = 1..max_agents: lay out a fresh workspace (task, initial program, best program so
-far, digest, reference algorithms, read-only archive of earlier agents), run a deepagents agent
-with file tools, a sandboxed shell and `run_simulation`, stop it on natural completion, its time
-limit, its step limit or a run budget, obtain its summary, append the summary to the digest, and
-archive its workspace. A run interrupted at any point resumes here: unscored experiments are
-scored, the interrupted agent is closed with a summary from its experiment log, and the chain
-continues with the next agent and the next experiment number.
+By default each agent works as in the reference (mit-nms/Engram): a fresh workspace with the
+initial program, the digest as a read-only file `/digest.md` and the read-only archive of earlier
+agents; a system prompt with the research protocol and the summary format; the task alone as the
+first message. The agent runs until it writes its summary (checked on every message), stops on its
+own (then it is asked for the summary once, in the same conversation), or reaches its time limit
+(then one call over its whole conversation produces the summary); failed streams rebuild it. The
+summary is appended to the digest as it is, and the workspace is archived. Ablations as in the
+reference: `digest: false` asks for no summary at all; `archive: false` shows each agent only its
+own experiments. `handover_in_first_message` and `digest_max_tokens` are Engram's richer handover.
+
+A run interrupted at any point resumes here: unscored experiments are scored, the interrupted agent
+is closed with a summary from its experiment log, and the chain continues with the next agent and
+the next experiment number.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware
 
 from engram.archive import write_atomic
-from engram.errors import EngramError
-from engram.methods.context import MethodContext, MethodResult, StopRun
+from engram.methods.context import MethodContext, MethodResult
+from engram.methods.conversation import AgentOutcome, Conversation, converse
 from engram.methods.digest import (
     append_to_digest,
     distill_if_needed,
-    has_summary_sections,
-    message_text,
+    fallback_summary,
     prompt,
-    request_summary,
+    summary_format,
     summary_from_log,
+    summary_request,
 )
 from engram.methods.workspace_backend import closing_shells
 from engram.model_calls import AgentStop
 
+__all__ = ["AgentOutcome", "AgentStop", "run_chain"]
+
 MIN_EXPERIMENTS_ADVICE = 10
-ARCHIVE_ALL = ("`agent-<k>/experiments/exp-<m>/` with `program.py`, `evaluation.json` and `results/` for every "
-               "experiment so far, and each finished agent's `summary.md`, `transcript.jsonl` and `workspace/`")
+DIGEST_FILE = "digest.md"
+ARCHIVE_ALL = ("`agent-<k>/` for every earlier agent k: `experiments/exp-<m>/` with `program.py`, "
+               "`evaluation.json` and `results/` for each experiment, and its `workspace/` (its files) and "
+               "`transcript.jsonl` (its conversation){summaries}")
 ARCHIVE_OWN = "your own experiments, `experiments/exp-<m>/` with `program.py`, `evaluation.json` and `results/`"
 HELPER_DESCRIPTION = ("A helper with the same tools and workspace, for a self-contained job such as digesting the "
                       "archive, analysing result files or trying one variant; it reports back briefly.")
+PATHS = ("Paths: the file tools see the workspace as `/`. Shell commands (`execute`) run in a sandbox without "
+         "network access whose current directory is the workspace; there too, a path such as "
+         "`/task.md` or `/archive/...` means the workspace's file (only system paths such as `/tmp` or "
+         "`/usr` keep their usual meaning).")
 _TOOL_OUTPUT_CHARS = 2000
 _TOOL_STDERR_CHARS = 1000
 
 
-@dataclass
-class AgentOutcome:
-    reason: str
-    run_stop: str | None = None
-
-
 def run_chain(ctx: MethodContext) -> MethodResult:
     """Run (or continue) the agent chain of one seed."""
-    started = close_interrupted_agents(ctx, digest=ctx.spec.method.digest)
     settings = ctx.spec.method
+    started = close_interrupted_agents(ctx, digest=settings.digest, summary=settings.digest)
     stop_reason = f"all {ctx.spec.budget.max_agents} agents finished"
     for agent in range(max(started, default=0) + 1, ctx.spec.budget.max_agents + 1):
         reason = ctx.stop_reason()
@@ -76,16 +83,27 @@ def run_agent(ctx: MethodContext, agent: int) -> AgentOutcome:
     settings, budget = ctx.spec.method, ctx.spec.budget
     deadline = time.monotonic() + budget.minutes_per_agent * 60
     archive_view = prepare_workspace(ctx, agent, whole_archive=settings.archive)
-    _add_handover_files(ctx)
+    readonly = _add_handover_files(ctx)
     start_agent(ctx, agent, budget.max_agents)
     model = agent_model(ctx, agent)
+    system = system_prompt(ctx, agent)
+
+    def after_turn(state: Conversation) -> str | None:
+        """A natural end without the summary: ask for it once, in the same conversation."""
+        if not settings.digest or state.summary_requested:
+            return None
+        state.summary_requested = True
+        return summary_request(agent)
+
     with closing_shells():
-        graph = build_agent_graph(ctx, agent, model, deadline, archive_view, system=system_prompt(ctx, agent))
-        outcome, last_text = drive(ctx, agent, graph, deadline, first_message(ctx),
-                                   max_steps=settings.max_steps_per_agent)
-        summary = collect_summary(ctx, agent, model, outcome, last_text)
-    close_agent(ctx, agent, summary, outcome.reason, digest=settings.digest)
-    return outcome
+        conversation = converse(
+            ctx, agent, lambda saver: build_agent_graph(ctx, agent, model, deadline, archive_view, system=system,
+                                                        checkpointer=saver, readonly_files=readonly),
+            deadline, first_message(ctx), max_steps=settings.max_steps_per_agent,
+            max_stream_errors=settings.max_stream_errors, want_summary=settings.digest, after_turn=after_turn)
+    summary = collect_summary(ctx, agent, model, conversation, system=system) if settings.digest else None
+    close_agent(ctx, agent, summary, conversation.outcome.reason, digest=settings.digest)
+    return conversation.outcome
 
 
 def start_agent(ctx: MethodContext, agent: int, of: int) -> None:
@@ -103,14 +121,15 @@ def agent_model(ctx: MethodContext, agent: int) -> Any:
 
 def prepare_workspace(ctx: MethodContext, agent: int, *, whole_archive: bool) -> Path:
     """A fresh workspace for `agent` with the problem's files; returns the directory shown to it as
-    /archive/: every agent's folder when `whole_archive`, else only the agent's own."""
+    /archive/: every agent's folder when `whole_archive`, else only the agent's own. The problem's
+    known solutions go in only when the spec asks (`method.reference_solutions`), for every method."""
     archive, problem = ctx.archive, ctx.problem
     workspace = archive.workspace
     shutil.rmtree(workspace, ignore_errors=True)
     workspace.mkdir(parents=True)
     write_atomic(workspace / "task.md", problem.task_prompt)
     shutil.copyfile(problem.initial_program, workspace / problem.workspace_name("initial_program"))
-    baselines = problem.baselines()
+    baselines = problem.baselines() if ctx.spec.method.reference_solutions else {}
     if baselines:
         (workspace / "baselines").mkdir()
         for name, path in baselines.items():
@@ -120,30 +139,35 @@ def prepare_workspace(ctx: MethodContext, agent: int, *, whole_archive: bool) ->
         for relative in problem.config.agent_files:
             shutil.copyfile(problem.data_file(relative), workspace / "data" / Path(relative).name)
     # The no-archive ablation shows an agent only its own experiments.
-    view = archive.agents_dir if whole_archive else archive.agent_dir(agent)
+    view = (archive.agents_dir if whole_archive else archive.agent_dir(agent)).resolve()
     view.mkdir(parents=True, exist_ok=True)
     if ctx.sandbox.name == "process":
-        (workspace / "archive").symlink_to(view, target_is_directory=True)
+        (workspace / "archive").symlink_to(view, target_is_directory=True)  # absolute: valid from anywhere
     else:
         (workspace / "archive").mkdir()  # mount point for the read-only archive
     return view
 
 
-def _add_handover_files(ctx: MethodContext) -> None:
-    """What an Engram agent inherits from the chain: the best program so far and the digest."""
-    archive, workspace = ctx.archive, ctx.archive.workspace
+def _add_handover_files(ctx: MethodContext) -> list[str]:
+    """What an Engram agent inherits besides the archive: the digest (a read-only file, as in the
+    reference) and, with the richer handover, the best program so far. Returns the read-only names."""
+    archive, workspace, settings = ctx.archive, ctx.archive.workspace, ctx.spec.method
+    readonly = []
+    if settings.digest:
+        write_atomic(workspace / DIGEST_FILE, archive.digest() or "# Research Digest\n")
+        readonly.append(DIGEST_FILE)
     best = archive.best()
-    if best is not None:
+    if best is not None and settings.handover_in_first_message and settings.archive:
         shutil.copyfile(best[1].program, workspace / ctx.problem.workspace_name("best_program"))
-    if ctx.spec.method.digest and archive.digest().strip():
-        write_atomic(workspace / "digest.md", archive.digest())
+    return readonly
 
 
 def build_agent_graph(ctx: MethodContext, agent: int, model: Any, deadline: float, archive_view: Path, *,
-                      system: str, checkpointer: Any = None) -> Any:
+                      system: str, checkpointer: Any = None, readonly_files: list[str] = ()) -> Any:
     """A deepagents agent with Engram's tools and limits; a `checkpointer` keeps its conversation so
     that it can be continued with further messages."""
     from deepagents import create_deep_agent
+    from langchain.agents.middleware import TodoListMiddleware
 
     from engram.llm import retry_middleware
     from engram.methods.workspace_backend import build_backend
@@ -153,12 +177,14 @@ def build_agent_graph(ctx: MethodContext, agent: int, model: Any, deadline: floa
 
     backend, permissions = build_backend(
         ctx.archive.workspace, archive_view, ctx.sandbox, shell_timeout_s=ctx.spec.sandbox.shell_timeout_s,
-        memory_mb=ctx.spec.sandbox.shell_memory_mb, remaining_s=remaining,
+        memory_mb=ctx.spec.sandbox.shell_memory_mb, remaining_s=remaining, readonly_files=readonly_files,
     )
+
     def limits() -> list[Any]:
+        # The to-do tool the reference's agents have (deepagents no longer adds it by itself).
         model_settings = ctx.spec.model
         return [retry_middleware(model_settings.max_retries, deadline=deadline, timeout_s=model_settings.timeout_s,
-                                 model=model_settings.id), LimitsMiddleware(ctx, deadline)]
+                                 model=model_settings.id), LimitsMiddleware(ctx, deadline), TodoListMiddleware()]
 
     # The sub-agent tool's helper replaces deepagents' default one so that it obeys the same
     # deadline, budgets and retries as the agent that calls it (the default inherits none of them).
@@ -178,29 +204,68 @@ def build_agent_graph(ctx: MethodContext, agent: int, model: Any, deadline: floa
 
 
 def system_prompt(ctx: MethodContext, agent: int) -> str:
+    """The reference's research protocol, adapted to what the ablations leave the agent."""
+    settings = ctx.spec.method
+    digest, whole_archive = settings.digest, settings.archive
+    names = program_names(ctx)
+    extra = []
+    if digest:
+        extra.append(f"- `/{DIGEST_FILE}` (read-only): the Research Digest, the summaries of earlier agents")
     best = ctx.archive.best()
-    handover = []
-    if best is not None:
-        handover.append(f"- `/{ctx.problem.workspace_name('best_program')}`: the best program so far "
-                        f"(score {best[0]}, exp-{best[1].number:04d})")
-    if ctx.spec.method.digest and ctx.archive.digest().strip():
-        handover.append("- `/digest.md`: the Research Digest of earlier agents")
+    if best is not None and settings.handover_in_first_message and whole_archive:
+        extra.append(f"- `/{names['best_program']}`: the best program so far "
+                     f"(score {best[0]}, exp-{best[1].number:04d})")
+    extra.append(f"- `/{names['new_algorithm']}`: your working file (you create it)")
+    summaries = ", and `summary.md` (its summary)" if digest else ""
+    archive = ARCHIVE_ALL.format(summaries=summaries) if whole_archive else ARCHIVE_OWN
+    review = []
+    if digest:
+        review.append(f"- Read `/{DIGEST_FILE}` first: the earlier agents' summaries (best score, promising "
+                      "ideas, dead ends).")
+    review.append(f"- If you are agent 1, read `/{names['initial_program']}` to understand the starting point.")
+    if whole_archive:
+        review.append("- If you are not agent 1, look through `/archive/agent-*/`: each experiment's "
+                      "`program.py`, `evaluation.json` and `results/`, and each agent's files and conversation. "
+                      "Use it to copy promising code, compare results and avoid dead ends.")
+    constraints = []
+    if digest:
+        constraints.append(f"- `/{DIGEST_FILE}` is read-only: do not try to write to it.")
+    constraints.append("- `/archive/` is read-only.")
     return prompt("agent_system").format(
-        agent=agent, max_agents=ctx.spec.budget.max_agents, minutes=f"{ctx.spec.budget.minutes_per_agent:g}",
-        workspace_map=workspace_map(ctx, handover, archive=ARCHIVE_ALL if ctx.spec.method.archive else ARCHIVE_OWN),
+        agent=agent, **names,
+        legacy=("leave clear documentation for the next agent." if digest
+                else "leave your work in the workspace for the next agent (it reads the archive)."),
+        workspace_map=workspace_map(ctx, extra, archive=archive),
+        paths=PATHS,
+        review="\n".join(review),
+        ending_title="Finishing" if digest else "Wrapping up",
+        ending=(prompt("agent_ending_summary").format(summary_format=summary_format(agent)) if digest
+                else prompt("agent_ending_plain")).strip(),
+        dead_end_note=" (it goes under the approaches that did not work in your summary)" if digest else "",
         min_experiments=MIN_EXPERIMENTS_ADVICE,
+        tracking=("Keep track of everything: you will need it for your summary." if digest
+                  else "Keep track of your experiments and results: what you tried, what worked, what failed."),
+        constraints="\n".join(constraints),
+        reminders=("- End with `## Summary for Next Agent` and the sections above: it is the only thing of yours "
+                   "the next agent reads besides your files. Be specific: scores, parameters, and why."
+                   if digest else ""),
     )
+
+
+def program_names(ctx: MethodContext) -> dict[str, str]:
+    """The workspace's program files, named for the problem's language (`.py`, `.cpp`)."""
+    return {stem: ctx.problem.workspace_name(stem) for stem in ("initial_program", "best_program", "new_algorithm")}
 
 
 def workspace_map(ctx: MethodContext, extra: list[str], *, archive: str) -> str:
     """The Markdown list of workspace files an agent's system prompt shows; `extra` lines (the
     method's own files) come right after the starting program, `archive` describes /archive/."""
     lines = [
-        "- `/task.md`: the task (also in your first message)",
+        "- `/task.md`: the task (also your first message)",
         f"- `/{ctx.problem.workspace_name('initial_program')}`: the starting program",
         *extra,
     ]
-    if ctx.problem.baselines():
+    if ctx.spec.method.reference_solutions and ctx.problem.baselines():
         lines.append("- `/baselines/`: known reference algorithms for this problem")
     if ctx.problem.config.agent_files:
         names = ", ".join(f"`{Path(p).name}`" for p in ctx.problem.config.agent_files)
@@ -210,17 +275,25 @@ def workspace_map(ctx: MethodContext, extra: list[str], *, archive: str) -> str:
 
 
 def first_message(ctx: MethodContext) -> str:
-    digest = ctx.archive.digest().strip() if ctx.spec.method.digest else ""
-    best = ctx.archive.best()
+    """The task, as in the reference; with the richer handover also the digest and the best program."""
+    settings = ctx.spec.method
+    if not settings.handover_in_first_message:
+        return ctx.problem.task_prompt.strip()
+    digest = ctx.archive.digest().strip() if settings.digest else ""
+    best = ctx.archive.best() if settings.archive else None
     if best is None:
         best_text = f"None yet: start from `/{ctx.problem.workspace_name('initial_program')}`."
     else:
         code = best[1].program.read_text(encoding="utf-8")
         best_text = (f"Score {best[0]} (exp-{best[1].number:04d}), also at "
                      f"`/{ctx.problem.workspace_name('best_program')}`:\n\n```{ctx.problem.language}\n{code}\n```")
-    return prompt("agent_first_message").format(
-        task=ctx.problem.task_prompt.strip(), digest=digest or "None yet: you are the first agent.", best=best_text,
-    )
+    sections = [f"# Task\n\n{ctx.problem.task_prompt.strip()}"]
+    if settings.digest:
+        sections.append("# Research Digest from earlier agents\n\n"
+                        + (digest or "Empty so far: no earlier agent has finished."))
+    if settings.archive:
+        sections.append(f"# Best program so far\n\n{best_text}")
+    return "\n\n".join(sections)
 
 
 # -- tools and middleware -------------------------------------------------------------------------------
@@ -235,7 +308,7 @@ def make_run_simulation(ctx: MethodContext, agent: int, remaining: Any, archive_
         """Score the program in `file_path` (a workspace path such as /new_algorithm.py) on the problem's
         scenarios. Records it as a new experiment and returns the score, per-scenario metrics and the
         end of the program's output."""
-        path = _workspace_file(workspace, file_path)
+        path = _workspace_file(workspace, file_path, archive_view)
         if path is None:
             return f"Error: {file_path!r} is not a file in your workspace. Write the program first, then pass its path."
         left = remaining()
@@ -249,19 +322,26 @@ def make_run_simulation(ctx: MethodContext, agent: int, remaining: Any, archive_
     return StructuredTool.from_function(run_simulation, name="run_simulation")
 
 
-def _workspace_file(workspace: Path, file_path: str) -> Path | None:
-    relative = file_path.strip().lstrip("/")
+def _workspace_file(workspace: Path, file_path: str, archive_view: Path) -> Path | None:
+    """The file named by a file-tool path (`/x.py`, `/archive/...`) or by its real path (what the
+    shell sees), if it is in the workspace or the agent's view of the archive."""
+    real = f"{workspace.resolve()}/"
+    name = file_path.strip()
+    relative = (name[len(real):] if name.startswith(real) else name).lstrip("/")
     if not relative:
         return None
-    candidate = (workspace / relative).resolve()
-    if not candidate.is_relative_to(workspace.resolve()) or not candidate.is_file():
+    root = workspace.resolve()
+    if relative == "archive" or relative.startswith("archive/"):  # a mount point or link to the archive
+        root, relative = archive_view.resolve(), relative.removeprefix("archive").lstrip("/")
+    candidate = (root / relative).resolve()
+    if not candidate.is_relative_to(root) or not candidate.is_file():
         return None
     return candidate
 
 
 def describe_evaluation(ctx: MethodContext, experiment: Any, evaluation: Any, archive_view: Path) -> str:
     best = ctx.archive.best()
-    where = "/archive/" + str(experiment.path.relative_to(archive_view))
+    where = "/archive/" + str(experiment.path.resolve().relative_to(archive_view.resolve()))
     lines = [f"exp-{experiment.number:04d}: " + (f"score {evaluation.score}" if evaluation.ok
                                                  else f"FAILED ({evaluation.error_kind})")]
     if best is not None:
@@ -297,85 +377,31 @@ class LimitsMiddleware(AgentMiddleware):
         return None
 
 
-# -- driving the graph ----------------------------------------------------------------------------------
-
-
-def drive(ctx: MethodContext, agent: int, graph: Any, deadline: float, message: str, *, max_steps: int,
-          thread: str | None = None) -> tuple[AgentOutcome, str]:
-    """Send `message` and stream the agent until it ends; return why it ended and the text of its last
-    message. With a `thread` (and a graph built with a checkpointer) the message continues that
-    conversation."""
-    from langchain_core.messages import AIMessage, HumanMessage
-    from langgraph.errors import GraphRecursionError
-
-    last_text = ""
-    config: dict[str, Any] = {"recursion_limit": max_steps}
-    if thread is not None:
-        config["configurable"] = {"thread_id": thread}
-    try:
-        for update in graph.stream({"messages": [HumanMessage(content=message)]}, config,
-                                   stream_mode="updates"):
-            for message in _messages_in(update):
-                if isinstance(message, AIMessage):
-                    text = message_text(message.content)
-                    if text.strip():
-                        last_text = text
-                    ctx.progress.agent_turn(agent, text, list(message.tool_calls or []))
-            if time.monotonic() >= deadline:
-                return AgentOutcome("time limit"), last_text
-        return AgentOutcome("completed"), last_text
-    except AgentStop as stop:
-        return AgentOutcome(str(stop)), last_text
-    except StopRun as stop:
-        return AgentOutcome(f"stopped: {stop.reason}", run_stop=stop.reason), last_text
-    except GraphRecursionError:
-        return AgentOutcome(f"step limit ({max_steps})"), last_text
-    except EngramError:
-        raise  # the run itself is broken (tampered problem files, missing data): stop it, say why
-    except Exception as exc:  # a model or provider error that retries did not cure
-        if _is_budget_error(exc):
-            return AgentOutcome(f"stopped: {exc}", run_stop=str(exc)), last_text
-        return AgentOutcome(f"model error: {type(exc).__name__}: {exc}"[:500]), last_text
-
-
-def _messages_in(update: Any) -> list[Any]:
-    messages: list[Any] = []
-    if isinstance(update, dict):
-        for value in update.values():
-            if isinstance(value, dict) and isinstance(value.get("messages"), list):
-                messages.extend(value["messages"])
-    return messages
-
-
-def _is_budget_error(exc: BaseException) -> bool:
-    from engram.llm import BudgetExceeded
-
-    return isinstance(exc, BudgetExceeded)
-
-
-def collect_summary(ctx: MethodContext, agent: int, model: Any, outcome: AgentOutcome, last_text: str) -> str:
-    """The agent's summary: its last message if it has the sections, else one bounded follow-up
-    call, else one written from its experiment log."""
-    if has_summary_sections(last_text):
-        return last_text.strip()
+def collect_summary(ctx: MethodContext, agent: int, model: Any, conversation: Conversation, *, system: str) -> str:
+    """The agent's summary: the message that had the sections; else (time-out, no answer to the
+    request) one call over the whole conversation, as in the reference; else, or when a budget
+    forbids more calls, one written from the experiment log."""
+    if conversation.summary is not None:
+        return conversation.summary
     experiments = [e for e in ctx.archive.experiments() if e.agent == agent]
-    if outcome.run_stop is None and ctx.stop_reason() is None:
+    if conversation.outcome.run_stop is None and ctx.stop_reason() is None:
         try:
-            requested = request_summary(model, agent=agent, task=ctx.problem.task_prompt, experiments=experiments,
-                                        last_message=last_text)
-            if has_summary_sections(requested):
-                return requested.strip()
-        except Exception as exc:  # the follow-up is a courtesy; the log-based summary always works
-            ctx.progress.note(f"agent {agent}: summary request failed ({type(exc).__name__}: {exc})")
-    return summary_from_log(agent, experiments, outcome.reason)
+            text = fallback_summary(model, system=system, history=conversation.history, agent=agent)
+            if text:
+                return text
+        except Exception as exc:
+            ctx.progress.note(f"agent {agent}: the summary call failed ({type(exc).__name__}: {exc})")
+    return summary_from_log(agent, experiments, conversation.outcome.reason)
 
 
-def close_agent(ctx: MethodContext, agent: int, summary: str, reason: str, *, digest: bool) -> None:
-    """Store the summary (and append it to the digest when `digest`), archive the workspace, log the end."""
+def close_agent(ctx: MethodContext, agent: int, summary: str | None, reason: str, *, digest: bool) -> None:
+    """Store the summary, if there is one (and append it to the digest when `digest`), archive the
+    workspace, log the end."""
     archive = ctx.archive
-    write_atomic(archive.agent_dir(agent) / "summary.md", summary + "\n")
-    if digest:
-        append_to_digest(archive, agent, summary)
+    if summary is not None:
+        write_atomic(archive.agent_dir(agent) / "summary.md", summary + "\n")
+        if digest:
+            append_to_digest(archive, agent, summary)
     archive.archive_workspace(agent)
     experiments = [e for e in archive.experiments() if e.agent == agent]
     best = ctx.best_score()
@@ -384,11 +410,12 @@ def close_agent(ctx: MethodContext, agent: int, summary: str, reason: str, *, di
     metrics = {"experiments": float(len(experiments)), "dollars": ctx.ledger.total_dollars}
     if best is not None:
         metrics["best_score"] = best
-    ctx.tracker.end_agent(agent, metrics=metrics, artifacts=[archive.agent_dir(agent) / "summary.md"])
+    summary_file = archive.agent_dir(agent) / "summary.md"
+    ctx.tracker.end_agent(agent, metrics=metrics, artifacts=[summary_file] if summary_file.is_file() else [])
     ctx.progress.agent_finished(agent, reason)
 
 
-def close_interrupted_agents(ctx: MethodContext, *, digest: bool) -> list[int]:
+def close_interrupted_agents(ctx: MethodContext, *, digest: bool, summary: bool = True) -> list[int]:
     """Resume: finish the evaluations and close the agents a killed run left open, so the run goes on
     from a consistent archive. Returns the agents started so far."""
     ctx.finish_interrupted_experiments()
@@ -396,13 +423,14 @@ def close_interrupted_agents(ctx: MethodContext, *, digest: bool) -> list[int]:
     finished = set(ctx.archive.finished_agents())
     for agent in started:
         if agent not in finished:
-            close_interrupted_agent(ctx, agent, digest=digest)
+            close_interrupted_agent(ctx, agent, digest=digest, summary=summary)
     return started
 
 
-def close_interrupted_agent(ctx: MethodContext, agent: int, *, digest: bool) -> None:
-    """Resume: an agent whose run was killed is closed with a summary from its experiment log."""
+def close_interrupted_agent(ctx: MethodContext, agent: int, *, digest: bool, summary: bool = True) -> None:
+    """Resume: an agent whose run was killed is closed with a summary from its experiment log (none
+    when `summary` is false: the no-digest ablation has no summaries)."""
     experiments = [e for e in ctx.archive.experiments() if e.agent == agent]
-    summary = summary_from_log(agent, experiments, "the run was interrupted")
-    close_agent(ctx, agent, summary, "interrupted", digest=digest)
+    text = summary_from_log(agent, experiments, "the run was interrupted") if summary else None
+    close_agent(ctx, agent, text, "interrupted", digest=digest)
 

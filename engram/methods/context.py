@@ -84,8 +84,9 @@ class MethodContext:
         reserved = self.evaluations_done() + len(self._pending)
         if budget.max_evaluations is not None and reserved >= budget.max_evaluations:
             return f"evaluation budget reached ({budget.max_evaluations})"
-        if budget.max_dollars is not None and self.ledger.total_dollars >= budget.max_dollars:
-            return f"dollar budget reached (${self.ledger.total_dollars:.4f} of ${budget.max_dollars:g})"
+        cap = self.spec.max_dollars
+        if cap is not None and self.ledger.total_dollars >= cap:
+            return f"dollar budget reached (${self.ledger.total_dollars:.4f} of ${cap:g})"
         shared = self.ledger.shared  # a sweep's cap over all its runs
         if shared is not None and (reason := shared.stop_reason(self.ledger.total_dollars)):
             return reason

@@ -1,17 +1,20 @@
 """Agent summaries and the Research Digest built from them.
 
-An agent's summary must have fixed sections so that the next agent can rely on them. If the
-agent's last message lacks them, one bounded follow-up call asks for them (it sends the experiment
-log and the end of the last message, never the whole history); failing that, a summary is written
-from the experiment log alone. Summaries are appended to the digest under `## Agent <n>`; when the
-digest outgrows its token budget it is distilled by one model call, and the call is recorded.
+As in the reference, the summary is asked for inside the agent's own conversation: the system
+prompt gives its format, every message of the agent is checked for its sections, and an agent that
+ends without one is sent one summary request in the same conversation. An agent that still has
+none (it timed out, or ignored the request) gets one last model call over its whole conversation
+(bounded in size here; unbounded in the reference); failing that, or when a budget forbids more
+calls, a summary is written from the experiment log. Summaries are appended to the digest as they
+are; distilling an over-long digest by one model call is an option (`digest_max_tokens`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engram.archive import Experiment, SeedArchive, write_json
 
@@ -22,9 +25,12 @@ if TYPE_CHECKING:
 
     from engram.llm import UsageLedger
 
-REQUIRED_SECTIONS = ("Best result", "What was tried", "Key insights", "Recommended next steps", "Dead ends")
-_LAST_MESSAGE_CHARS = 4000
-_TASK_HEAD_CHARS = 1500
+REQUIRED_SECTIONS = ("Best Result", "What I Tried", "Key Insights")
+"""The headings whose presence makes a message the agent's summary (the reference's check)."""
+FALLBACK_HISTORY_CHARS = 400_000
+"""The most conversation text (about 100k tokens) the last-resort summary call sends: long tool
+results are cut first, then the oldest turns after the task."""
+_CUT_TOOL_RESULT_CHARS = 2000
 
 
 def prompt(name: str) -> str:
@@ -32,8 +38,18 @@ def prompt(name: str) -> str:
 
 
 def has_summary_sections(text: str) -> bool:
-    headings = {m.group(1).strip().lower() for m in re.finditer(r"^#{1,4}\s*(.+?)\s*$", text, re.MULTILINE)}
-    return all(section.lower() in headings for section in REQUIRED_SECTIONS)
+    headings = [m.group(1).strip().lower() for m in re.finditer(r"^#{1,6}\s*(.+?)\s*$", text, re.MULTILINE)]
+    return all(any(heading.startswith(section.lower()) for heading in headings) for section in REQUIRED_SECTIONS)
+
+
+def summary_request(agent: int) -> str:
+    """The message that asks an agent, in its own conversation, for its summary."""
+    return prompt("summary_request").format(summary_format=summary_format(agent))
+
+
+def summary_format(agent: int = 0) -> str:
+    """The summary's sections, as the system prompt and the summary request show them."""
+    return prompt("summary_format").strip()
 
 
 def estimate_tokens(text: str) -> int:
@@ -73,25 +89,57 @@ def summary_from_log(agent: int, experiments: list[Experiment], reason: str) -> 
     dead = "\n".join(f"- exp-{e.number:04d} failed with {ev.error_kind}" for e, ev in failed) or "- none recorded"
     return "\n".join([
         f"_Written by Engram from agent {agent}'s experiment log: the agent left no summary ({reason})._",
-        "", "## Mode", "Unknown.", "", "## Best result", best, "",
-        "## What was tried", experiment_log(experiments), "",
-        "## Key insights", "None recorded by the agent; read its programs in the archive.", "",
-        "## Recommended next steps", "Start from the best program so far and read this agent's experiments.", "",
-        "## Dead ends", dead,
+        "", "## Summary for Next Agent", "", "### Agent Mode", "Unknown.", "", "### Best Result", best, "",
+        "### What I Tried", experiment_log(experiments), "",
+        "### Key Insights", "None recorded by the agent; read its programs in the archive.", "",
+        "### Recommended Next Steps", "Start from the best program so far and read this agent's experiments.", "",
+        "### Approaches That Didn't Work (and Why)", dead,
     ])
 
 
-def request_summary(model: BaseChatModel, *, agent: int, task: str, experiments: list[Experiment],
-                    last_message: str) -> str:
-    """One model call, with bounded input, asking for the summary sections."""
-    from langchain_core.messages import HumanMessage
+def fallback_summary(model: BaseChatModel, *, system: str, history: list[Any], agent: int) -> str:
+    """One model call over the agent's whole conversation (its system prompt first, the summary
+    request last), as the reference does when an agent leaves no valid summary. Tool calls and
+    their results are given as text, so that the call needs no tools."""
+    from langchain_core.messages import HumanMessage, SystemMessage
 
-    text = prompt("summary_request").format(
-        agent=agent, task_head=task[:_TASK_HEAD_CHARS], experiment_log=experiment_log(experiments),
-        last_message=last_message[-_LAST_MESSAGE_CHARS:] or "(none)",
-    )
-    reply = model.invoke([HumanMessage(content=text)])
-    return message_text(reply.content)
+    messages = [SystemMessage(content=system), *_plain_history(history), HumanMessage(content=summary_request(agent))]
+    reply = model.invoke(messages)
+    return message_text(reply.content).strip()
+
+
+def _plain_history(history: list[Any]) -> list[Any]:
+    """The conversation as user and assistant text, cut to FALLBACK_HISTORY_CHARS."""
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    plain: list[Any] = []
+    for message in history:
+        if isinstance(message, AIMessage):
+            calls = [f"[tool call {call.get('name')}: {json.dumps(call.get('args'), ensure_ascii=False)}]"
+                     for call in message.tool_calls or []]
+            text = "\n".join(part for part in [message_text(message.content).strip(), *calls] if part)
+            if text:
+                plain.append(AIMessage(content=text))
+        elif isinstance(message, ToolMessage):
+            plain.append(HumanMessage(content=f"[result of {message.name}]\n{message_text(message.content)}"))
+        elif isinstance(message, HumanMessage):
+            plain.append(HumanMessage(content=message_text(message.content)))
+    return _fit(plain, FALLBACK_HISTORY_CHARS)
+
+
+def _fit(messages: list[Any], limit: int) -> list[Any]:
+    def size() -> int:
+        return sum(len(str(m.content)) for m in messages)
+
+    if size() > limit:
+        for message in messages:
+            if str(message.content).startswith("[result of ") and len(message.content) > _CUT_TOOL_RESULT_CHARS:
+                half = _CUT_TOOL_RESULT_CHARS // 2
+                message.content = (f"{message.content[:half]}\n[... {len(message.content) - 2 * half} characters "
+                                   f"left out ...]\n{message.content[-half:]}")
+    while size() > limit and len(messages) > 2:
+        del messages[1]  # the task (first) stays; the oldest turns after it go
+    return messages
 
 
 def message_text(content: object) -> str:
@@ -105,22 +153,25 @@ def message_text(content: object) -> str:
 
 
 def append_to_digest(archive: SeedArchive, agent: int, summary: str) -> str:
-    digest = archive.digest().rstrip()
-    # The agent's own headings go one level below its `## Agent <n>` heading.
-    nested = re.sub(r"^(#{1,5})(\s)", r"#\1\2", summary.strip(), flags=re.MULTILINE)
-    section = f"## Agent {agent}\n\n{nested}\n"
-    updated = f"{digest}\n\n{section}" if digest else f"# Research Digest\n\n{section}"
+    """Append the summary as it is (the reference's raw digest), under `## Agent <n>` unless it
+    already starts with such a heading."""
+    digest = archive.digest().rstrip() or "# Research Digest"
+    text = summary.strip()
+    if not text.startswith("## Agent"):
+        text = f"## Agent {agent}\n\n{text}"
+    updated = f"{digest}\n\n---\n\n{text}\n"
     archive.write_digest(updated)
     return updated
 
 
-def distill_if_needed(archive: SeedArchive, model_factory: Callable[..., BaseChatModel], *, max_tokens: int,
-                      ledger: UsageLedger) -> bool:
-    """Replace an over-long digest by a distilled one (one model call), recording input and output."""
+def distill_if_needed(archive: SeedArchive, model_factory: Callable[..., BaseChatModel], *,
+                      max_tokens: int | None, ledger: UsageLedger) -> bool:
+    """Replace an over-long digest by a distilled one (one model call), recording input and output;
+    `max_tokens` None never distils (the reference)."""
     from langchain_core.messages import HumanMessage
 
     digest = archive.digest()
-    if estimate_tokens(digest) <= max_tokens:
+    if max_tokens is None or estimate_tokens(digest) <= max_tokens:
         return False
     model = model_factory(role="distill")
     before = ledger.total_dollars

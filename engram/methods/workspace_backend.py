@@ -2,24 +2,38 @@
 
 File tools work on the agent's workspace directory (paths are virtual: `/x.py` is
 `<workspace>/x.py`, and nothing outside can be named). `/archive/` routes to the earlier agents'
-folders and is read-only for the file tools. Shell commands (`execute`) never run on the host:
-they go through Engram's sandbox with the workspace as the working directory, the archive mounted
+folders and is read-only for the file tools, as are the files the method hands over read-only
+(the Research Digest). Shell commands (`execute`) never run on the host: they go through Engram's
+sandbox with the workspace as the working directory, the archive and the read-only files mounted
 read-only, no network, an allow-listed environment and a timeout that is also cut to what is left
 of the agent's time.
+
+One path convention for both: the sandbox sees the workspace at its real absolute path, and a
+command's `/name...` whose first part names something in the workspace (or is not a directory of
+the sandbox's root, such as a file about to be created) is rewritten to that real path, so that
+`head /new_algorithm.py` reads the file the file tools call `/new_algorithm.py`. System paths
+(`/tmp`, `/usr`, `/dev/null`, ...) are left alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 
 from deepagents.backends import CompositeBackend, FilesystemBackend
-from deepagents.backends.protocol import ExecuteResponse, SandboxBackendProtocol
+from deepagents.backends.protocol import (
+    DeleteResult,
+    EditResult,
+    ExecuteResponse,
+    SandboxBackendProtocol,
+    WriteResult,
+)
 from deepagents.middleware.filesystem import FilesystemPermission
 
 from engram.errors import SandboxError
@@ -31,6 +45,9 @@ _MAX_OUTPUT_CHARS = 30_000
 _SHELL_PROCESSES = 64
 _SHELL_LIFETIME_S = 24 * 3600.0
 """Backstop for a shell container nobody closed (Engram killed): agents never run this long."""
+
+_WORKSPACE_PATH = re.compile(r"(?<![\w.~/$:@-])/([A-Za-z0-9_][A-Za-z0-9_.+-]*)")
+"""A `/name` that starts a path (not a path's later part, a URL, a variable's value or `~/x`)."""
 
 _open_workspaces: ContextVar[list[SandboxedWorkspace] | None] = ContextVar("engram_open_workspaces", default=None)
 
@@ -60,6 +77,7 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
         sandbox: Sandbox,
         *,
         readonly: list[tuple[Path, Path]],
+        readonly_files: Sequence[str] = (),
         shell_timeout_s: float,
         memory_mb: int,
         remaining_s: Callable[[], float],
@@ -68,6 +86,7 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
         self._workspace = workspace
         self._sandbox = sandbox
         self._readonly = readonly
+        self._readonly_files = {name.strip("/") for name in readonly_files}
         self._shell_timeout_s = shell_timeout_s
         self._memory_mb = memory_mb
         self._remaining_s = remaining_s
@@ -81,6 +100,27 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
     def id(self) -> str:
         return self._id
 
+    def _refused(self, file_path: str) -> str | None:
+        """The error for a change to a read-only file (deepagents' permission rules cannot be used
+        on a backend that also runs commands)."""
+        name = file_path.strip().lstrip("/")
+        if name in self._readonly_files:
+            return f"Error: /{name} is read-only; write your own notes to another file."
+        return None
+
+    def write(self, file_path: str, content: str) -> WriteResult:
+        error = self._refused(file_path)
+        return WriteResult(error=error) if error else super().write(file_path, content)
+
+    def edit(self, file_path: str, old_string: str, new_string: str,
+             replace_all: bool = False) -> EditResult:
+        error = self._refused(file_path)
+        return EditResult(error=error) if error else super().edit(file_path, old_string, new_string, replace_all)
+
+    def delete(self, file_path: str) -> DeleteResult:
+        error = self._refused(file_path)
+        return DeleteResult(error=error) if error else super().delete(file_path)
+
     def execute(self, command: str, *, timeout: int | None = None) -> ExecuteResponse:
         remaining = self._remaining_s()
         if remaining <= 1:
@@ -88,7 +128,8 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
         limit = min(self._shell_timeout_s, remaining, float(timeout) if timeout else float("inf"))
         started = time.monotonic()
         try:
-            result = self.shell().run(command, wall_seconds=limit, output_bytes=64 * KiB)
+            result = self.shell().run(workspace_paths(command, self._workspace), wall_seconds=limit,
+                                      output_bytes=64 * KiB)
         except SandboxError as exc:  # the agent's problem to hear about, not a reason to stop the run
             return ExecuteResponse(output=f"[not run: the sandbox failed: {exc}]", exit_code=None)
         output = result.stdout.text()
@@ -139,6 +180,20 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
+def workspace_paths(command: str, workspace: Path) -> str:
+    """`command` with the file tools' `/name...` paths made the workspace's real paths (see the module
+    docstring): a name in the workspace always, any other name unless the sandbox's root has it."""
+    entries = {entry.name for entry in workspace.iterdir()} if workspace.is_dir() else set()
+
+    def real(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in entries or not Path("/", name).exists():
+            return f"{workspace}/{name}"
+        return match.group(0)
+
+    return _WORKSPACE_PATH.sub(real, command)
+
+
 def build_backend(
     workspace: Path,
     archive_dir: Path | None,
@@ -147,14 +202,21 @@ def build_backend(
     shell_timeout_s: float,
     memory_mb: int,
     remaining_s: Callable[[], float],
+    readonly_files: Sequence[str] = (),
 ) -> tuple[CompositeBackend | SandboxedWorkspace, list[FilesystemPermission]]:
-    """The backend for one agent, and the permission rules that keep the archive read-only."""
-    readonly = [(archive_dir, workspace / "archive")] if archive_dir is not None else []
-    default = SandboxedWorkspace(workspace, sandbox, readonly=readonly, shell_timeout_s=shell_timeout_s,
-                                 memory_mb=memory_mb, remaining_s=remaining_s)
+    """The backend for one agent, and the permission rules that keep the archive and `readonly_files`
+    (workspace names such as `digest.md`) read-only: a write to them is refused with an error the
+    agent sees, in the file tools and in the shell alike."""
+    workspace = workspace.resolve()  # the sandbox mounts and the shell's paths need the real path
+    readonly = [(workspace / name, workspace / name) for name in readonly_files]
+    if archive_dir is not None:
+        readonly.append((archive_dir.resolve(), workspace / "archive"))
+    default = SandboxedWorkspace(workspace, sandbox, readonly=readonly, readonly_files=readonly_files,
+                                 shell_timeout_s=shell_timeout_s, memory_mb=memory_mb, remaining_s=remaining_s)
+    rules: list[FilesystemPermission] = []
     if archive_dir is None:
-        return default, []
-    backend = CompositeBackend(default=default,
-                               routes={ARCHIVE_ROUTE: FilesystemBackend(root_dir=archive_dir, virtual_mode=True)})
-    rules = [FilesystemPermission(operations=["write"], paths=[f"{ARCHIVE_ROUTE}**"], mode="deny")]
+        return default, rules
+    backend = CompositeBackend(default=default, routes={
+        ARCHIVE_ROUTE: FilesystemBackend(root_dir=archive_dir.resolve(), virtual_mode=True)})
+    rules.append(FilesystemPermission(operations=["write"], paths=[f"{ARCHIVE_ROUTE}**"], mode="deny"))
     return backend, rules
