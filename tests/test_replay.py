@@ -51,7 +51,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
          {"content": SUMMARY}],
     ]
     spec = make_spec(root, agents, distill=["# Research Digest (distilled)\nShort."],
-                     problem={"name": str(problem)}, method={"digest_max_tokens": 40},
+                     problem={"name": str(problem)},
+                     method={"digest_max_tokens": 40, "handover_in_first_message": True},
                      sandbox={"backend": "process"})
     return run(spec).run_dir
 

@@ -172,17 +172,20 @@ def test_continuation_limit(tmp_path: Path):
     assert [t["continuation"] for t in _events(seed, "turn_end")] == [False, True]
 
 
-def test_a_turn_cut_at_its_step_limit_is_continued(tmp_path: Path):
+def test_a_turn_cut_at_its_step_limit_is_rebuilt_and_continued(tmp_path: Path):
+    """As in the reference: a stream cut at its step limit rebuilds the agent, which continues its
+    conversation after a notice (no continuation message, no patience used); five in a row end it."""
     spec = _single_agent(tmp_path, [[
         {"tool_calls": [INITIAL_PROGRAM_CALL]}, *[{"tool_calls": [{"name": "ls", "args": {"path": "/"}}]}] * 3,
         {"content": "after the cut"},
     ]], max_steps_per_turn=5, patience=2)
     outcome = run(spec)
     seed = _seed(outcome)
-    turns = _events(seed, "turn_end")
-    assert [t["reason"] for t in turns] == ["step limit (5)"] * 3 and turns[-1]["idle"] == 2
+    rebuilds = _events(seed, "agent_rebuild")
+    assert rebuilds and all(r["error"] == "step limit (5)" for r in rebuilds)
     last = transcript_requests(seed / "agents/agent-1/transcript.jsonl")[-1]
-    assert sum(KEEP_GOING in str(m["content"]) for m in last if m["type"] == "human") == 2
+    assert sum("was restarted with its conversation" in str(m["content"]) for m in last if m["type"] == "human") \
+        == len(rebuilds)
 
 
 def _turn_ends(tmp_path: Path) -> list[dict[str, Any]]:
