@@ -86,8 +86,8 @@ class SingleAgentMethod(_MethodBase):
                                                           "that bring no new best score")
     max_continuations: PositiveInt | None = Field(default=None, description="Stop after this many continuations "
                                                                             "in all; default: no limit")
-    max_steps_per_turn: PositiveInt = Field(default=400, description="Model/tool steps between two continuation "
-                                                                     "messages before the turn is cut")
+    max_steps_per_turn: PositiveInt = Field(default=1000, description="Model/tool steps of one stream before it is "
+                                            "cut (the reference's 1000); a cut stream rebuilds the agent")
 
 
 class TreeSearchMethod(_MethodBase):
