@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engram.errors import DataError, ProblemNotFoundError
+from engram.errors import DataError, ProblemNotFoundError, SandboxError
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.frontier_cs.config import parse_config
 from engram.frontier_cs.family import FrontierProblem, list_family, load, load_folder
@@ -85,9 +85,18 @@ def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     monkeypatch.setenv("ENGRAM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "frontier-cache"))
 
 
-@pytest.fixture(scope="module", params=["process", "bwrap"])
+@pytest.fixture(scope="module", params=["process", "bwrap", "docker"])
 def backend(request: pytest.FixtureRequest) -> str:
     require_backend(request.param)
+    if request.param == "docker":
+        from engram.frontier_cs.toolchain import compiler_identity
+
+        try:
+            compiler_identity(get_sandbox("docker", quiet=True))
+        except SandboxError as exc:
+            if os.environ.get("CI"):
+                raise
+            pytest.skip(f"this engine's sandbox image predates g++ (`engram sandbox build` adds it): {exc}")
     return request.param
 
 

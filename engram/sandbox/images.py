@@ -185,6 +185,9 @@ def build_image(
                 for wheel in wheels:
                     shutil.copy2(wheel, context / "wheels" / wheel.name)
                 options = "--no-index --find-links /tmp/engram-build/wheels"
+                for deb in download_debs(client, base_id or base, _default_wheel_cache().parent / "sandbox-debs",
+                                         say=say):
+                    shutil.copy2(deb, context / "debs" / deb.name)
             say(f"building {tag} from {base}{' (offline)' if offline else ''}")
             image = _docker_build(client, context, tag=tag, base=base, pip_options=options,
                                   offline=offline, no_cache=no_cache, base_id=base_id, say=say)
@@ -216,6 +219,49 @@ def download_wheels(cache: Path, *, say: Callable[[str], None] = lambda line: No
     return sorted(target.glob("*.whl"))
 
 
+DEB_PACKAGES = ("g++",)
+"""Debian packages the image adds to its base (with their dependencies): the C++ compiler."""
+
+
+def download_debs(client: Any, base: str, cache: Path, *, say: Callable[[str], None] = lambda line: None) -> list[Path]:
+    """Fetch, with the host's apt, the .deb files of `DEB_PACKAGES` and their dependencies that the base
+    image lacks, so an offline build can install them without a network. The host must run the same
+    Debian release as the base (Engram's CI does: bookworm)."""
+    if shutil.which("apt-get") is None or shutil.which("apt-cache") is None:
+        raise SandboxError("an offline build fetches g++ for the image with the host's apt-get, which this host "
+                           "lacks; build online instead (`engram sandbox build` without --offline)")
+    listed = client.containers.run(base, ["dpkg-query", "-W", "-f=${Package}\\n"], remove=True,
+                                   network_mode="none")
+    installed = {line.split(":")[0] for line in listed.decode().split()}
+    closure = _apt_closure()
+    if closure.returncode != 0 or not closure.stdout.strip():  # no package lists yet: fetch them once
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
+        closure = _apt_closure()
+    names = {line.strip() for line in closure.stdout.splitlines() if line.strip() and not line.startswith((" ", "<"))}
+    if closure.returncode != 0 or not names:
+        raise SandboxError(f"apt-cache could not resolve {', '.join(DEB_PACKAGES)} on this host: "
+                           f"{closure.stderr.strip()[-500:]}")
+    wanted = sorted(names - installed)
+    target = cache / hashlib.sha256(" ".join(wanted).encode()).hexdigest()[:16]
+    done = target / ".complete"
+    if wanted and not done.is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        say(f"downloading {len(wanted)} Debian package(s) into {target}")
+        fetched = subprocess.run(["apt-get", "download", "-qq", *wanted], cwd=target, capture_output=True,
+                                 text=True, check=False)
+        if fetched.returncode != 0:
+            raise SandboxError(f"could not download the image's Debian packages (apt-get download exited "
+                               f"{fetched.returncode}): {fetched.stderr.strip()[-800:]}")
+        done.write_text("ok\n", encoding="utf-8")
+    return sorted(target.glob("*.deb")) if wanted else []
+
+
+def _apt_closure() -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+                           "--no-breaks", "--no-replaces", "--no-enhances", *DEB_PACKAGES],
+                          capture_output=True, text=True, check=False)
+
+
 def _pip_download(arguments: list[str]) -> None:
     command = [sys.executable, "-m", "pip", "download", *arguments]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -242,6 +288,8 @@ def _write_context(context: Path) -> None:
     (context / "wheels").mkdir()
     # COPY needs the folder to exist in the context even when an online build has no wheels.
     (context / "wheels" / "README").write_text("wheels for an offline build\n", encoding="utf-8")
+    (context / "debs").mkdir()
+    (context / "debs" / "README").write_text("Debian packages (g++) for an offline build\n", encoding="utf-8")
 
 
 def _docker_build(client: Any, context: Path, *, tag: str, base: str, pip_options: str, offline: bool,
