@@ -74,6 +74,7 @@ class CandidateEvaluator:
         check_hidden_data(problem, sandbox.name)
         self._work_root = work_root
         self._session = Path(tempfile.mkdtemp(prefix="engram-session-", dir=work_root))
+        self._session.chmod(0o755)  # read-only to candidates, who may run as another (unprivileged) uid
         try:
             with self._scorer_errors():
                 self.scorer = problem.make_scorer()

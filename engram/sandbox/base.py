@@ -32,6 +32,8 @@ class Limits:
     max_processes: int | None = 64
     output_bytes: int = 64 * KiB
     """How much of stdout and of stderr is kept (half from the start, half from the end)."""
+    cpus: float | None = None
+    """CPU bandwidth over all the command's processes, in cores (a cgroup cap); None: no cap."""
 
     @property
     def effective_cpu_seconds(self) -> float:
@@ -113,12 +115,13 @@ class SandboxResult:
     stderr: CapturedStream
     wall_seconds: float
     cpu_seconds: float = 0.0
-    """CPU time of the direct child and the descendants it reaped (under bwrap: bubblewrap's own)."""
+    """CPU time of all the command's processes (from its cgroup; without one, of the direct child and
+    the descendants it reaped)."""
     max_rss_bytes: int = 0
     process_cap_hit: bool = False
     """The command tried to run more processes than `Limits.max_processes` allows."""
     oom_killed: bool = False
-    """The kernel killed the command for exceeding its memory cgroup limit (container backends).
+    """The kernel killed a process of the command for exceeding its memory cgroup limit.
 
     A cgroup OOM kill looks like any SIGKILL; this flag is how callers can still call it a memory error."""
     notes: list[str] = field(default_factory=list)

@@ -1,132 +1,320 @@
-"""A pids cgroup per sandboxed command, where the host lets us make one.
+"""One control group per sandboxed command: its limits hold over all of its processes together.
 
-`RLIMIT_NPROC` does not bind root, and a process that calls `setsid` leaves its process group, so
-neither stops a fork bomb nor finds every descendant when it is time to kill them. A cgroup does
-both: `pids.max` caps the number of tasks, and its member list names every process to kill.
-Works with cgroup v1 (a `pids` hierarchy) and v2 (the `pids` controller enabled); elsewhere the
-caller falls back to rlimits.
+Resource limits (`setrlimit`) bind one process each, so four processes of 700 MB pass a 1 GB limit,
+and `RLIMIT_NPROC` does not bind root at all. A cgroup counts every process the command starts,
+whatever it does (`setsid`, double fork):
+
+* memory: `memory.max` (v2) or `memory.limit_in_bytes` (v1) over all processes, including the pages
+  of files they write to a tmpfs, with swap included where the kernel accounts it (v2
+  `memory.swap.max = 0`, v1 `memory.memsw.limit_in_bytes`); the kernel's OOM kills are counted so
+  that the caller can say "memory" rather than "killed";
+* pids: `pids.max` caps the tasks (a fork bomb stops there) and lists every process to kill;
+* CPU: the time of all processes together is read (`cpu.stat`, `cpuacct.usage`) so that one CPU
+  limit holds per command, and a CPU bandwidth cap is set when the caller asks for one.
+
+Both layouts are handled: the unified v2 hierarchy (modern hosts) and v1 controllers mounted one by
+one (older hosts, and hybrid ones whose v2 mount has no controllers). Where a controller cannot be
+used (no root, no delegation) the command still runs, and `create` says what is not enforced so that
+the result carries it as a note.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import time
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-_V1_ROOT = Path("/sys/fs/cgroup/pids")
-_V2_ROOT = Path("/sys/fs/cgroup")
 _PARENT_NAME = "engram"
+_STALE_AFTER_S = 120.0
+_CONTROLLERS = ("memory", "pids", "cpu")
+_V1_CPU_PERIOD_US = 100_000
 
 
-def _own_v1_cgroup() -> Path | None:
-    try:
+@dataclass(frozen=True)
+class _Layout:
+    """Where per-command groups go: one parent directory per hierarchy, and what each one controls."""
+
+    version: int
+    parents: dict[str, Path] = field(default_factory=dict)
+    """controller ("memory", "pids", "cpu", "cpuacct") -> the directory new groups are made in."""
+    missing: tuple[str, ...] = ()
+
+
+def _mounts() -> list[tuple[str, str, str, set[str]]]:
+    """cgroup mounts as (mount point, root inside the hierarchy, fs type, options)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            before, _, after = line.partition(" - ")
+            fields, tail = before.split(), after.split()
+            if len(fields) >= 5 and len(tail) >= 3 and tail[0] in ("cgroup", "cgroup2"):
+                found.append((fields[4], fields[3], tail[0], set(tail[2].split(","))))
+    return found
+
+
+def _own_paths() -> dict[str, str]:
+    """This process's cgroup per v1 controller, and under "" its v2 cgroup."""
+    paths: dict[str, str] = {}
+    with contextlib.suppress(OSError):
         for line in Path("/proc/self/cgroup").read_text().splitlines():
             _, controllers, path = line.split(":", 2)
-            if "pids" in controllers.split(","):
-                return _V1_ROOT / path.lstrip("/")
+            for name in controllers.split(",") if controllers else [""]:
+                paths[name] = path
+    return paths
+
+
+def _inside(mount_point: str, mount_root: str, own: str) -> Path:
+    relative = own
+    if mount_root != "/" and (own == mount_root or own.startswith(mount_root.rstrip("/") + "/")):
+        relative = own[len(mount_root):]
+    return Path(mount_point) / relative.lstrip("/")
+
+
+def _prepare_parent(parent: Path, enable: Iterable[str] = ()) -> bool:
+    try:
+        parent.mkdir(exist_ok=True)
+        wanted = [c for c in enable if c not in (parent / "cgroup.subtree_control").read_text().split()]
+        if wanted:
+            (parent / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
+        return True
+    except OSError:
+        return False
+
+
+def _v2_layout(mount_point: str, mount_root: str, own: str) -> _Layout | None:
+    root = Path(mount_point)
+    try:
+        available = set((root / "cgroup.controllers").read_text().split())
     except OSError:
         return None
-    return None
-
-
-def _parent_dir() -> Path | None:
-    """The directory under which per-command cgroups are created, or None if we cannot."""
-    candidates: list[Path] = []
-    if (_V1_ROOT / "cgroup.procs").exists():
-        candidates.append((_own_v1_cgroup() or _V1_ROOT) / _PARENT_NAME)
-    if (_V2_ROOT / "cgroup.controllers").exists():
-        with contextlib.suppress(OSError):
-            if "pids" in (_V2_ROOT / "cgroup.controllers").read_text().split():
-                candidates.append(_V2_ROOT / _PARENT_NAME)
-    for parent in candidates:
+    wanted = [c for c in _CONTROLLERS if c in available]
+    if "memory" not in wanted and "pids" not in wanted:
+        return None
+    # The hierarchy's root may hold processes and still delegate controllers; any other cgroup that
+    # holds ours may not (the "no internal processes" rule), so try the root first, then a cgroup
+    # delegated to us (its subtree_control already lists the controllers).
+    for parent, enable in ((root / _PARENT_NAME, wanted), (_inside(mount_point, mount_root, own) / _PARENT_NAME, ())):
         try:
-            parent.mkdir(exist_ok=True)
-            if parent.parent == _V2_ROOT:
-                (parent / "cgroup.subtree_control").write_text("+pids")
-            probe = parent / f"probe-{uuid.uuid4().hex[:8]}"
-            probe.mkdir()
-            ok = (probe / "pids.max").exists()
-            probe.rmdir()
-            if ok:
-                return parent
+            if parent.parent == root:
+                (root / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
         except OSError:
             continue
+        if _prepare_parent(parent, enable) and _usable(parent, wanted):
+            controls = {c: parent for c in wanted}
+            controls["cpuacct"] = parent  # cpu.stat exists in every v2 group
+            return _Layout(2, controls, tuple(c for c in _CONTROLLERS if c not in wanted))
     return None
 
 
-_parent_cache: list[Path | None] = []
+def _v1_layout(mounts: list[tuple[str, str, str, set[str]]], own: dict[str, str]) -> _Layout:
+    parents: dict[str, Path] = {}
+    for controller in (*_CONTROLLERS, "cpuacct"):
+        for mount_point, mount_root, fstype, options in mounts:
+            if fstype == "cgroup" and controller in options and controller in own:
+                parent = _inside(mount_point, mount_root, own[controller]) / _PARENT_NAME
+                if _prepare_parent(parent) and _usable(parent, [controller]):
+                    parents[controller] = parent
+                break
+    return _Layout(1, parents, tuple(c for c in _CONTROLLERS if c not in parents))
 
 
-def pids_cgroup_parent() -> Path | None:
-    if not _parent_cache:
-        _parent_cache.append(_parent_dir())
-    return _parent_cache[0]
+_PROBE_FILE = {"memory": ("memory.max", "memory.limit_in_bytes"), "pids": ("pids.max",),
+               "cpu": ("cpu.max", "cpu.cfs_quota_us"), "cpuacct": ("cpuacct.usage",)}
 
 
-class PidsCgroup:
-    """One cgroup that caps and tracks all processes of one sandboxed command."""
+def _usable(parent: Path, controllers: Iterable[str]) -> bool:
+    probe = parent / f"probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.mkdir()
+    except OSError:
+        return False
+    try:
+        return all(any((probe / name).exists() for name in _PROBE_FILE[c]) for c in controllers)
+    finally:
+        with contextlib.suppress(OSError):
+            probe.rmdir()
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._procs = str(path / "cgroup.procs")
+
+@functools.cache
+def layout() -> _Layout:
+    """How this host lets us make cgroups, found once per process; stale groups are swept then."""
+    mounts = _mounts()
+    own = _own_paths()
+    found: _Layout | None = None
+    for mount_point, mount_root, fstype, _ in mounts:
+        if fstype == "cgroup2":
+            found = _v2_layout(mount_point, mount_root, own.get("", "/"))
+            if found is not None:
+                break
+    if found is None:
+        found = _v1_layout(mounts, own) if any(m[2] == "cgroup" for m in mounts) else _Layout(1, {}, _CONTROLLERS)
+    for parent in set(found.parents.values()):
+        _sweep_stale(parent)
+    return found
+
+
+def _sweep_stale(parent: Path) -> None:
+    """Remove the empty groups a killed Engram left behind (an empty group cannot be removed by
+    anything but rmdir, and a fresh one may still be waiting for its first process)."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in parent.iterdir():
+            if entry.name.startswith(("run-", "probe-")) and now - entry.stat().st_mtime > _STALE_AFTER_S:
+                with contextlib.suppress(OSError):
+                    entry.rmdir()
+
+
+class CommandCgroup:
+    """The cgroup(s) holding one sandboxed command: one directory per hierarchy."""
+
+    def __init__(self, version: int, paths: dict[str, Path]) -> None:
+        self.version = version
+        self.paths = paths
+        self._dirs = list(dict.fromkeys(paths.values()))
+        self._procs = [str(d / "cgroup.procs") for d in self._dirs]
+
+    @property
+    def path(self) -> Path:
+        return self._dirs[0]
 
     @classmethod
-    def create(cls, max_pids: int) -> PidsCgroup | None:
-        parent = pids_cgroup_parent()
-        if parent is None:
+    def create(cls, *, memory_bytes: int | None, max_pids: int | None, cpus: float | None = None,
+               notes: list[str] | None = None) -> CommandCgroup | None:
+        """A fresh group with these limits, or None when the host lets us make none. What cannot be
+        enforced is appended to `notes`."""
+        found = layout()
+        wanted = {"memory": memory_bytes is not None, "pids": max_pids is not None, "cpu": cpus is not None}
+        lacking = [c for c, needed in wanted.items() if needed and c not in found.parents]
+        if lacking and notes is not None:
+            notes.append(f"no {'/'.join(lacking)} cgroup on this host: "
+                         f"{', '.join(_WHAT[c] for c in lacking)} per process only")
+        if not found.parents:
             return None
-        path = parent / f"run-{uuid.uuid4().hex[:12]}"
+        name = f"run-{uuid.uuid4().hex[:12]}"
+        paths = {c: parent / name for c, parent in found.parents.items()}
+        group = cls(found.version, paths)
         try:
-            path.mkdir()
-            (path / "pids.max").write_text(str(max_pids))
-        except OSError:
+            for directory in group._dirs:
+                directory.mkdir()
+            group._apply(memory_bytes, max_pids, cpus)
+        except OSError as exc:
+            group.remove()
+            if notes is not None:
+                notes.append(f"could not set up a cgroup ({exc}): limits per process only")
             return None
-        return cls(path)
+        return group
+
+    def _apply(self, memory_bytes: int | None, max_pids: int | None, cpus: float | None) -> None:
+        if memory_bytes is not None and "memory" in self.paths:
+            memory = self.paths["memory"]
+            if self.version == 2:
+                (memory / "memory.max").write_text(str(memory_bytes))
+                _write_if_present(memory / "memory.swap.max", "0")
+                _write_if_present(memory / "memory.oom.group", "1")
+            else:
+                (memory / "memory.limit_in_bytes").write_text(str(memory_bytes))
+                _write_if_present(memory / "memory.memsw.limit_in_bytes", str(memory_bytes))
+        if max_pids is not None and "pids" in self.paths:
+            (self.paths["pids"] / "pids.max").write_text(str(max_pids))
+        if cpus is not None and "cpu" in self.paths:
+            quota = max(1000, int(cpus * _V1_CPU_PERIOD_US))
+            if self.version == 2:
+                (self.paths["cpu"] / "cpu.max").write_text(f"{quota} {_V1_CPU_PERIOD_US}")
+            else:
+                (self.paths["cpu"] / "cpu.cfs_period_us").write_text(str(_V1_CPU_PERIOD_US))
+                (self.paths["cpu"] / "cpu.cfs_quota_us").write_text(str(quota))
 
     def join_current_process(self) -> None:
-        """Called in the child between fork and exec, so the command starts inside the cgroup."""
-        fd = os.open(self._procs, os.O_WRONLY)
-        try:
-            os.write(fd, str(os.getpid()).encode())
-        finally:
-            os.close(fd)
+        """Called in the child between fork and exec, so the command starts inside the group."""
+        pid = str(os.getpid()).encode()
+        for procs in self._procs:
+            fd = os.open(procs, os.O_WRONLY)
+            try:
+                os.write(fd, pid)
+            finally:
+                os.close(fd)
 
     def members(self) -> list[int]:
-        try:
-            return [int(pid) for pid in Path(self._procs).read_text().split()]
-        except OSError:
-            return []
+        found: set[int] = set()
+        for procs in self._procs:
+            with contextlib.suppress(OSError, ValueError):
+                found.update(int(pid) for pid in Path(procs).read_text().split())
+        return sorted(found)
 
     def cap_hits(self) -> int:
-        """How often a fork was refused because the cap was reached."""
+        """How often a fork was refused because the process cap was reached."""
+        if "pids" not in self.paths:
+            return 0
+        return _counter(self.paths["pids"] / "pids.events", "max")
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed for going over the memory limit."""
+        if "memory" not in self.paths:
+            return 0
+        memory = self.paths["memory"]
+        return max(_counter(memory / "memory.events", "oom_kill"), _counter(memory / "memory.oom_control", "oom_kill"))
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time of every process the command ran, or None when not accounted."""
+        directory = self.paths.get("cpuacct")
+        if directory is None:
+            return None
+        if self.version == 2:
+            usec = _counter(directory / "cpu.stat", "usage_usec", default=-1)
+            return usec / 1e6 if usec >= 0 else None
         try:
-            for line in (self.path / "pids.events").read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "max":
-                    return int(value)
+            return int((directory / "cpuacct.usage").read_text()) / 1e9
         except (OSError, ValueError):
-            pass
-        return 0
+            return None
 
     def kill_all(self, timeout: float = 5.0) -> None:
         """SIGKILL every member until none is left (members may fork while we kill)."""
+        if self.version == 2:
+            _write_if_present(self.path / "cgroup.kill", "1")
         deadline = time.monotonic() + timeout
         while (pids := self.members()) and time.monotonic() < deadline:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-            time.sleep(0.01)
+            time.sleep(0.005)
 
     def remove(self) -> None:
         self.kill_all()
-        for _ in range(100):
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.01)
+        for directory in self._dirs:
+            for _ in range(200):
+                try:
+                    directory.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.005)
+
+
+PidsCgroup = CommandCgroup
+"""Former name, kept for callers written against it."""
+
+_WHAT = {"memory": "memory limit", "pids": "process cap", "cpu": "CPU bandwidth cap"}
+
+
+def _write_if_present(path: Path, value: str) -> None:
+    """For settings some kernels lack (swap accounting, cgroup.kill): best effort."""
+    with contextlib.suppress(OSError):
+        path.write_text(value)
+
+
+def _counter(path: Path, key: str, default: int = 0) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return default
