@@ -99,6 +99,8 @@ class RunInfo:
     experiment: str
     tracking_uri: str | None
     seeds: list[SeedTrace]
+    sandbox: str = ""
+    """The backend its candidates ran in (`meta.sandbox` of the resolved spec)."""
 
 
 def load_run(run_dir: Path) -> RunInfo:
@@ -108,7 +110,8 @@ def load_run(run_dir: Path) -> RunInfo:
     resolved = run_dir / RESOLVED_SPEC
     if not resolved.is_file():
         raise ConfigError(f"{run_dir} is not a run directory: it has no {RESOLVED_SPEC}")
-    spec = (yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}).get("spec") or {}
+    stored = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
+    spec = stored.get("spec") or {}
     problem_ref = str((spec.get("problem") or {}).get("name") or "")
     problem = _load_problem(problem_ref)
     problem_name = problem.name if problem is not None else Path(problem_ref).name
@@ -121,7 +124,7 @@ def load_run(run_dir: Path) -> RunInfo:
                    model=str((spec.get("model") or {}).get("id") or "unknown"),
                    scenarios=(spec.get("problem") or {}).get("scenarios"),
                    experiment=str(tracking.get("experiment") or problem_name), tracking_uri=tracking.get("uri"),
-                   seeds=seeds)
+                   seeds=seeds, sandbox=str((stored.get("meta") or {}).get("sandbox") or ""))
 
 
 def _load_problem(reference: str) -> Any:
@@ -475,10 +478,20 @@ def build_report(run_dirs: list[Path], out_dir: Path, *, group_by: GroupBy = "me
                                      scenarios, _most_common(r.experiment for r in problem_runs),
                                      next((r.tracking_uri for r in problem_runs if r.tracking_uri), None),
                                      problem_name))
+    notes += _isolation_notes(runs)
     report = Report(out_dir, reports, runs, out_dir / "report.html", notes, band)
     _write_tables(report)
     write_atomic(report.html_file, render_html(report))
     return report
+
+
+def _isolation_notes(runs: list[RunInfo]) -> list[str]:
+    """A run whose candidates were not isolated may hold tampered scores: the report says which."""
+    from engram.sandbox import UNISOLATED
+
+    return [f"{run.run_dir.name} ({run.spec_name}) ran its candidates without isolation (sandbox "
+            f"'{run.sandbox}'): a candidate could have changed its own score"
+            for run in runs if run.sandbox in UNISOLATED]
 
 
 def _expand(paths: list[Path]) -> list[Path]:
@@ -572,6 +585,12 @@ def _write_tables(report: Report) -> None:
     write_atomic(report.out_dir / "report.md", "\n".join(markdown) + "\n")
 
 
+def _unisolated() -> tuple[str, ...]:
+    from engram.sandbox import UNISOLATED
+
+    return UNISOLATED
+
+
 def render_html(report: Report) -> str:
     """One self-contained page: the table, then each problem's figures (embedded, so the page can be
     mailed or stored as a single MLflow artefact)."""
@@ -591,7 +610,10 @@ def render_html(report: Report) -> str:
         sections.append(f"<h2>{html.escape(problem.problem_name)}</h2><p>Scenarios: {html.escape(scenarios)}.</p>"
                         + (f"<p>Reference solutions:</p><ul>{refs}</ul>" if refs else "") + images)
     runs = "".join(f"<li><code>{html.escape(str(r.run_dir))}</code>: {html.escape(r.spec_name)}, "
-                   f"{html.escape(r.method)}, {html.escape(r.model)}, {len(r.seeds)} seed(s)</li>" for r in report.runs)
+                   f"{html.escape(r.method)}, {html.escape(r.model)}, {len(r.seeds)} seed(s), "
+                   f"sandbox {html.escape(r.sandbox or 'unknown')}"
+                   + (" <span class=note>(not isolated)</span>" if r.sandbox in _unisolated() else "")
+                   + "</li>" for r in report.runs)
     notes = "".join(f"<p class=note>{html.escape(n)}</p>" for n in report.notes)
     band = ("95% bootstrap confidence interval of the median" if report.band == "ci"
             else "interquartile range of the seeds")

@@ -126,6 +126,7 @@ def new_run_dir(spec: Spec) -> Path:
 def write_resolved_spec(run_dir: Path, spec: Spec, *, source: Path | None, overrides: list[str],
                         problem_fingerprint: str, sandbox: str, sandbox_image: dict[str, Any] | None = None) -> None:
     from engram.llm import price_snapshot
+    from engram.sandbox import isolation_warning
 
     meta = {
         "engram_version": __version__,
@@ -136,6 +137,7 @@ def write_resolved_spec(run_dir: Path, spec: Spec, *, source: Path | None, overr
         "platform": platform.platform(),
         "packages": {name: _version(name) for name in _VERSIONED_PACKAGES},
         "sandbox": sandbox,
+        "sandbox_warning": isolation_warning(sandbox),  # set when candidates ran without isolation
         "sandbox_image": sandbox_image,  # the Docker image candidates ran in: reference, digest, pinned
         "problem_fingerprint": problem_fingerprint,
         "model_prices": price_snapshot(spec.model.price_as or spec.model.id),

@@ -99,6 +99,9 @@ def test_report_of_two_methods_over_seeds(runs: dict[str, list[Path]], tmp_path:
         assert figure.read_bytes().startswith(PNG) and figure.stat().st_size > 20_000
     page = report.html_file.read_text()
     assert page.count("data:image/png;base64,") == 4 and "<td>alpha</td>" in page and "steiner_tree" in page
+    # These runs used the unisolated 'process' sandbox: the report says so for each of them.
+    assert sum("without isolation (sandbox 'process')" in note for note in report.notes) == 3
+    assert page.count("(not isolated)") == 3 and summary["notes"] == report.notes
 
 
 def test_default_grouping_is_by_method(runs: dict[str, list[Path]], tmp_path: Path) -> None:
