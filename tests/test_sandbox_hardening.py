@@ -48,7 +48,16 @@ def lines(result: SandboxResult) -> list[str]:
     return result.stdout.text().split()
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="these attacks are about a sandbox started by root")
+@pytest.fixture
+def as_root() -> None:
+    """These attacks are about a sandbox started by root, as Engram is in CI (where this must hold)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the sandbox hardening tests must run as root in CI")
+        pytest.skip("these attacks are about a sandbox started by root")
+
+
+needs_root = pytest.mark.usefixtures("as_root")
 
 
 @needs_root
@@ -239,3 +248,32 @@ def test_auto_stops_rather_than_run_without_isolation(monkeypatch: pytest.Monkey
     for _ in range(2):
         assert get_sandbox("process", quiet=True).name == "process"
         assert "does not isolate" in capsys.readouterr().err
+
+
+FILE_WRITER = """
+    written = 0
+    for i in range({count}):
+        try:
+            with open(f'part{{i}}', 'wb') as out:
+                out.write(b'x' * ({mb} * 1024 * 1024))
+            written += 1
+        except OSError as exc:
+            print('refused', exc.strerror)
+            break
+    print('files', written)
+"""
+
+
+@needs_root
+def test_the_working_directory_holds_at_most_the_file_limit_in_total(sandbox):
+    """Six files under the per-file limit, together far over it: the total is what is capped."""
+    with sandbox.workdir(prefix="engram-test-") as workdir:
+        (workdir / "request.json").write_bytes(b"r" * 10 * MiB)  # the runner's inputs do not count
+        attack = run_python(sandbox, FILE_WRITER.format(count=6, mb=20), workdir, file_size_bytes=64 * MiB)
+        assert "No space left on device" in attack.stdout.text(), attack.stderr.text()
+        assert sum(p.stat().st_size for p in workdir.glob("part*")) <= 64 * MiB
+        assert not attack.notes or "not capped" not in " ".join(attack.notes)
+    assert not workdir.exists()
+    with sandbox.workdir(prefix="engram-test-") as workdir:
+        honest = run_python(sandbox, FILE_WRITER.format(count=2, mb=20), workdir, file_size_bytes=64 * MiB)
+        assert honest.returncode == 0 and honest.stdout.text().split() == ["files", "2"]

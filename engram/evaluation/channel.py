@@ -68,6 +68,10 @@ class CandidateChannel:
     def create_fifos(workdir: Path) -> dict[str, str]:
         for name in (TO_CHILD, FROM_CHILD):
             os.mkfifo(workdir / name, 0o600)
+        # Made now, before the sandbox starts and hands the working directory to the candidate's uid
+        # (an unprivileged one when Engram is root): the candidate writes its outputs here.
+        for name in ("inputs", "outputs"):
+            (workdir / name).mkdir(exist_ok=True)
         return {"to_child": str(workdir / TO_CHILD), "from_child": str(workdir / FROM_CHILD)}
 
     # -- files ----------------------------------------------------------------------------------

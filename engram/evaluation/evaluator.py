@@ -100,12 +100,9 @@ class CandidateEvaluator:
         limits = self.limits
         if time_limit_s is not None and time_limit_s < limits.wall_seconds:
             limits = dataclasses.replace(limits, wall_seconds=max(1.0, time_limit_s))
-        workdir = Path(tempfile.mkdtemp(prefix="engram-eval-", dir=self._work_root))
-        try:
-            with self._scorer_errors():
-                return self._evaluate_in(workdir, source, artifacts_dir, limits)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        # The sandbox's own directory: for host backends a tmpfs capping the total the candidate writes.
+        with self.sandbox.workdir(prefix="engram-eval-", parent=self._work_root) as workdir, self._scorer_errors():
+            return self._evaluate_in(workdir, source, artifacts_dir, limits)
 
     @contextlib.contextmanager
     def _scorer_errors(self) -> Iterator[None]:

@@ -8,10 +8,13 @@ score cannot depend on the backend.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
+import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -148,6 +151,16 @@ class Sandbox(ABC):
     @abstractmethod
     def availability(cls) -> str | None:
         """`None` when this backend works on this machine, else the reason it does not."""
+
+    @contextlib.contextmanager
+    def workdir(self, *, prefix: str = "engram-eval-", parent: Path | None = None) -> Iterator[Path]:
+        """A fresh working directory for one evaluation, removed afterwards. Host backends make it a
+        tmpfs of its own where they can, so that `Limits.file_size_bytes` caps the total written."""
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
     @abstractmethod
     def run(

@@ -23,11 +23,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engram.sandbox import identity, seccomp
+from engram.sandbox import workdir as workdirs
 from engram.sandbox.base import Limits, Mount, Sandbox, SandboxResult, StreamCapture
 from engram.sandbox.cgroup import CommandCgroup
 
@@ -84,6 +85,11 @@ class ProcessSandbox(Sandbox):
     def availability(cls) -> str | None:
         return seccomp.unavailable()
 
+    @contextlib.contextmanager
+    def workdir(self, *, prefix: str = "engram-eval-", parent: Path | None = None) -> Iterator[Path]:
+        with workdirs.capped_workdir(prefix=prefix, parent=parent) as path:
+            yield path
+
     def command(self, argv: Sequence[str], workdir: Path, mounts: Sequence[Mount]) -> list[str]:
         """The argv actually executed; isolating backends wrap it."""
         return list(argv)
@@ -127,6 +133,8 @@ class ProcessSandbox(Sandbox):
         nproc = _nproc_limit(limits, cgroup, notes)
         started = time.monotonic()
         launch: Launch | None = None
+        if (uncapped := workdirs.seal(workdir, limits.file_size_bytes)) is not None:
+            notes.append(uncapped)
         try:
             launch = self.launch(argv, workdir, mounts)
             notes += launch.notes
