@@ -74,7 +74,6 @@ class CandidateEvaluator:
         check_hidden_data(problem, sandbox.name)
         self._work_root = work_root
         self._session = Path(tempfile.mkdtemp(prefix="engram-session-", dir=work_root))
-        self._session.chmod(0o755)  # read-only to candidates, who may run as another (unprivileged) uid
         try:
             with self._scorer_errors():
                 self.scorer = problem.make_scorer()
@@ -141,6 +140,7 @@ class CandidateEvaluator:
         """The session's files: the child, the problem's candidate-side files (its adapter and the
         `sandbox_files` it imports -- nothing else of the problem directory is shown to candidates)
         and the shared input."""
+        self._session.chmod(0o755)  # read-only to candidates, who may run as another (unprivileged) uid
         child = self._session / "child.py"
         shutil.copyfile(_CHILD_SOURCE, child)
         files = [child]

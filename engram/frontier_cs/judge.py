@@ -162,8 +162,10 @@ class Judge:
         for directory in (run_dir, judge_dir, pipes):
             directory.mkdir()
         to_judge, to_program = pipes / "to_interactor", pipes / "to_program"
-        os.mkfifo(to_judge, 0o666)
-        os.mkfifo(to_program, 0o666)
+        for fifo in (to_judge, to_program):
+            os.mkfifo(fifo, 0o666)
+            # Whatever the umask: program and interactor may run as two different unprivileged uids.
+            os.chmod(fifo, 0o666)
         limits = self._program_limits(case)
         judge_limits = RunLimits(cpu_s=4 * case.time_s, wall_s=8 * case.time_s, memory_bytes=4 * case.memory_bytes,
                                  address_space=None, data=4 * case.memory_bytes, stack=4 * case.memory_bytes,
