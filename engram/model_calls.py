@@ -96,14 +96,27 @@ _WHAT_TO_FIX = {
 }
 
 
+TRANSIENT_STATUSES = frozenset({408, 409, 429})
+"""Besides every 5xx: request timeout, conflict (OpenAI's "try again"), rate limit."""
+
+
 def is_retryable(error: BaseException) -> bool:
-    """Transient errors, plus litellm's generic `APIError` when the provider answered with a 5xx, or
-    with a 2xx whose body could not be read (litellm's Responses API bridge reports a malformed
-    reply that way)."""
+    """Transient errors by type or by HTTP status, whatever class litellm gave them (its Responses API
+    bridge raises `BadRequestError` for a 429 or a 500 whose body says `invalid_request_error`), and a
+    2xx whose body could not be read (the bridge reports a malformed reply as an `APIError` 200)."""
     if isinstance(error, RETRYABLE_ERRORS):
         return True
+    status = _status(error)
+    if status is None:
+        return False
+    if status in TRANSIENT_STATUSES or status >= 500:
+        return True
+    return isinstance(error, litellm.APIError) and 200 <= status < 300
+
+
+def _status(error: BaseException) -> int | None:
     status = getattr(error, "status_code", None)
-    return isinstance(error, litellm.APIError) and isinstance(status, int) and (status >= 500 or 200 <= status < 300)
+    return status if isinstance(status, int) and not isinstance(status, bool) else None
 
 
 def provider_error(error: BaseException, model: str | None = None) -> ProviderError | None:
@@ -112,8 +125,7 @@ def provider_error(error: BaseException, model: str | None = None) -> ProviderEr
         return error
     if isinstance(error, AGENT_ERRORS) or is_retryable(error) or not isinstance(error, FATAL_ERRORS):
         return None
-    status = getattr(error, "status_code", None)
-    status = status if isinstance(status, int) else None
+    status = _status(error)
     advice = _WHAT_TO_FIX.get(status or 0, "the provider refused the request as sent: check model.params")
     where = f" from {model}" if model else ""
     detail = " ".join(str(error).split())[:600]

@@ -62,9 +62,14 @@ class Fault:
     """Hold the request open until the test releases the server (or it stops)."""
 
 
+_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                429: "rate_limit_error"}
+
+
 def status(code: int, message: str = "scripted error", **headers: str) -> Fault:
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                 "code": None}})
+    """An error answer with OpenAI's error object (its `type` as OpenAI gives it for the status)."""
+    kind = _ERROR_TYPES.get(code, "server_error" if code >= 500 else "invalid_request_error")
+    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}})
     return Fault(status=code, headers={k.replace("_", "-"): v for k, v in headers.items()}, body=body)
 
 

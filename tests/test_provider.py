@@ -35,6 +35,12 @@ def server() -> Iterator[FakeOpenAI]:
         yield running
 
 
+@pytest.fixture(params=["chat", "responses"])
+def api(request: pytest.FixtureRequest) -> str:
+    """Both of litellm's OpenAI paths: Chat Completions and its Responses API bridge."""
+    return str(request.param)
+
+
 @tool
 def echo(text: str) -> str:
     """Repeat `text`."""
@@ -71,6 +77,13 @@ def roles(request: Any) -> list[str]:
     body = request.body
     items = body["messages"] if "messages" in body else body["input"]
     return [item.get("role", item.get("type")) for item in items]
+
+
+def tool_outputs(request: Any) -> list[str]:
+    """The tool results a request carries, in either API's format."""
+    if "messages" in request.body:
+        return [str(m["content"]) for m in request.body["messages"] if m["role"] == "tool"]
+    return [str(item["output"]) for item in request.body["input"] if item.get("type") == "function_call_output"]
 
 
 # --- models as the paper ran them --------------------------------------------------------------------
@@ -132,20 +145,33 @@ def test_costs_come_from_usage_and_litellms_price_map(server: FakeOpenAI, tmp_pa
 
 
 def test_a_server_error_is_retried_once_per_attempt_and_each_attempt_is_in_the_transcript(server: FakeOpenAI,
-                                                                                          tmp_path: Path):
+                                                                                          tmp_path: Path, api: str):
     server.script(status(500), status(503), Reply(content="ok"))
-    agent = Agent(server, tmp_path)
+    agent = Agent(server, tmp_path, model="openai/o3", api=api)
     assert agent.run()[-1].content == "ok"
     assert len(server.requests) == 3  # the SDK's own retries are off: one HTTP request per attempt
     assert [r["status_code"] for r in agent.records("error")] == [500, 503]
     assert len(agent.records("request")) == 3 and len(agent.records("response")) == 1
 
 
-def test_rate_limits_wait_as_long_as_the_provider_asks(server: FakeOpenAI, tmp_path: Path):
+def test_rate_limits_wait_as_long_as_the_provider_asks(server: FakeOpenAI, tmp_path: Path, api: str):
     server.script(status(429, "slow down", Retry_After="7"), Reply(content="ok"))
-    agent = Agent(server, tmp_path)
+    agent = Agent(server, tmp_path, model="openai/o3", api=api)
     assert agent.run()[-1].content == "ok"
     assert agent.sleeps == [7.0]
+
+
+@pytest.mark.parametrize("code", [429, 500, 503])
+def test_transient_statuses_are_retried_whatever_class_litellm_gives_them(code: int):
+    import litellm
+
+    from engram.model_calls import is_retryable, provider_error
+
+    # litellm's Responses API bridge raised BadRequestError for a 429 and a 500 whose error object
+    # said invalid_request_error: the status decides.
+    error = litellm.BadRequestError("OpenAIException - scripted", model="o3", llm_provider="openai")
+    error.status_code = code
+    assert is_retryable(error) and provider_error(error) is None
 
 
 @pytest.mark.parametrize("api", ["chat", "responses"])
@@ -166,18 +192,19 @@ def test_an_empty_reply_is_still_billed(server: FakeOpenAI, tmp_path: Path):
 
 
 @pytest.mark.parametrize(("code", "cause"), [(400, "model.params"), (401, "API key"), (404, "model.id")])
-def test_errors_no_retry_can_cure_stop_with_their_cause(server: FakeOpenAI, tmp_path: Path, code: int, cause: str):
+def test_errors_no_retry_can_cure_stop_with_their_cause(server: FakeOpenAI, tmp_path: Path, code: int, cause: str,
+                                                        api: str):
     server.script(status(code, "Unsupported parameter: 'temperature'"))
-    agent = Agent(server, tmp_path)
+    agent = Agent(server, tmp_path, model="openai/o3", api=api)
     with pytest.raises(ProviderError, match=f"HTTP {code}") as raised:
         agent.run()
     assert cause in str(raised.value) and raised.value.status_code == code
     assert len(server.requests) == 1
 
 
-def test_a_hanging_provider_cannot_hold_an_agent_past_its_deadline(server: FakeOpenAI, tmp_path: Path):
+def test_a_hanging_provider_cannot_hold_an_agent_past_its_deadline(server: FakeOpenAI, tmp_path: Path, api: str):
     server.script(HANG, HANG, HANG)
-    agent = Agent(server, tmp_path, deadline_s=1.0, timeout_s=600)
+    agent = Agent(server, tmp_path, model="openai/o3", api=api, deadline_s=1.0, timeout_s=600)
     started = time.monotonic()
     with pytest.raises(AgentStop, match="time limit"):
         agent.run()
@@ -186,27 +213,24 @@ def test_a_hanging_provider_cannot_hold_an_agent_past_its_deadline(server: FakeO
     server.release()
 
 
-def test_invalid_tool_arguments_get_a_tool_error_the_agent_can_act_on(server: FakeOpenAI, tmp_path: Path):
+def test_invalid_tool_arguments_get_a_tool_error_the_agent_can_act_on(server: FakeOpenAI, tmp_path: Path, api: str):
     server.script(Reply(tool_calls=(ToolCall("echo", '{"text": "unterminated'),)),
                   Reply(content="retrying", tool_calls=(ToolCall.of("echo", text="fixed"),)),
                   Reply(content="Done."))
-    agent = Agent(server, tmp_path)
+    agent = Agent(server, tmp_path, model="openai/o3", api=api)
     messages = agent.run()
     assert messages[-1].content == "Done."
-    second = server.wait_for_requests(2)[1].body["messages"]
-    error = next(m for m in second if m["role"] == "tool")
-    assert "not valid JSON" in str(error["content"]) and "unterminated" in str(error["content"])
-    third = server.requests[2].body["messages"]
-    assert any(m["role"] == "tool" and "echo: fixed" in str(m["content"]) for m in third)
+    [error] = tool_outputs(server.wait_for_requests(2)[1])
+    assert "not valid JSON" in error and "unterminated" in error
+    assert any("echo: fixed" in output for output in tool_outputs(server.requests[2]))
 
 
-def test_an_unknown_tool_gets_a_tool_error_naming_the_real_ones(server: FakeOpenAI, tmp_path: Path):
+def test_an_unknown_tool_gets_a_tool_error_naming_the_real_ones(server: FakeOpenAI, tmp_path: Path, api: str):
     server.script(Reply(tool_calls=(ToolCall.of("todo_write", items=[]),)), Reply(content="Done."))
-    agent = Agent(server, tmp_path)
+    agent = Agent(server, tmp_path, model="openai/o3", api=api)
     assert agent.run()[-1].content == "Done."
-    second = server.wait_for_requests(2)[1].body["messages"]
-    error = next(m for m in second if m["role"] == "tool")
-    assert "todo_write" in str(error["content"]) and "echo" in str(error["content"])
+    [error] = tool_outputs(server.wait_for_requests(2)[1])
+    assert "todo_write" in error and "echo" in error
 
 
 # --- the paper's specs ---------------------------------------------------------------------------------
