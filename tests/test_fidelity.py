@@ -293,10 +293,12 @@ def test_shell_reports_failures_and_agrees_with_the_file_tools(backend: str, tmp
         assert missing.exit_code not in (0, None) and "No such file" in missing.output
         assert "read-only" in (files.write("/digest.md", "mine").error or "")
         assert "read-only" in (files.edit("/digest.md", "Research", "Mine").error or "")
-        if backend != "process":  # the process backend has no mount namespace to enforce it
-            denied = files.execute("echo mine >> /digest.md")
-            assert denied.exit_code not in (0, None)
-        assert (workspace / "digest.md").read_text() == "# Research Digest\n" or backend == "process"
+        denied = files.execute("echo mine >> /digest.md")
+        if backend == "process":  # no mount namespace: the change is undone and the agent told
+            assert "read-only" in denied.output and "undone" in denied.output
+        else:
+            assert denied.exit_code not in (0, None) and "Read-only file system" in denied.output
+        assert (workspace / "digest.md").read_text() == "# Research Digest\n"
     finally:
         files.close()
 

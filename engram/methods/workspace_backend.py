@@ -127,6 +127,7 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
             return ExecuteResponse(output="Not run: your time is up. Write your summary now.", exit_code=None)
         limit = min(self._shell_timeout_s, remaining, float(timeout) if timeout else float("inf"))
         started = time.monotonic()
+        protected = self._protected_contents()
         try:
             result = self.shell().run(workspace_paths(command, self._workspace), wall_seconds=limit,
                                       output_bytes=64 * KiB)
@@ -135,10 +136,31 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
         output = result.stdout.text()
         if result.stderr.total_bytes:
             output += ("\n" if output and not output.endswith("\n") else "") + result.stderr.text()
-        for line in self._explain(result, limit, time.monotonic() - started):
+        for line in self._explain(result, limit, time.monotonic() - started) + self._restore(protected):
             output += ("\n" if output and not output.endswith("\n") else "") + f"[{line}]"
         truncated = result.stdout.truncated or result.stderr.truncated or len(output) > _MAX_OUTPUT_CHARS
         return ExecuteResponse(output=output[-_MAX_OUTPUT_CHARS:], exit_code=result.returncode, truncated=truncated)
+
+    def _protected_contents(self) -> dict[str, bytes | None]:
+        contents: dict[str, bytes | None] = {}
+        for name in self._readonly_files:
+            path = self._workspace / name
+            contents[name] = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+        return contents
+
+    def _restore(self, before: dict[str, bytes | None]) -> list[str]:
+        """Undo, and report, a change a command made to a read-only file. The mounts of `bwrap` and
+        `docker` refuse such writes themselves; the `process` backend has no mounts, so this is
+        what keeps its agents from losing notes silently there."""
+        notes = []
+        for name, content in before.items():
+            path = self._workspace / name
+            now = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+            if now != content and content is not None:
+                path.unlink(missing_ok=True)
+                path.write_bytes(content)
+                notes.append(f"/{name} is read-only: this command's change to it was undone")
+        return notes
 
     def _explain(self, result: SandboxResult, limit: float, elapsed: float) -> list[str]:
         """Why the command ended, in words: a bare `exit code -9` tells the agent nothing."""
