@@ -360,3 +360,34 @@ def test_an_agent_stops_at_its_time_limit_on_a_hanging_provider(server: FakeOpen
     assert outcome.seeds[0].result["evaluations"] == 0
     # Each held request would take a minute, and retries several: the limit cut the model call short.
     assert elapsed < 55, elapsed
+
+
+class _Answer:
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+
+class _Limited(Exception):
+    def __init__(self, headers: dict[str, str]) -> None:
+        super().__init__("rate limited")
+        self.response = _Answer(headers)
+
+
+def test_retry_after_in_seconds_milliseconds_or_as_a_date():
+    from email.utils import formatdate
+
+    from engram.model_calls import retry_after
+
+    assert retry_after(_Limited({"retry-after": "7"})) == 7.0
+    assert retry_after(_Limited({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
+    in_a_minute = retry_after(_Limited({"retry-after": formatdate(time.time() + 60, usegmt=True)}))
+    assert in_a_minute is not None and 50 < in_a_minute <= 60
+    assert retry_after(_Limited({"retry-after": "soon"})) is None and retry_after(_Limited({})) is None
+
+
+def test_a_wait_past_the_deadline_ends_the_agent_instead(server: FakeOpenAI, tmp_path: Path):
+    server.script(status(429, "slow down", Retry_After="30"), Reply(content="never reached"))
+    agent = Agent(server, tmp_path, deadline_s=20)
+    with pytest.raises(AgentStop, match="time limit"):
+        agent.run()
+    assert agent.sleeps == [] and len(server.requests) == 1
