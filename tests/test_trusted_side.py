@@ -328,3 +328,68 @@ def test_a_run_goes_on_past_a_hostile_candidate_and_resume_checks_the_problem(tm
     assert [e["command"] for e in archive.events("problem_change_accepted")] == ["resume"]
     again = cli.invoke(main, ["resume", str(run_dir), "-q"])  # the accepted problem is now the run's
     assert again.exit_code == 0, again.output
+
+
+# -- every problem: hostile answers and replies are the candidate's invalid_output ------------------
+
+ONE_SHOT = ["cloudcast", "prism", "txn_scheduling", "telemetry_repair", "cant_be_late", "cant_be_late_multi"]
+CONVERSING = ["llm_sql", "llm_routing", "eplb"]
+PAYLOADS = {
+    "nan": "NaN",
+    "infinity": "[1e400, -Infinity]",
+    "huge_int": "1" + "0" * 500,
+    "deep": "[" * 5000 + "]" * 5000,
+    "huge_list": "[" + "0," * 5_000_000 + "0]",
+    "wrong_type": '"an answer"',
+}
+
+FORGED_LINES = '''
+import json, os
+request = json.load(open(os.path.join(os.getcwd(), "request.json")))
+with open(request["answers"], "a") as out:
+    for scenario in request["scenarios"]:
+        out.write('{"event": "scenario", "name": "%s", "answer": %s}\\n' % (scenario["name"], PAYLOAD))
+    out.write('{"event": "done"}\\n')
+os._exit(0)
+'''
+
+FORGED_REPLIES = '''
+import json
+_dumps = json.dumps
+def _forged(obj, **kwargs):
+    if isinstance(obj, dict) and obj.get("ok") is True:
+        return '{"ok": true, "reply": ' + PAYLOAD + '}'
+    return _dumps(obj, **kwargs)
+json.dumps = _forged
+'''
+
+
+@pytest.fixture(scope="module", params=ONE_SHOT + CONVERSING)
+def any_problem(request: pytest.FixtureRequest) -> Iterator[CandidateEvaluator]:
+    """Each built-in problem on its first scenario, under process: the checks run in the trusted
+    process, whatever the backend."""
+    from conftest import private_data_mirror
+
+    from engram.sandbox import get_sandbox
+
+    problem = load_problem(request.param)
+    first = "movies_sample" if request.param == "llm_sql" else problem.config.scenarios[0].name
+    with private_data_mirror(problem), CandidateEvaluator(problem, get_sandbox("process", quiet=True),
+                                                          scenarios=[first], time_limit_s=120) as evaluator:
+        yield evaluator
+
+
+@pytest.mark.parametrize("payload", sorted(PAYLOADS))
+def test_every_problem_turns_hostile_values_into_invalid_output(any_problem: CandidateEvaluator, payload: str):
+    name = any_problem.problem.name
+    if name in CONVERSING:
+        initial = any_problem.problem.initial_program.read_text()
+        source = FORGED_REPLIES.replace("PAYLOAD", repr(PAYLOADS[payload])) + initial
+    else:
+        source = FORGED_LINES.replace("PAYLOAD", repr(PAYLOADS[payload]))
+    result = any_problem.evaluate(source)
+    if (name, payload) == ("llm_sql", "wrong_type"):  # its replies carry no answer: the output file does
+        assert result.ok, result.error
+        return
+    assert not result.ok and result.score is None
+    assert result.error_kind == ErrorKind.INVALID_OUTPUT, (name, result.error_kind, result.error)
