@@ -1,8 +1,11 @@
 """`engram report RUN_DIR...`: compare methods on a problem from their run directories.
 
-Runs are grouped by problem and by method (the spec's `method.name`, with the model appended when
-one method ran with several models; `--group-by spec` groups by spec name instead), so any method,
-baseline or ablation appears as soon as its runs are given. Everything comes from the run
+Runs are grouped by problem and scenario selection (a section each), then by method (the spec's
+`method.name`; `--group-by spec` uses the spec name instead) together with everything that shapes a
+result: the model, the method's settings and the budget. Runs that differ in any of these never
+share a row; when several rows share a method, each label names what sets it apart (for example
+`engram (digest=false)` next to `engram`, or `evolution (budget.max_dollars=30)`). So any method,
+baseline or ablation appears as soon as its runs are given, and seeds of one setting pool. Everything comes from the run
 directories, the record of every run: the event log gives the order, score and dollars of each
 evaluation, the experiments' `evaluation.json` the result in the problem's natural unit.
 
@@ -96,6 +99,8 @@ class RunInfo:
     method: str
     model: str
     scenarios: list[str] | None
+    settings: dict[str, Any]
+    """What shapes a result besides the method's name: model, method settings, budget (`_settings`)."""
     experiment: str
     tracking_uri: str | None
     seeds: list[SeedTrace]
@@ -122,9 +127,23 @@ def load_run(run_dir: Path) -> RunInfo:
                    problem_name=problem_name, problem=problem,
                    method=str((spec.get("method") or {}).get("name") or "unknown"),
                    model=str((spec.get("model") or {}).get("id") or "unknown"),
-                   scenarios=(spec.get("problem") or {}).get("scenarios"),
+                   scenarios=(spec.get("problem") or {}).get("scenarios"), settings=_settings(spec),
                    experiment=str(tracking.get("experiment") or problem_name), tracking_uri=tracking.get("uri"),
                    seeds=seeds, sandbox=str((stored.get("meta") or {}).get("sandbox") or ""))
+
+
+_NOT_SETTINGS = {"name", "workers", "checkpoint_interval"}
+"""Method fields that change how a run executes (parallelism, bookkeeping), not what it may find."""
+
+
+def _settings(spec: dict[str, Any]) -> dict[str, Any]:
+    """The settings that make two runs of one method comparable or not, as flat `section.field` keys."""
+    settings: dict[str, Any] = {"model": str((spec.get("model") or {}).get("id") or "unknown")}
+    for section in ("method", "budget"):
+        for key, value in sorted((spec.get(section) or {}).items()):
+            if not (section == "method" and key in _NOT_SETTINGS):
+                settings[f"{section}.{key}"] = value
+    return settings
 
 
 def _load_problem(reference: str) -> Any:
@@ -195,19 +214,43 @@ class Group:
 
 
 def group_runs(runs: list[RunInfo], group_by: GroupBy = "method") -> list[Group]:
-    """Groups by problem, then label; a method run with several models is split by model."""
-    models: dict[tuple[str, str], set[str]] = defaultdict(set)
+    """Groups by problem, then by method (or spec) and settings: one row per distinct setting."""
+    variants: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     for run in runs:
-        models[(run.problem_name, run.method)].add(run.model)
+        variants[(run.problem_name, _base_label(run, group_by))][_settings_key(run)] = run.settings
     groups: dict[tuple[str, str], Group] = {}
     for run in runs:
-        if group_by == "spec":
-            label = run.spec_name
-        else:
-            several = len(models[(run.problem_name, run.method)]) > 1
-            label = f"{run.method} ({run.model})" if several else run.method
+        base = _base_label(run, group_by)
+        label = base + _difference(run.settings, list(variants[(run.problem_name, base)].values()))
         groups.setdefault((run.problem_name, label), Group(run.problem_name, label)).runs.append(run)
     return [groups[key] for key in sorted(groups)]
+
+
+def _base_label(run: RunInfo, group_by: GroupBy) -> str:
+    return run.spec_name if group_by == "spec" else run.method
+
+
+def _settings_key(run: RunInfo) -> str:
+    return json.dumps(run.settings, sort_keys=True, default=str)
+
+
+def _difference(settings: dict[str, Any], variants: list[dict[str, Any]]) -> str:
+    """` (key=value, ...)` for the settings in which this variant differs from the others; "" alone."""
+    if len(variants) < 2:
+        return ""
+    keys = sorted({key for variant in variants for key in variant})
+    differing = [key for key in keys if len({json.dumps(v.get(key), default=str) for v in variants}) > 1]
+    parts = []
+    for key in differing:
+        if key not in settings:
+            continue
+        shown = key.removeprefix("method.") if key.startswith("method.") else key
+        parts.append(settings[key] if key == "model" else f"{shown}={_plain(settings[key])}")
+    return f" ({', '.join(map(str, parts))})" if parts else ""
+
+
+def _plain(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, bool | type(None)) else str(value)
 
 
 @dataclass(frozen=True)

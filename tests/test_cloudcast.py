@@ -87,6 +87,72 @@ def test_reference_style_program_with_injected_names(evaluator: CandidateEvaluat
     assert result.score == INITIAL_SCORE
 
 
+SOLVER_STYLE = '''
+# The reference's solver style: pulp's names as injected (no imports), a 0/1 program, and
+# `except PulpSolverError`. Each destination picks one of its three cheapest routes; an edge shared
+# by several picked routes is paid once, so the choice is a real 0/1 decision (its LP relaxation
+# splits routes and picks others).
+import itertools
+
+def search_algorithm(src, dsts, G, num_partitions):
+    probe = LpVariable("probe", cat=LpBinary)
+    assert probe.isBinary() and LpProblem("p", LpMinimize).sense == pulp.LpMinimize
+    try:
+        raise pulp.PulpSolverError("probe")
+    except PulpSolverError:
+        pass
+    h = G.copy()
+    h.remove_edges_from(list(h.in_edges(src)))
+    routes = {d: list(itertools.islice(nx.shortest_simple_paths(h, src, d, weight="cost"), 3)) for d in dsts}
+    edges = sorted({(u, v) for d in dsts for r in routes[d] for u, v in zip(r, r[1:])})
+    prob = LpProblem("shared_routes", LpMinimize)
+    pick = {(d, k): LpVariable(f"pick_{i}_{k}", cat=LpBinary)
+            for i, d in enumerate(dsts) for k in range(len(routes[d]))}
+    use = {e: LpVariable(f"use_{j}", cat=LpBinary) for j, e in enumerate(edges)}
+    prob += lpSum(h[u][v]["cost"] * use[(u, v)] for (u, v) in edges)
+    for d in dsts:
+        prob += lpSum(pick[(d, k)] for k in range(len(routes[d]))) == 1
+        for k, route in enumerate(routes[d]):
+            for u, v in zip(route, route[1:]):
+                prob += use[(u, v)] >= pick[(d, k)]
+    try:
+        prob.solve(pulp.PULP_CBC_CMD(msg=False))
+    except PulpSolverError:
+        pass
+    topology = BroadCastTopology(src, dsts, num_partitions)
+    for d in dsts:
+        best = max(range(len(routes[d])), key=lambda k: pick[(d, k)].value() or 0)
+        route = routes[d][best]
+        for u, v in zip(route, route[1:]):
+            for p in range(num_partitions):
+                topology.append_dst_partition_path(d, p, [u, v, G[u][v]])
+    return topology
+'''
+
+
+def test_a_01_program_in_the_reference_solver_style_is_solved_as_binary(evaluator: CandidateEvaluator):
+    """Injected pulp names are pulp's own: constants compare equal inside pulp (LpBinary makes binary
+    variables, LpMinimize a minimisation) and `except PulpSolverError` catches pulp's class."""
+    injected = evaluator.evaluate(SOLVER_STYLE)
+    assert injected.ok, injected.error
+    imported = evaluator.evaluate("import pulp\nfrom pulp import LpVariable, LpProblem, LpMinimize, lpSum, "
+                                  "LpBinary, LpInteger, PulpSolverError\n" + SOLVER_STYLE)
+    assert imported.ok and injected.score == imported.score
+    assert injected.metrics["total_cost"] < INITIAL_TOTAL_COST  # shared edges, paid once
+    # What a stand-in for LpBinary made of these variables (continuous, unbounded) changes the answer,
+    # so this test would catch one.
+    relaxed = evaluator.evaluate(SOLVER_STYLE.replace("cat=LpBinary)", 'cat="Continuous")')
+                                 .replace("assert probe.isBinary() and", "assert"))
+    assert relaxed.ok and relaxed.score != injected.score
+
+
+def test_only_the_references_pulp_names_are_injected(evaluator: CandidateEvaluator):
+    """A program relying on a name the reference did not inject fails here as it did there."""
+    source = REFERENCE_STYLE.replace("    h = G.copy()\n", "    h = G.copy()\n    LpMaximize\n", 1)
+    result = evaluator.evaluate(source)
+    assert not result.ok and "LpMaximize" in result.error
+
+
 def test_plain_dict_answer_with_int_partition_keys(evaluator: CandidateEvaluator):
     source = '''
 import networkx as nx

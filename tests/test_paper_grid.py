@@ -123,3 +123,25 @@ def test_dvc_repro_paper_dry_lists_every_stage(tmp_path: Path):
     listed = {line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage")}
     assert listed == {f"paper@{key}" for key in paper_stage()["foreach"]}
     assert not (repo / "runs").exists()
+
+
+def twin_stem(problem: str, infix: str) -> str:
+    """The offline twin of a cell (any model): cloudcast's Engram twin is the smoke test."""
+    return "smoke" if (problem, infix) == ("cloudcast", "") else stem(problem, infix, "scripted")
+
+
+CELLS = [(problem, infix) for problem in PROBLEMS for infix in METHODS]
+
+
+@pytest.mark.parametrize(("problem", "infix"), CELLS, ids=[twin_stem(*cell) for cell in CELLS])
+def test_each_cell_has_an_offline_twin_of_the_same_method(problem: str, infix: str):
+    twin = load_spec(REPO / "specs" / f"{twin_stem(problem, infix)}.yaml")
+    paper = load_spec(REPO / "specs" / f"{stem(problem, infix, 'o3')}.yaml")
+    assert twin.problem.name == problem and twin.model.id == "scripted" and twin.model.script.is_file()
+    assert twin.method.name == paper.method.name
+    if paper.method.name == "engram":
+        assert (twin.method.digest, twin.method.archive) == (paper.method.digest, paper.method.archive)
+    if paper.method.name == "openevolve":
+        assert twin.method.diff_based == paper.method.diff_based
+    offline = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["offline"]["foreach"]
+    assert offline[twin_stem(problem, infix)] == problem

@@ -16,7 +16,15 @@ from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate,
 from engram.cli import main
 from engram.plots import spread_apart
 from engram.problem import load_problem
-from engram.report import bootstrap_median_band, build_report, format_table, log_to_mlflow, reached_at
+from engram.report import (
+    RunInfo,
+    bootstrap_median_band,
+    build_report,
+    format_table,
+    group_runs,
+    log_to_mlflow,
+    reached_at,
+)
 
 SMOKE_SCRIPT = yaml.safe_load((Path(__file__).resolve().parents[1] / "specs/scripts/smoke.yaml").read_text())
 SHARED_TREE = next(call["args"]["content"] for agent in SMOKE_SCRIPT["agents"] for turn in agent["turns"]
@@ -163,3 +171,39 @@ def test_reference_labels_are_spread_apart_and_kept_inside() -> None:
     assert spread_apart([0.1, 0.5], 0.05) == [0.1, 0.5]
     assert spread_apart([0.5, 0.51, 0.52], 0.05) == pytest.approx([0.5, 0.55, 0.6])
     assert spread_apart([0.97, 0.98], 0.05) == pytest.approx([0.95, 1.0])
+
+
+def _info(spec: dict, name: str = "cloudcast_o3") -> RunInfo:
+    from engram.report import _settings
+    from engram.spec import Spec
+
+    resolved = Spec.model_validate({"name": name, "problem": {"name": "cloudcast"}, **spec}).to_plain()
+    return RunInfo(run_dir=Path(name), spec_name=name, problem_name="cloudcast", problem=None,
+                   method=resolved["method"]["name"], model=resolved["model"]["id"], scenarios=None,
+                   settings=_settings(resolved), experiment="cloudcast", tracking_uri=None, seeds=[])
+
+
+def test_runs_with_different_settings_never_share_a_row() -> None:
+    """Problem, scenarios, method, model, method settings and budget all split rows; seeds of one
+    setting (and settings that only change parallelism) pool."""
+    o3 = {"model": {"id": "openai/o3"}}
+    runs = [
+        _info({**o3, "runs": 10}),
+        _info({**o3, "first_seed": 10, "method": {"name": "engram", "max_steps_per_agent": 400}}),  # the same cell
+        _info({**o3, "method": {"name": "engram", "digest": False}}),
+        _info({**o3, "budget": {"max_agents": 5}}),
+        _info({"model": {"id": "openai/gpt-5.2"}}),
+        _info({**o3, "method": {"name": "evolution", "workers": 2}}),
+        _info({**o3, "method": {"name": "evolution", "workers": 8}}),
+    ]
+    groups = {group.label: len(group.runs) for group in group_runs(runs)}
+    assert groups == {
+        "engram (budget.max_agents=3, digest=true, openai/o3)": 2,
+        "engram (budget.max_agents=3, digest=false, openai/o3)": 1,
+        "engram (budget.max_agents=5, digest=true, openai/o3)": 1,
+        "engram (budget.max_agents=3, digest=true, openai/gpt-5.2)": 1,
+        "evolution": 2,
+    }
+    # By spec name too: one spec run with another budget is another row.
+    labels = [group.label for group in group_runs(runs[:4], group_by="spec")]
+    assert len(labels) == 3 and all(label.startswith("cloudcast_o3 (") for label in labels)

@@ -6,8 +6,9 @@ topology into plain data. Nothing here is trusted: the scorer re-checks everythi
 
 Programs written for the reference evaluator expect names it injected into their module (`nx`,
 `np`, `pulp`, `KMeans`, `BroadCastTopology`, `make_nx_graph`, ...); `namespace` provides the same
-names. The heavy ones are imported on first use, so a program that never touches scikit-learn
-does not pay for importing it.
+names. numpy, pulp-the-module and scikit-learn's KMeans are imported on first use, so a program
+that never touches scikit-learn does not pay for importing it; pulp's classes, constants and
+exceptions are pulp's own objects (see `_pulp_names`).
 """
 
 from __future__ import annotations
@@ -139,10 +140,26 @@ def namespace(context: _Context) -> dict:
         "BroadCastTopology": BroadCastTopology, "make_nx_graph": make_nx_graph,
         "append_src_dst_paths": append_src_dst_paths,
     }
-    for name in ("LpVariable", "LpProblem", "LpMinimize", "lpSum", "LpBinary", "LpInteger", "PulpSolverError"):
-        names[name] = _LazyObject("pulp", name)
+    names.update(_pulp_names())
     _install_reference_modules(names)
     return names
+
+
+_PULP_NAMES = ("LpVariable", "LpProblem", "LpMinimize", "lpSum", "LpBinary", "LpInteger", "PulpSolverError")
+"""Exactly the reference's: a program that needs more imports it, there as here."""
+
+
+def _pulp_names() -> dict:
+    """The solver names the reference injected, as pulp's own objects.
+
+    Not stand-ins: pulp compares constants by value (`cat == LpBinary`, `sense == LpMinimize`) and
+    `except PulpSolverError` needs the class itself, so a proxy would quietly make binary variables
+    continuous or let a solver error through. Importing pulp costs about a tenth of a second, once
+    per candidate process.
+    """
+    import pulp
+
+    return {name: getattr(pulp, name) for name in _PULP_NAMES}
 
 
 def run(search_algorithm: typing.Callable, scenario: dict, context: _Context) -> typing.Any:
