@@ -353,6 +353,31 @@ def test_a_faked_clock_does_not_shorten_the_runtime(small: CandidateEvaluator, h
     assert result.score < honest.score
 
 
+@pytest.mark.parametrize("prelude", [
+    # Work done while the table is read (say, reordering it there): charged as runtime.
+    "import time\n_read = pd.read_pickle\n"
+    "pd.read_pickle = lambda *a, **k: (time.sleep(1.5), _read(*a, **k))[1]\n",
+    # Work done while the answer is written: charged too.
+    "import json, time\n_dumps = json.dumps\n_slept = []\n"
+    "def _slow(*a, **k):\n    if isinstance(a[0], list) and not _slept:  # a row of the answer\n"
+    "        _slept.append(time.sleep(1.5))\n    return _dumps(*a, **k)\n"
+    "json.dumps = _slow\n",
+], ids=["while-loading", "while-writing"])
+def test_work_moved_out_of_the_call_is_still_charged(small: CandidateEvaluator, honest, prelude: str):
+    """The runtime is the call of `reorder` as timed from the scorer's side, plus whatever reading
+    the table and writing the answer took beyond the scorer's own measurement of that work."""
+    result = small.evaluate(program("pass", prelude))
+    assert result.ok, result.error
+    metrics = result.scenarios["beer_sample"].metrics
+    assert metrics["runtime_s"] >= 1.0
+    assert result.score < honest.score
+
+
+def test_the_runtime_is_the_call_plus_any_excess(honest):
+    for scenario in honest.scenarios.values():
+        assert scenario.metrics["runtime_s"] >= scenario.metrics["reorder_s"] > 0
+
+
 PATCH_ADAPTER = '''
 import json, sys
 _adapter = sys.modules["engram_problem_adapter"]
@@ -360,7 +385,7 @@ _honest = _adapter.handle
 
 def handle(evolved, message, context):
     reply = _honest(evolved, message, context)
-    if message.get("type") == "reorder":
+    if message.get("type") == "write":
         rows = [json.loads(line) for line in open(message["output"])]
         with open(message["output"], "w") as out:   # every row the same: all hits
             for _ in rows:

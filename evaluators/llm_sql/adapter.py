@@ -252,21 +252,39 @@ def namespace(context: Any) -> dict[str, Any]:
     return {"pd": pd, "pandas": pd, "Algorithm": Algorithm}
 
 
-def handle(evolved: Any, message: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Answer one request: "ready" (the scorer waits for it before timing anything), or "reorder":
-    reorder the table in `message["table"]` and write it to `message["output"]`."""
-    if message.get("type") == "ready":
+_held: dict[str, pd.DataFrame] = {}
+"""The table between "load" and "reorder", and the result between "reorder" and "write"."""
+
+
+def handle(evolved: Any, message: dict[str, Any], context: Any) -> Any:
+    """Answer one request. The scorer times each from its side of the channel and charges the
+    candidate for "reorder" (the call of the program alone) plus whatever "load" and "write" take
+    beyond its own measurement of the same work:
+
+    * "ready": the program is loaded (the scorer waits for it before timing anything);
+    * "load": read the table from `message["table"]` and hold it;
+    * "reorder": call `Evolved().reorder` on the held table and hold the result;
+    * "write": print the result's cells and write them, one JSON array per row, to `message["output"]`.
+    """
+    kind = message.get("type")
+    if kind == "ready":
         return "ready"
-    if message.get("type") != "reorder":
-        raise ValueError(f"unknown request {message.get('type')!r}")
-    table = pd.read_pickle(message["table"])
-    result = evolved().reorder(table)
-    if isinstance(result, tuple):
-        result = result[0] if result else None
-    if not isinstance(result, pd.DataFrame):
-        return {"invalid": f"reorder must return a pandas DataFrame (or a tuple whose first item is one), "
-                           f"not {type(result).__name__}"}
-    with open(message["output"], "w", encoding="utf-8") as out:
-        for row in cell_strings(result):
-            out.write(json.dumps(row) + "\n")
-    return {"output": message["output"]}
+    if kind == "load":
+        _held.clear()
+        _held["table"] = pd.read_pickle(message["table"])
+        return {"rows": len(_held["table"])}
+    if kind == "reorder":
+        result = evolved().reorder(_held.pop("table"))
+        if isinstance(result, tuple):
+            result = result[0] if result else None
+        if not isinstance(result, pd.DataFrame):
+            return {"invalid": f"reorder must return a pandas DataFrame (or a tuple whose first item is one), "
+                               f"not {type(result).__name__}"}
+        _held["result"] = result
+        return {"rows": len(result)}
+    if kind == "write":
+        with open(message["output"], "w", encoding="utf-8") as out:
+            for row in cell_strings(_held.pop("result")):
+                out.write(json.dumps(row) + "\n")
+        return {"output": message["output"]}
+    raise ValueError(f"unknown request {kind!r}")
