@@ -425,10 +425,11 @@ def test_patching_the_scorer_in_the_candidates_process_gains_nothing(small: Cand
 
 
 def test_an_answer_file_written_elsewhere_is_not_read(small: CandidateEvaluator):
-    prelude = ('import sys\n_adapter = sys.modules["engram_problem_adapter"]\n'
+    prelude = ('import sys\n_adapter = sys.modules["engram_problem_adapter"]\n_seen = {}\n'
                "def _handle(evolved, message, context):\n"
-               "    if message.get('type') != 'reorder':\n        return 'ready'\n"
-               "    return {'output': message['table']}\n"
+               "    if message.get('type') == 'load':\n        _seen['table'] = message['table']\n"
+               "    if message.get('type') != 'write':\n        return 'ready'\n"
+               "    return {'output': _seen['table']}\n"
                "_adapter.handle = _handle\n")
     result = small.evaluate(program("pass", prelude))
     assert not result.ok and result.error_kind == ErrorKind.INVALID_OUTPUT, result.error
@@ -437,7 +438,7 @@ def test_an_answer_file_written_elsewhere_is_not_read(small: CandidateEvaluator)
 def test_an_oversized_answer_is_refused_unread(small: CandidateEvaluator):
     prelude = ('import sys\n_adapter = sys.modules["engram_problem_adapter"]\n'
                "def _handle(evolved, message, context):\n"
-               "    if message.get('type') != 'reorder':\n        return 'ready'\n"
+               "    if message.get('type') != 'write':\n        return 'ready'\n"
                "    with open(message['output'], 'w') as out:\n"
                "        out.write('[' + '\"x\", ' * 1_000_000 + '\"x\"]\\n')\n"
                "    return {'output': message['output']}\n"
