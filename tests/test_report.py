@@ -189,7 +189,7 @@ def test_runs_with_different_settings_never_share_a_row() -> None:
     o3 = {"model": {"id": "openai/o3"}}
     runs = [
         _info({**o3, "runs": 10}),
-        _info({**o3, "first_seed": 10, "method": {"name": "engram", "max_steps_per_agent": 400}}),  # the same cell
+        _info({**o3, "first_seed": 10, "method": {"name": "engram", "digest": True}}),  # the same cell
         _info({**o3, "method": {"name": "engram", "digest": False}}),
         _info({**o3, "budget": {"max_agents": 5}}),
         _info({"model": {"id": "openai/gpt-5.2"}}),
