@@ -242,7 +242,7 @@ def _image_record(sandbox: Any) -> dict[str, Any] | None:
     if warning:
         print(f"engram: warning: {warning}", file=sys.stderr)
     return {"reference": resolved.reference, "digest": resolved.digest, "image_id": resolved.image_id,
-            "pinned": resolved.pinned}
+            "pinned": resolved.pinned, "lock": resolved.lock}
 
 
 @contextlib.contextmanager

@@ -83,8 +83,13 @@ def locked_sandbox():
 def test_the_built_image_holds_exactly_the_lock(locked_sandbox, tmp_path: Path):
     from engram.sandbox import Limits, clean_environment
 
+    from engram.runner import _image_record
+
     resolved = locked_sandbox.resolved
     assert resolved.reference == locked_tag() and resolved.lock == lock_digest() and resolved.pinned
+    # What a run records: the lock's tag and hash, and the id of the image its candidates ran in.
+    assert _image_record(locked_sandbox) == {"reference": locked_tag(), "digest": resolved.image_id,
+                                             "image_id": resolved.image_id, "pinned": True, "lock": lock_digest()}
     result = locked_sandbox.run([locked_sandbox.python, "-c", LISTING], workdir=tmp_path, limits=Limits(),
                                 env=clean_environment(tmp_path))
     installed = {normalise(name): version for name, version in json.loads(result.stdout.text()).items()}
