@@ -37,6 +37,8 @@ from engram.sandbox.base import MiB
 STDOUT_LIMIT = 128 * MiB
 CHECKER_LIMITS = RunLimits(cpu_s=10, wall_s=20, memory_bytes=256 * MiB, address_space=None, data=256 * MiB,
                            stack=256 * MiB, file_size=64 * MiB)
+_TESTLIB_POINTS = {7, *range(16, 256)}
+"""Exit codes of testlib's `quitp` (_points) and `quitf(_pc(k))` (_partially): an accepted answer, partial credit."""
 STDERR_SHOWN = 4000
 """Characters of a program's stderr kept per case, for the agent to read."""
 
@@ -45,7 +47,7 @@ STDERR_SHOWN = 4000
 class CaseResult:
     number: int
     verdict: str
-    """AC (checker accepted), PC (partial credit), WA (rejected), TLE, MLE, OLE, RE (the program
+    """AC (ratio 1), PC (accepted with partial credit, possibly 0), WA (rejected), TLE, MLE, OLE, RE (the program
     failed), JE (the checker or interactor itself failed), NR (not run: the evaluation ran out of time)."""
     ratio: float
     ratio_unbounded: float
@@ -216,8 +218,10 @@ def _scored(number: int, judge_run: ProgramRun, message: str, run: ProgramRun, s
         message = f"the judge program {how}; its message: {message}".rstrip()
     elif verdict.ratio == 1.0:  # upstream calls a case correct by its ratio, whatever the exit code
         label = "AC"
+    elif verdict.ok or judge_run.exit_code in _TESTLIB_POINTS or verdict.ratio > 0:
+        label = "PC"  # a valid answer, with the credit the checker gave it (possibly none)
     else:
-        label = "PC" if verdict.ratio > 0 else "WA"
+        label = "WA"
     return CaseResult(number, label, verdict.ratio, verdict.unbounded, run.cpu_s, run.rss_bytes, message, stderr)
 
 
