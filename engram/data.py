@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
@@ -21,7 +22,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -201,7 +202,7 @@ def _download(entry: DataFile, destination: Path) -> None:
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with _open_regular(path) as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
@@ -209,8 +210,19 @@ def _sha256(path: Path) -> str:
 
 def _git_blob_id(path: Path) -> str:
     digest = hashlib.sha1(usedforsecurity=False)
-    digest.update(f"blob {path.stat().st_size}\0".encode())
-    with path.open("rb") as handle:
+    with _open_regular(path) as handle:
+        digest.update(f"blob {os.fstat(handle.fileno()).st_size}\0".encode())
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Open a data file for hashing; something else put in its place (a FIFO would block the
+    runner forever) is a corrupt data file, not a wait."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError(f"data file {path} is not a regular file; remove it so that it is fetched again")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")

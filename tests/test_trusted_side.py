@@ -393,3 +393,24 @@ def test_every_problem_turns_hostile_values_into_invalid_output(any_problem: Can
         return
     assert not result.ok and result.score is None
     assert result.error_kind == ErrorKind.INVALID_OUTPUT, (name, result.error_kind, result.error)
+
+
+def test_a_fifo_in_place_of_a_trusted_or_data_file_does_not_hang_the_runner(tmp_path: Path):
+    """Without isolation a candidate can replace the problem's files or its data with FIFOs: the
+    runner's fingerprint and data checks must see a change, not wait for a writer."""
+    from engram.errors import DataError
+
+    problem = _copy_problem("cloudcast", tmp_path)
+    before = problem.fingerprint()
+    (problem.root / "extra.py").write_text("X = 1\n")
+    with_extra = problem.fingerprint()
+    (problem.root / "extra.py").unlink()
+    os.mkfifo(problem.root / "extra.py")
+    assert problem.fingerprint() not in (before, with_extra)
+
+    from engram import data as data_files
+
+    fifo = tmp_path / "data.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="not a regular file"):
+        data_files._sha256(fifo)
