@@ -24,6 +24,8 @@ from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.evaluation.run_secrets import TrustedSecrets
 from engram.problem import Problem, list_problems, load_problem
+from engram.progress import QuietProgress
+from engram.replay import replay_run
 from engram.rescore import rescore_run
 from engram.sandbox import get_sandbox
 
@@ -212,6 +214,9 @@ def test_the_scripted_spec_runs_the_engram_method_on_its_own_secret_windows(tmp_
                                         pytest.approx(INITIAL_STEADY, rel=1e-9))
     rescored = rescore_run(outcome.run_dir, sandbox_name="process")
     assert rescored.comparison.identical and len(rescored.comparison.pairs) == 2
+    replayed = replay_run(outcome.run_dir, QuietProgress(), out=tmp_path / "replay")
+    assert replayed.comparison.identical and len(replayed.comparison.pairs) == 2
+    assert json.loads((tmp_path / "replay" / "trusted" / "secrets.json").read_text()) == drawn
 
 
 # -- what is scored stays hidden ----------------------------------------------------------------------
