@@ -25,8 +25,13 @@ from engram.sandbox import Limits, Mount, Sandbox, clean_environment
 from engram.sandbox.base import KiB, MiB
 
 FLAGS = ("-O2", "-pipe", "-std=gnu++17")
-COMPILE_LIMITS = Limits(wall_seconds=60, cpu_seconds=10, memory_bytes=512 * MiB, max_processes=50,
+COMPILE_LIMITS = Limits(wall_seconds=120, cpu_seconds=10, memory_bytes=512 * MiB, max_processes=50,
                         file_size_bytes=256 * MiB, output_bytes=64 * KiB)
+"""A candidate's compilation: upstream's 10 s of CPU, 512 MiB and 50 processes (the wall limit is only a backstop)."""
+JUDGE_COMPILE_LIMITS = Limits(wall_seconds=900, cpu_seconds=300, memory_bytes=2048 * MiB, max_processes=50,
+                              file_size_bytes=256 * MiB, output_bytes=64 * KiB)
+"""A checker's or interactor's: trusted sources that must compile, some of them slowly (testlib at -O2 on a
+busy machine), so the limits only stop a runaway compiler."""
 _IDENTITY_SCRIPT = "g++ --version | head -n 1; g++ -dumpmachine; getconf GNU_LIBC_VERSION"
 
 
@@ -127,7 +132,8 @@ def judge_binary(sandbox: Sandbox, source: bytes, role: str, testlib: bytes | No
         if testlib is not None:
             (include / "testlib.h").write_bytes(testlib)
         build = staging / "build"
-        compiled = compile_source(sandbox, source, f"{role}.cc", build, role, include=include)
+        compiled = compile_source(sandbox, source, f"{role}.cc", build, role, include=include,
+                                  limits=JUDGE_COMPILE_LIMITS)
         if compiled.binary is None:
             raise SandboxError(f"the problem's {role} does not compile with g++ in the {sandbox.name} sandbox:\n"
                                f"{compiled.log[-2000:]}")
