@@ -388,13 +388,13 @@ def new_problem(path: Path) -> None:
 
 
 @main.command("check-problem")
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path))
 @click.option("--sandbox", "sandbox_name", type=click.Choice(list(SANDBOX_CHOICES)), default="auto",
               show_default=True)
 @click.option("--scenarios", default=None, metavar="A,B", help="Evaluate the initial program on these only.")
 @_reports_errors
 def check_problem(path: Path, sandbox_name: str, scenarios: str | None) -> None:
-    """Check that the problem directory PATH is ready for agents."""
+    """Check that the problem directory PATH (or a family member such as frontier_cs/7) is ready for agents."""
     from engram.problem_check import check_problem as run_checks
 
     selection = [s.strip() for s in scenarios.split(",") if s.strip()] if scenarios else None

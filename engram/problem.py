@@ -327,8 +327,8 @@ def load_problem(name_or_path: str | Path) -> Problem:
     else:
         known = ", ".join(p.name for p in list_problems()) or "none"
         raise ProblemNotFoundError(
-            f"no problem {text!r}: not a built-in problem (built-in: {known}) and not a directory "
-            f"containing {PROBLEM_FILE}"
+            f"no problem {text!r}: not a built-in problem (built-in: {known}; Frontier-CS: frontier_cs/<id>) and "
+            f"not a directory containing {PROBLEM_FILE}"
         )
     config = load_model(root / PROBLEM_FILE, ProblemConfig)
     problem = Problem(root=root, config=config)
