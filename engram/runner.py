@@ -101,8 +101,10 @@ def find_run(spec: Spec, *, include_finished: bool) -> Path | None:
 
 
 def run_identity(plain_spec: dict[str, Any]) -> dict[str, Any]:
-    """What makes two runs the same experiment: the spec without the settings of where it executes."""
-    return {key: value for key, value in plain_spec.items() if key != "executor"}
+    """What makes two runs the same experiment: the spec without the settings of where it executes
+    and where it is stored (`output.dir` is absolute once resolved, so a run directory moved or
+    pulled elsewhere, e.g. by `dvc pull`, must still be found and resumed)."""
+    return {key: value for key, value in plain_spec.items() if key not in ("executor", "output")}
 
 
 def run_is_finished(run_dir: Path, spec: Spec) -> bool:

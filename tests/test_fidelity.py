@@ -336,3 +336,19 @@ def test_default_output_dir_run_has_a_working_archive_and_replays_identically(ba
                              "--strict", "--quiet"], cwd=tmp_path, capture_output=True, text=True, env=env,
                             timeout=600)
     assert replay.returncode == 0, replay.stdout[-2000:] + replay.stderr[-2000:]
+
+
+def test_a_run_stored_under_another_output_path_is_still_the_same_experiment(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch):
+    """`output.dir` is absolute once resolved; a run recorded under another path (an older relative
+    `runs`, or a checkout moved elsewhere) is still found and resumed."""
+    from engram.runner import RESOLVED_SPEC, find_run, new_run_dir
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"problem": {"name": "cloudcast"}, "model": {"id": "openai/o3"}}))
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(path)
+    run_dir = new_run_dir(spec)
+    recorded = {**spec.to_plain(), "output": {"dir": "runs"}}
+    (run_dir / RESOLVED_SPEC).write_text(yaml.safe_dump({"spec": recorded}))
+    assert find_run(spec, include_finished=False) == run_dir
