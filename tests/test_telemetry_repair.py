@@ -160,11 +160,15 @@ def _reader(*patterns: str) -> str:
                       "    out = {}")
 
 
-def test_the_ground_truth_is_not_readable_under_bwrap(problem: Problem):
-    require_backend("bwrap")
+@pytest.mark.parametrize("backend", ["bwrap", "docker"])
+def test_the_ground_truth_is_not_readable_under_isolation(problem: Problem, backend: str):
+    require_backend(backend)
     truth = problem.data_file(DATA_FILE)
     reader = _reader(str(truth), "/work/shared/**/" + DATA_FILE, os.path.expanduser("~/.cache/engram/**/*.csv"))
-    with CandidateEvaluator(problem, get_sandbox("bwrap", quiet=True), scenarios=["case_01"]) as evaluator:
+    probe: dict = {}
+    exec(reader, probe)  # the control: from the runner's own process the probe does find the file
+    assert len(probe["_truth_rows"]()) == 40
+    with CandidateEvaluator(problem, get_sandbox(backend, quiet=True), scenarios=["case_01"]) as evaluator:
         result = evaluator.evaluate(reader)
     assert result.ok, result.error
     assert "TRUTH-ROWS None" in result.stdout
