@@ -71,7 +71,7 @@ class CandidateEvaluator:
         self.scenarios = problem.select_scenarios(scenarios)
         self.limits = limits or _limits_for(problem, time_limit_s)
         self.fingerprint = problem.fingerprint()
-        check_hidden_data(problem, sandbox.name)
+        check_hidden_data(problem, sandbox.name, self.scenarios)
         self._work_root = work_root
         self._session = Path(tempfile.mkdtemp(prefix="engram-session-", dir=work_root))
         try:

@@ -16,14 +16,19 @@ import stat
 from pathlib import Path
 
 from engram.errors import SandboxError
-from engram.problem import Problem
+from engram.problem import Problem, ScenarioSpec
 
 
-def check_hidden_data(problem: Problem, sandbox_name: str) -> None:
-    """Raise `SandboxError` if a candidate in `sandbox_name` could read `problem`'s hidden data."""
+def check_hidden_data(problem: Problem, sandbox_name: str, scenarios: list[ScenarioSpec] | None = None) -> None:
+    """Raise `SandboxError` if a candidate in `sandbox_name` could read `problem`'s hidden data (of
+    `scenarios` only, when given: the files other scenarios read need not even be fetched)."""
     if sandbox_name != "process" or not problem.config.hidden_data:
         return
+    wanted = None if scenarios is None or any(s.data is None for s in scenarios) else \
+        {path for s in scenarios for path in s.data or []}
     for relative in problem.config.hidden_data:
+        if wanted is not None and relative not in wanted:
+            continue
         path = problem.data_file(relative)
         reason = _why_readable(path)
         if reason is not None:

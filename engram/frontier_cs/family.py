@@ -223,6 +223,7 @@ def _build(source: ProblemSource, key: str, *, unbounded: bool) -> FrontierProbl
             default_scenarios=JUDGEABLE,
             data=list(entries.values()),
             agent_files=[example] if example else [],
+            hidden_data=[p for c in cases if (p := manifest_path(c.answer_name))],
         )
     except ValueError as exc:
         raise ConfigError(f"{source.label}: {exc}") from None
