@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +66,13 @@ def _comparison_options(command: F) -> F:
     return command
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """FloatRange lets inf and nan through (nan compares false with every bound)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number of seconds")
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="engram")
 def main() -> None:
@@ -107,7 +115,8 @@ def data(problem: str) -> None:
               show_default=True, help="Where the candidate runs.")
 @click.option("--scenarios", default=None, metavar="A,B",
               help="Comma-separated scenario or scenario-set names (default: the problem's default set).")
-@click.option("--timeout", type=float, default=None, help="Wall-clock limit in seconds (default: the problem's).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, callback=_finite,
+              help="Wall-clock limit in seconds (default: the problem's).")
 @click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON file keeping the seeds of hidden workloads (created if missing), to score "
                    "against the same hidden data again [default: drawn afresh].")
@@ -142,26 +151,19 @@ def evaluate(problem: str, program: Path, as_json: bool, sandbox_name: str, scen
               help="Override a spec field, e.g. budget.max_agents=5.")
 @_reports_errors
 def validate(specs: tuple[Path, ...], overrides: tuple[str, ...]) -> None:
-    """Check spec files without running anything."""
-    from engram.problem import load_problem
-    from engram.spec import load_spec
+    """Check spec files without running anything (every file, also after one fails)."""
+    from engram.spec import check_spec
 
+    failed = 0
     for path in specs:
-        spec = load_spec(path, list(overrides))
-        if spec.problem.members is not None:
-            from engram.frontier_cs.selection import member_names
-
-            names = member_names(spec.problem.name, spec.problem.members)
-            click.echo(f"{path}: ok ({spec.name}: {len(names)} problems of {spec.problem.name}, {spec.method.name}, "
-                       f"{spec.model.id}, {spec.runs} seed(s) each)")
-            continue
-        problem = load_problem(spec.problem.name)
-        problem.select_scenarios(spec.problem.scenarios)
-        budget = spec.budget
-        chain = (f", up to {budget.max_agents} agents of {budget.minutes_per_agent:g} min"
-                 if spec.method.name == "engram" else "")  # other methods do not run a chain of agents
-        click.echo(f"{path}: ok ({spec.name}: {problem.name}, {spec.method.name}, {spec.model.id}, "
-                   f"{spec.runs} seed(s){chain})")
+        try:
+            click.echo(f"{path}: ok ({check_spec(path, list(overrides))})")
+        except EngramError as exc:
+            failed += 1
+            click.echo(f"engram: error: {exc}", err=True)
+    if failed:
+        click.echo(f"engram: {failed} of {len(specs)} spec(s) have errors", err=True)
+        sys.exit(2)
 
 
 @main.command()
@@ -242,9 +244,10 @@ def status(paths: tuple[Path, ...], as_json: bool) -> None:
 @_reports_errors
 def ui(uri: str | None, port: int) -> None:
     """Open the MLflow UI for this project's runs, on 127.0.0.1."""
-    from engram.tracking import default_tracking_uri, run_ui
+    from engram.tracking import default_tracking_uri
+    from engram.ui import serve
 
-    sys.exit(run_ui(uri or default_tracking_uri(), port=port))
+    sys.exit(serve(uri or default_tracking_uri(), port=port, say=click.echo))
 
 
 @main.command()
@@ -361,9 +364,11 @@ def _report_run(outcome: Any, as_json: bool) -> None:
                    f"(exp {result.get('best_experiment') or '-'}), {result.get('evaluations')} evaluations, "
                    f"{_agents_part(result)}${result.get('dollars', 0.0):.4f}; "
                    f"stopped: {result.get('stop_reason')}")
-    click.echo(f"  best program: {outcome.run_dir}/seed-<k>/best/program.py")
-    if any((outcome.run_dir / f"seed-{seed.seed}" / "digest.md").is_file() for seed in outcome.seeds):
-        click.echo(f"  digest:       {outcome.run_dir}/seed-<k>/digest.md")  # only Engram writes one
+        seed_dir = outcome.run_dir / f"seed-{seed.seed}"
+        if (seed_dir / "best" / "program.py").is_file():
+            click.echo(f"    best program: {seed_dir / 'best' / 'program.py'}")
+        if (seed_dir / "digest.md").is_file():
+            click.echo(f"    digest:       {seed_dir / 'digest.md'}")  # only Engram writes one
     if outcome.tracking_uri:
         click.echo(f"  MLflow: engram ui   (store {outcome.tracking_uri})")
 

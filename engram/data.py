@@ -101,9 +101,10 @@ def verify(entry: DataFile, path: Path) -> None:
     if not digest_matches(entry, path):
         _verified.pop(path, None)
         raise DataError(
-            f"data file {entry.path} at {path} is corrupt: its checksum does not match the manifest "
-            f"({entry.checksum_label()}). Delete it so Engram downloads it again from {entry.url}, "
-            f"or restore the original file."
+            f"data file {entry.path} at {path} does not match the problem's manifest: the manifest says "
+            f"{entry.checksum_label()}, the file has {_actual_label(entry, path)}. Either the manifest's checksum "
+            f"is wrong (fix it in the problem's problem.yaml) or the file is not the published one "
+            f"(restore it from {entry.url}{'' if mirror_root() else ', or delete it so Engram fetches it again'})."
         )
     _verified[path] = key
 
@@ -186,18 +187,24 @@ def _download(entry: DataFile, destination: Path) -> None:
             os.fsync(out.fileno())
         if not digest_matches(entry, Path(partial)):
             raise DataError(
-                f"downloaded {entry.url} but its checksum does not match the manifest ({entry.checksum_label()}); "
-                f"the file was not saved. Check that the URL is pinned to the right commit."
+                f"downloaded {entry.url} but it does not match the problem's manifest: the manifest says "
+                f"{entry.checksum_label()}, the download has {_actual_label(entry, Path(partial))}; the file was "
+                f"not saved. Check the manifest's checksum and that the URL is pinned to the right commit."
             )
         os.replace(partial, destination)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise DataError(
-            f"cannot fetch data file {entry.path} from {entry.url}: {exc}. Download it by hand to {destination}, "
-            f"or point {DATA_DIR_ENV} at a directory that holds it as {entry.path}."
+            f"cannot fetch data file {entry.path} from {entry.url} ({exc}). Without internet, point Engram at a "
+            f"local copy of the data: export {DATA_DIR_ENV}=DIR, where DIR holds {entry.path} (and the problems' "
+            f"other files, laid out as in their manifests); or download this file by hand to {destination}."
         ) from None
     finally:
         if os.path.exists(partial):
             os.unlink(partial)
+
+
+def _actual_label(entry: DataFile, path: Path) -> str:
+    return f"sha256 {_sha256(path)}" if entry.sha256 else f"git blob {_git_blob_id(path)}"
 
 
 def _sha256(path: Path) -> str:

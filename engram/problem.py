@@ -35,7 +35,7 @@ _FENCE_LANGUAGES = {".py": "python", ".cpp": "cpp", ".cc": "cpp"}
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ScoreSpec(_Strict):
@@ -68,11 +68,15 @@ class ScenarioSpec(_Strict):
                                                              "default: all. A run fetches only what it needs.")
 
 
+MAX_MB = 2**30
+"""1 PiB: above any machine, and small enough that the byte counts still fit an rlimit."""
+
+
 class SandboxLimits(_Strict):
-    memory_mb: PositiveInt = 4096
-    max_processes: PositiveInt = 64
-    output_kb: PositiveInt = 64
-    file_size_mb: PositiveInt = 256
+    memory_mb: PositiveInt = Field(default=4096, le=MAX_MB)
+    max_processes: PositiveInt = Field(default=64, le=2**22)
+    output_kb: PositiveInt = Field(default=64, le=MAX_MB)
+    file_size_mb: PositiveInt = Field(default=256, le=MAX_MB)
 
 
 class ProblemConfig(_Strict):

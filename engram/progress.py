@@ -83,8 +83,10 @@ class RichProgress(QuietProgress):
         self.verbose = verbose
         self.started = time.monotonic()
         self.state: dict[str, Any] = {"seed": "-", "agent": "-", "evaluations": 0, "best": None, "dollars": 0.0}
-        self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False)
-        self.live.start()
+        # Off a terminal a live line cannot be redrawn: it is printed once, as a whole line, at the end.
+        self.live = Live(self._render(), console=self.console, refresh_per_second=2, transient=False,
+                         auto_refresh=self.console.is_terminal)
+        self.shown = False  # the line appears with the first seed, so an error before the run stands alone
 
     def _render(self) -> Any:
         from rich.text import Text
@@ -98,7 +100,12 @@ class RichProgress(QuietProgress):
         )
 
     def _refresh(self) -> None:
-        self.live.update(self._render())
+        if not self.shown:
+            self.shown = True
+            if self.console.is_terminal:
+                self.live.start()
+        if self.console.is_terminal:
+            self.live.update(self._render())
 
     def seed_started(self, seed: int, *, resumed: bool) -> None:
         self.state.update(seed=seed, agent="-")
@@ -133,8 +140,13 @@ class RichProgress(QuietProgress):
         self.console.print(message)
 
     def close(self) -> None:
-        self._refresh()
-        self.live.stop()
+        if not self.shown:
+            return
+        if self.console.is_terminal:
+            self._refresh()
+            self.live.stop()
+        else:
+            self.console.print(self._render())
 
 
 def make_progress(*, verbose: bool = False, quiet: bool = False, as_json: bool = False) -> Progress:

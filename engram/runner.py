@@ -113,7 +113,11 @@ def run_is_finished(run_dir: Path, spec: Spec) -> bool:
 
 def new_run_dir(spec: Spec) -> Path:
     base = spec.output.dir / spec.name
-    base.mkdir(parents=True, exist_ok=True)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"output.dir {spec.output.dir}: cannot create {base}: {exc.strerror}; "
+                          f"choose a writable folder (--set output.dir=DIR)") from None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for suffix in range(1000):
         candidate = base / (stamp if suffix == 0 else f"{stamp}-{suffix}")
@@ -167,29 +171,37 @@ def _version(name: str) -> str | None:
 
 def apply(spec_path: Path, overrides: list[str], progress: Progress, *, new: bool = False) -> RunOutcome:
     spec = load_spec(spec_path, overrides)
-    check_credentials(spec)
-    check_sandbox_image(spec)
+    check_preconditions(spec)
     run_dir = None if new else find_unfinished_run(spec)
-    resumed = run_dir is not None
-    if run_dir is None:
-        run_dir = new_run_dir(spec)
-    return execute(spec, run_dir, progress, source=spec_path, overrides=overrides, resumed=resumed)
+    return execute(spec, run_dir, progress, source=spec_path, overrides=overrides, resumed=run_dir is not None)
 
 
 def resume(run_dir: Path, progress: Progress, *, accept_changed_problem: bool = False) -> RunOutcome:
     spec = load_run_spec(run_dir)
-    check_credentials(spec)
+    check_preconditions(spec)
     return execute(spec, run_dir, progress, source=None, overrides=[], resumed=True,
                    accept_changed_problem=accept_changed_problem)
 
 
-def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | None, overrides: list[str],
+def check_preconditions(spec: Spec) -> None:
+    """What can be checked before a run directory exists or an agent is spent: the model's key, the
+    Docker image, and for the scripted model its script (a run that cannot start must leave nothing to resume)."""
+    check_credentials(spec)
+    check_sandbox_image(spec)
+    if spec.model.id == SCRIPTED_MODEL and spec.model.script is not None:
+        from engram.llm import ScriptedChatModel
+
+        ScriptedChatModel(script=spec.model.script, agent=0)  # parses and validates the whole file
+
+
+def execute(spec: Spec, run_dir: Path | None, progress: Progress, *, source: Path | None, overrides: list[str],
             resumed: bool, seeds: list[int] | None = None, tracking_uri: str | None = None,
             shared_budget: SharedBudget | None = None, accept_changed_problem: bool = False) -> RunOutcome:
-    """Run `seeds` (default: all of the spec's) in `run_dir`. A sweep runs one seed per worker
-    process, with the driver's tracking URI (a worker's cwd may differ) and the sweep's shared
-    dollar budget. A resumed run goes on only with the problem it was scored with, unless
-    `accept_changed_problem` (see `engram.problem_record`)."""
+    """Run `seeds` (default: all of the spec's) in `run_dir`, or in a new run directory created once
+    the problem, its data and the sandbox are ready. A sweep runs one seed per worker process, with
+    the driver's tracking URI (a worker's cwd may differ) and the sweep's shared dollar budget. A
+    resumed run goes on only with the problem it was scored with, unless `accept_changed_problem`
+    (see `engram.problem_record`)."""
     from engram.problem import load_problem
     from engram.problem_record import check_problem, record_acceptance
     from engram.sandbox import get_sandbox
@@ -201,8 +213,17 @@ def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | Non
         if accepted is not None:
             record_acceptance(run_dir, accepted, adopt=True)
     problem.ensure_data(problem.select_scenarios(spec.problem.scenarios))
-    sandbox = get_sandbox(spec.sandbox.backend, quiet=True, image=spec.sandbox.image,
-                          labels={"engram.run": run_dir.name, RUN_DIR_LABEL: str(run_dir.resolve())})
+    created = run_dir is None
+    if run_dir is None:
+        run_dir = new_run_dir(spec)
+    shown_dir, run_dir = run_dir, run_dir.resolve()  # sandboxes bind-mount it: never relative to a cwd
+    try:
+        sandbox = get_sandbox(spec.sandbox.backend, quiet=True, image=spec.sandbox.image,
+                              labels={"engram.run": run_dir.name, RUN_DIR_LABEL: str(run_dir.resolve())})
+    except EngramError:
+        if created:
+            discard_if_unused(run_dir)
+        raise
     if not (run_dir / RESOLVED_SPEC).is_file():
         write_resolved_spec(run_dir, spec, source=source, overrides=overrides,
                             problem_fingerprint=problem.fingerprint(), sandbox=sandbox.name,
@@ -214,13 +235,17 @@ def execute(spec: Spec, run_dir: Path, progress: Progress, *, source: Path | Non
             outcomes = _run_seeds(spec, run_dir, problem, sandbox, progress, tracking_uri, resumed,
                                   spec.seeds if seeds is None else seeds, shared_budget)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; everything recorded so far is in {run_dir}. "
-                          f"Continue with: engram resume {run_dir}") from None
+        raise Interrupted(f"interrupted; everything recorded so far is in {shown_dir}. "
+                          f"Continue with: engram resume {shown_dir}") from None
     except ProviderError as exc:
-        raise ProviderError(f"{exc}\nThe run stopped; everything recorded so far is in {run_dir}. Once the cause is "
-                            f"fixed, `engram resume {run_dir}` continues it with the same spec (the stopped agent "
-                            "starts again if it had run no experiment).", status_code=exc.status_code) from exc
-    return RunOutcome(run_dir, outcomes, tracking_uri)
+        raise ProviderError(f"{exc}\nThe run stopped; everything recorded so far is in {shown_dir}. Once the cause "
+                            f"is fixed, `engram resume {shown_dir}` continues it with the same spec (the stopped "
+                            "agent starts again if it had run no experiment).", status_code=exc.status_code) from exc
+    except EngramError:
+        if created:
+            discard_if_unused(run_dir)
+        raise
+    return RunOutcome(shown_dir, outcomes, tracking_uri)
 
 
 def _remove_leftovers(run_dir: Path, sandbox: Any) -> None:
@@ -233,6 +258,21 @@ def _remove_leftovers(run_dir: Path, sandbox: Any) -> None:
     if containers or directories:
         print(f"engram: removed {containers} container(s) of this run and {directories} scratch "
               "directory(ies) left by killed Engram processes", file=sys.stderr)
+
+
+def discard_if_unused(run_dir: Path) -> None:
+    """Remove a run directory that a failed start left without any work in it -- no experiment, no
+    model call -- so that it is neither listed nor resumed. Anything recorded is kept."""
+    import shutil
+
+    for path in run_dir.rglob("*"):
+        if path.is_dir() and path.name.startswith("exp-"):
+            return
+        if path.name == "transcript.jsonl" and path.stat().st_size > 0:
+            return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run_dir.parent.rmdir()  # the spec's folder, if this was its only run
 
 
 def _image_record(sandbox: Any) -> dict[str, Any] | None:
@@ -322,9 +362,15 @@ def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem
     try:
         with closing_shells():  # a method that forgot to close an agent's shell container: at the latest here
             outcome: MethodResult = run_method(ctx)
-    except BaseException as exc:
+    except EngramError as exc:
         if isinstance(exc, ProviderError):
             _record_provider_stop(archive, exc)
+        elif not isinstance(exc, Interrupted):  # `engram status` shows why the run stopped, not "resumable"
+            archive.log("run_error", error=str(exc), error_type=type(exc).__name__, exit_code=exc.exit_code)
+        status = "KILLED" if isinstance(exc, ProviderError | Interrupted) else "FAILED"
+        tracker.finish(status, metrics=_final_metrics(ledger))
+        raise
+    except BaseException:
         status = "KILLED"
         tracker.finish(status, metrics=_final_metrics(ledger))
         raise

@@ -26,13 +26,18 @@ from pydantic import (
 )
 
 from engram.config_files import format_validation_error, read_yaml_mapping
-from engram.errors import ConfigError
+from engram.errors import ConfigError, EngramError
 
 SCRIPTED_MODEL = "scripted"
 
 
+MAX_RUNS = 10_000
+"""Seeds of one spec: far beyond any sweep, small enough that the list of seeds is cheap."""
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan are not limits or targets: `.inf` minutes would never stop, a `.nan` target never hits.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ProblemSettings(_Strict):
@@ -259,7 +264,7 @@ class SandboxSettings(_Strict):
                               "repo@sha256:<digest> or sha256:<image id> (a tag works but is warned about); "
                               "default: $ENGRAM_SANDBOX_IMAGE or engram-sandbox:latest (`engram sandbox build`)")
     shell_timeout_s: PositiveFloat = Field(default=300, description="Limit for one shell command of an agent")
-    shell_memory_mb: PositiveInt = 4096
+    shell_memory_mb: PositiveInt = Field(default=4096, le=2**30)
 
 
 class TrackingSettings(_Strict):
@@ -290,14 +295,16 @@ class ExecutorSettings(_Strict):
 
 
 class Spec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                      description="Names the folder <output.dir>/<name>/: letters, digits, _ . - "
+                                  "(not starting with . or -)")
     description: str = ""
     problem: ProblemSettings
     method: MethodSettings = Field(default_factory=EngramMethod)
     model: ModelSettings
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
-    runs: PositiveInt = Field(default=1, description="Number of seeds")
-    first_seed: NonNegativeInt = 0
+    runs: PositiveInt = Field(default=1, le=MAX_RUNS, description="Number of seeds")
+    first_seed: NonNegativeInt = Field(default=0, le=2**31)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
@@ -382,7 +389,7 @@ def parse_spec(data: dict[str, Any], *, source: str, base: Path, overrides: list
         return Spec.model_validate(data)
     except ValidationError as exc:
         where = source if not overrides else f"{source} (with --set {' '.join(overrides)})"
-        raise ConfigError(format_validation_error(where, exc)) from None
+        raise ConfigError(format_validation_error(where, exc, Spec)) from None
 
 
 def load_spec(path: Path, overrides: list[str] = ()) -> Spec:
@@ -390,3 +397,36 @@ def load_spec(path: Path, overrides: list[str] = ()) -> Spec:
     data = read_yaml_mapping(path)
     data.setdefault("name", path.stem)
     return parse_spec(data, source=str(path), base=path.resolve().parent, overrides=list(overrides))
+
+
+def check_spec(path: Path, overrides: list[str] = ()) -> str:
+    """Everything `engram validate` can check without running: the file, its problem and scenarios,
+    the scripted model's script. Errors name the spec file and the field; returns a one-line summary."""
+    from engram.problem import load_problem
+
+    spec = load_spec(path, list(overrides))
+    if spec.problem.members is not None:
+        from engram.frontier_cs.selection import member_names
+
+        names = member_names(spec.problem.name, spec.problem.members)
+        return (f"{spec.name}: {len(names)} problems of {spec.problem.name}, {spec.method.name}, {spec.model.id}, "
+                f"{spec.runs} seed(s) each")
+    try:
+        problem = load_problem(spec.problem.name)
+    except EngramError as exc:
+        raise ConfigError(f"{path}: problem.name: {exc}") from None
+    try:
+        problem.select_scenarios(spec.problem.scenarios)
+    except EngramError as exc:
+        raise ConfigError(f"{path}: problem.scenarios: {exc}") from None
+    if spec.model.id == SCRIPTED_MODEL and spec.model.script is not None:
+        from engram.llm import ScriptedChatModel
+
+        try:
+            ScriptedChatModel(script=spec.model.script, agent=0)
+        except EngramError as exc:
+            raise ConfigError(f"{path}: model.script: {exc}") from None
+    budget = spec.budget
+    chain = (f", up to {budget.max_agents} agents of {budget.minutes_per_agent:g} min"
+             if spec.method.name == "engram" else "")  # other methods do not run a chain of agents
+    return f"{spec.name}: {problem.name}, {spec.method.name}, {spec.model.id}, {spec.runs} seed(s){chain}"

@@ -56,6 +56,8 @@ def seed_status(seed_dir: Path, *, max_agents: int | None = None, now: float | N
     dollars = max([float(e["dollars"]) for e in events if isinstance(e.get("dollars"), int | float)] +
                   [float((read_usage(seed_dir) or {}).get("dollars") or 0.0)])
     state, detail = _state(result, lease, bool(events), time.time() if now is None else now)
+    if state == "stopped" and events and events[-1].get("type") == "run_error":
+        state, detail = "failed", f"{events[-1].get('error')}; fix it, then: engram resume {run_dir}"
     if result is not None:
         best = result.get("best_score", best)
         dollars = float(result.get("dollars") or dollars)
@@ -110,8 +112,19 @@ def run_seeds(run_dir: Path) -> tuple[list[Path], int | None]:
     first, count = int(spec.get("first_seed") or 0), int(spec.get("runs") or 1)
     seeds = set(range(first, first + count))
     seeds |= {int(p.name.removeprefix("seed-")) for p in run_dir.glob("seed-*") if p.name[5:].isdigit()}
-    max_agents = (spec.get("budget") or {}).get("max_agents")
-    return [run_dir / f"seed-{seed}" for seed in sorted(seeds)], max_agents
+    return [run_dir / f"seed-{seed}" for seed in sorted(seeds)], planned_agents(spec)
+
+
+def planned_agents(spec: dict[str, Any]) -> int | None:
+    """The N of "agent n/N": the Engram chain's budget.max_agents, tree search's rounds. None for
+    methods that run no agents or an open-ended number of sessions (budget.max_agents means nothing there)."""
+    method = spec.get("method") or {}
+    name = method.get("name", "engram")
+    if name == "engram":
+        return (spec.get("budget") or {}).get("max_agents")
+    if name == "tree_search":
+        return method.get("rounds")
+    return None
 
 
 def find_seed_dirs(paths: Iterable[Path]) -> list[tuple[Path, int | None]]:

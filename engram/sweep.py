@@ -33,7 +33,7 @@ from engram.dvc_grid import dvc_runs, is_dvc_pipeline
 from engram.errors import ConfigError, EngramError, Interrupted
 from engram.executors.base import Executor, RunUnit, SweepCap, UnitOutcome
 from engram.spec import SCRIPTED_MODEL, ExecutorSettings, Spec, load_spec
-from engram.status import RunStatus, collect, render
+from engram.status import RunStatus, collect, planned_agents, render
 
 BUDGET_GRACE_S = 60.0
 """After the sweep's dollar cap is reached, runs get this long to stop by themselves before they are
@@ -62,7 +62,7 @@ class Grid:
 class PlannedRun:
     unit: RunUnit
     finished: bool
-    max_agents: int
+    max_agents: int | None
 
 
 @dataclass
@@ -199,7 +199,7 @@ def plan(entries: Sequence[SweepEntry], specs: Sequence[Spec], *, new: bool, reu
     from engram.runner import find_run, new_run_dir
     from engram.tracking import default_tracking_uri
 
-    units: list[tuple[RunUnit, bool, int]] = []
+    units: list[tuple[RunUnit, bool, int | None]] = []
     for entry, spec in zip(entries, specs, strict=True):
         found = None if new else find_run(spec, include_finished=reuse_finished)
         run_dir = (found or new_run_dir(spec)).resolve()
@@ -207,7 +207,7 @@ def plan(entries: Sequence[SweepEntry], specs: Sequence[Spec], *, new: bool, reu
         for seed in spec.seeds:
             unit = RunUnit(spec=spec.to_plain(), spec_file=str(entry.path), overrides=entry.overrides,
                            run_dir=str(run_dir), seed=seed, tracking_uri=tracking_uri)
-            units.append((unit, SeedArchive(unit.seed_dir).is_finished(), spec.budget.max_agents))
+            units.append((unit, SeedArchive(unit.seed_dir).is_finished(), planned_agents(unit.spec)))
     cap = SweepCap(max_dollars, tuple(str(u.seed_dir) for u, _, _ in units)) if max_dollars else None
     return [PlannedRun(_with_cap(unit, cap), finished, max_agents) for unit, finished, max_agents in units]
 

@@ -26,7 +26,6 @@ import logging
 import math
 import posixpath
 import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -104,30 +103,6 @@ def flatten_params(data: dict, prefix: str = "") -> dict[str, str]:
     for key, value in data.items():
         visit(value, f"{prefix}.{key}" if prefix else str(key))
     return flat
-
-
-def run_ui(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:
-    """Serve the MLflow UI for `tracking_uri` in the foreground and return its exit code.
-
-    The UI listens on loopback unless another host is passed explicitly: it has no
-    authentication, so exposing it must be a deliberate choice. Ctrl-C reaches the server too
-    (same process group); we then wait for it to exit cleanly instead of leaving it orphaned.
-    """
-    command = [
-        sys.executable, "-m", "mlflow", "ui",
-        "--backend-store-uri", tracking_uri,
-        "--host", host,
-        "--port", str(port),
-    ]  # fmt: skip
-    process = subprocess.Popen(command)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        try:
-            return process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.terminate()
-            return process.wait()
 
 
 def _safe(

@@ -7,6 +7,10 @@ after it sets another expected exit code; the HTML comment `<!-- docs-test: skip
 before a block exempts it (an API key, network, a cluster, a server, a long run). Each page's
 commands run in order in one scratch directory that mirrors the repository, so a page can refer
 to what an earlier command of the same page produced and nothing lands in the checkout.
+
+The output shown under a command, if any, must be what it prints (stdout and stderr together, blank
+lines and runs of spaces ignored), line for line from the first line to the last: `…` inside a
+line stands for any text (a time, a path), and a line `...` for any number of lines.
 """
 
 from __future__ import annotations
@@ -38,6 +42,19 @@ class Command:
     line: int
     text: str
     exit_code: int
+    shown: tuple[str, ...] = ()
+    """The output the page shows for the command (empty: not checked)."""
+
+    def output_pattern(self) -> re.Pattern[str] | None:
+        if not self.shown:
+            return None
+        parts = []
+        for line in self.shown:
+            if line == "...":
+                parts.append(r"(?:[^\n]*\n)*?")
+            else:
+                parts.append(".*?".join(re.escape(piece) for piece in line.split("…")) + r"\n")
+        return re.compile("".join(parts))
 
 
 @dataclass(frozen=True)
@@ -88,10 +105,27 @@ def _commands(page: str, first_line: int, body: list[str]) -> tuple[Command, ...
     for offset, line in enumerate(body):
         if not line.startswith("$ "):
             continue
-        following = body[offset + 1] if offset + 1 < len(body) else ""
-        expected = EXIT_LINE.match(following.strip())
-        commands.append(Command(page, first_line + offset, line[2:].strip(), int(expected["code"]) if expected else 0))
+        following = body[offset + 1:]
+        expected = EXIT_LINE.match(following[0].strip()) if following else None
+        if expected:
+            following = following[1:]
+        shown = []
+        for out in following:
+            if out.startswith("$ "):
+                break
+            if out.strip():
+                shown.append(normalise(out))
+        commands.append(Command(page, first_line + offset, line[2:].strip(), int(expected["code"]) if expected else 0,
+                                tuple(shown)))
     return tuple(commands)
+
+
+def normalise(line: str) -> str:
+    return " ".join(line.split())
+
+
+def normalised_output(text: str) -> str:
+    return "".join(normalise(line) + "\n" for line in text.splitlines() if line.strip())
 
 
 def runnable_pages() -> list[Path]:
@@ -171,6 +205,7 @@ def test_console_commands_run_as_documented(page: Path, scratch: Path) -> None:
         "HOME": str(scratch / "home"),
         "XDG_CACHE_HOME": str(scratch / "home" / ".cache"),
         "NO_COLOR": "1",
+        "COLUMNS": "200",
     }
     env.pop("OPENAI_API_KEY", None)
     bin_dir = Path(sys.executable).parent
@@ -179,9 +214,24 @@ def test_console_commands_run_as_documented(page: Path, scratch: Path) -> None:
         if block.skip_reason:
             continue
         for command in block.commands:
-            result = subprocess.run(["bash", "-c", command.text], cwd=scratch, env=env,
-                                    capture_output=True, text=True, timeout=900)
+            result = subprocess.run(["bash", "-c", command.text], cwd=scratch, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, timeout=900)
             assert result.returncode == command.exit_code, (
                 f"{command.page}:{command.line}: `{command.text}` exited {result.returncode}, "
-                f"the page says {command.exit_code}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+                f"the page says {command.exit_code}\n{result.stdout[-3000:]}"
             )
+            pattern = command.output_pattern()
+            if pattern is not None:
+                assert pattern.fullmatch(normalised_output(result.stdout)), (
+                    f"{command.page}:{command.line}: `{command.text}` printed something else than the page "
+                    f"shows:\n{result.stdout[-3000:]}"
+                )
+
+
+def test_shown_output_is_matched_line_for_line() -> None:
+    shown = Command("p", 1, "x", 0, ("a b", "...", "run: …/seed-0", "done"))
+    pattern = shown.output_pattern()
+    assert pattern is not None
+    assert pattern.fullmatch(normalised_output("a   b\nnoise\n\nrun: /tmp/x/seed-0\ndone\n"))
+    assert not pattern.fullmatch(normalised_output("a b\nrun: /tmp/x/seed-0\ndone\nmore\n")), "unshown tail"
+    assert not pattern.fullmatch(normalised_output("first\na b\nrun: x/seed-0\ndone\n")), "unshown head"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -66,15 +64,24 @@ def test_smoke_spec_runs_offline_with_mlflow(tmp_path: Path):
     assert len(traces) > 0
 
 
-def test_missing_api_key_stops_at_once(tmp_path: Path):
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "engram.cli", "apply", str(REPO / "specs" / "cloudcast_o3.yaml"),
-                           "--set", f"output.dir={tmp_path}"], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
-    assert done.returncode == 2
-    assert "OPENAI_API_KEY" in done.stderr and "Traceback" not in done.stderr
-    assert time.monotonic() - started < 30
+def test_missing_api_key_stops_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """"At once" means before any work: no problem loaded, no data fetched, no run directory, no agent."""
+    from click.testing import CliRunner
+
+    import engram.problem
+    from engram.cli import main
+
+    for name in [k for k in os.environ if k.endswith("_API_KEY")]:
+        monkeypatch.delenv(name)
+
+    def too_late(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the problem was loaded before the key was checked")
+
+    monkeypatch.setattr(engram.problem, "load_problem", too_late)
+    done = CliRunner().invoke(main, ["apply", str(REPO / "specs" / "cloudcast_o3.yaml"),
+                                     "--set", f"output.dir={tmp_path}"])
+    assert done.exit_code == 2, done.output
+    assert "OPENAI_API_KEY" in done.output and "Traceback" not in done.output
     assert not any(tmp_path.iterdir())  # nothing was started
 
 

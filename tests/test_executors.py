@@ -132,7 +132,8 @@ def test_ctrl_c_cancels_every_run_and_leaves_no_process(tmp_path: Path):
     driver = _start("apply", str(grid), "--jobs", "2", "--quiet")
     runs = tmp_path / "runs" / "c"
     _wait_for(lambda: len(list(runs.glob("*/seed-*/agents/agent-1/experiments/exp-0001/evaluation.json"))) == 2)
-    time.sleep(1.5)  # both agents' `sleep` commands are running; the third run waits for a slot
+    # Both agents' `sleep` commands are running (the third run waits for a slot).
+    _wait_for(lambda: len([p for p in Path("/proc").glob("[0-9]*") if _cmdline(p) == "sleep 61.5"]) >= 2)
     workers = [json.loads(p.read_text())["pid"] for p in runs.glob("*/seed-*/worker.json")]
     assert len(workers) == 2 and all(_alive(pid) for pid in workers)
     driver.send_signal(signal.SIGINT)

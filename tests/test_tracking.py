@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,6 @@ from engram.tracking import (
     _remove_from_fluent_stack,
     default_tracking_uri,
     flatten_params,
-    run_ui,
 )
 
 
@@ -295,21 +292,3 @@ def test_langchain_traces_link_to_the_agent_run(store: str, client: Any, tmp_pat
     assert traces(parent_id) == []
     assert len(mlflow.search_traces(locations=[experiment_id], return_type="list")) == 4
     assert "first" in traces(agent_ids[0])[0].info.response_preview
-
-
-def test_run_ui_serves_on_loopback_by_default(monkeypatch: pytest.MonkeyPatch):
-    launched: list[list[str]] = []
-
-    class FakeProcess:
-        def __init__(self, command: list[str]) -> None:
-            launched.append(command)
-
-        def wait(self, timeout: float | None = None) -> int:
-            return 0
-
-    monkeypatch.setattr(subprocess, "Popen", FakeProcess)
-    assert run_ui("sqlite:////tmp/x/mlflow.db", port=5123) == 0
-    assert launched[0][:4] == [sys.executable, "-m", "mlflow", "ui"]
-    assert launched[0][4:] == [
-        "--backend-store-uri", "sqlite:////tmp/x/mlflow.db", "--host", "127.0.0.1", "--port", "5123"
-    ]  # fmt: skip

@@ -50,7 +50,8 @@ _BACKSTOP_S = 30
 _IDLE = "sleep infinity"
 """What a shell container runs between commands."""
 _START_HINT = ("start Docker (or, for Engram's developers, `eval \"$(../shared/tools/docker-engine-up.sh)\"`), "
-               "or choose --sandbox bwrap|process")
+               "or choose another backend: --set sandbox.backend=bwrap (apply) or --sandbox bwrap (evaluate, "
+               "rescore, replay)")
 
 
 _active: dict[str, str] = {}

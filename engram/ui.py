@@ -1,0 +1,89 @@
+"""`engram ui`: the MLflow UI on this project's store, and nothing left running after it.
+
+MLflow 3 opens an experiment on its GenAI overview page, where Engram's runs do not show, so the
+command prints the address of each experiment's runs table. The server (`mlflow ui`) starts uvicorn
+workers and a huey consumer of its own; it runs in its own session so that every one of them can be
+stopped as a group when `engram ui` gets Ctrl-C or SIGTERM, instead of keeping the port answering.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+STOP_GRACE_S = 10.0
+"""How long MLflow gets to exit after SIGTERM before its process group is killed."""
+
+
+def runs_view_urls(tracking_uri: str, base_url: str) -> list[tuple[str, str]]:
+    """(experiment name, address of its runs table) for every experiment with runs in the store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = []
+    for experiment in client.search_experiments():
+        if client.search_runs([experiment.experiment_id], max_results=1):
+            found.append((experiment.name, f"{base_url}/#/experiments/{experiment.experiment_id}/runs"))
+    return found
+
+
+def serve(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000,
+          say: Callable[[str], None] = print) -> int:
+    """Serve the UI in the foreground until it exits, Ctrl-C or SIGTERM; return the exit code
+    (0 when stopped).
+
+    The UI listens on loopback unless another host is passed explicitly: it has no authentication,
+    so exposing it must be a deliberate choice."""
+    base_url = f"http://{host}:{port}"
+    try:
+        urls = runs_view_urls(tracking_uri, base_url)
+    except Exception as exc:  # the store is MLflow's to open; the server reports its own problems
+        urls = []
+        say(f"engram: warning: could not list the experiments of {tracking_uri} ({type(exc).__name__}: {exc})")
+    say(f"MLflow UI for {tracking_uri} on {base_url} (Ctrl-C stops it)")
+    for name, url in urls:
+        say(f"  runs of {name}: {url}")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
+               "--host", host, "--port", str(port)]
+    process = subprocess.Popen(command, start_new_session=True)
+    with _sigterm_as_interrupt():
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            stop_group(process)
+            return 0  # stopping the UI is how it is meant to end
+        finally:
+            if process.poll() is None:
+                stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM the server's whole process group, then SIGKILL what is left after the grace period."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        code = process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        code = None
+    # Workers may outlive the server process itself: whatever is left of the group goes.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    return process.wait() if code is None else code
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a service manager, `kill`) stops the UI the way Ctrl-C does."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,308 @@
+"""A day of ordinary use: failed starts leave nothing behind, output reads right on and off a terminal,
+and `engram status` tells a run that cannot continue from one that can."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from engram.cli import _report_run, main
+from engram.progress import RichProgress
+from engram.runner import RESOLVED_SPEC
+from engram.status import planned_agents, seed_status
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def smoke_copy(tmp_path: Path) -> Path:
+    """The smoke spec and its script in a scratch folder, so runs land there."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "smoke.yaml").write_text((REPO / "specs" / "scripts" / "smoke.yaml").read_text())
+    spec = tmp_path / "smoke.yaml"
+    spec.write_text((REPO / "specs" / "smoke.yaml").read_text())
+    return spec
+
+
+@pytest.mark.parametrize("override, message", [
+    ("problem.scenarios=[nope]", "has no scenario or scenario set 'nope'"),
+    ("model.script=scripts/missing.yaml", "missing.yaml: file not found"),
+    ("sandbox.backend=bwrap", None),  # control: the same spec starts (checked only up to the run directory)
+])
+def test_a_failed_start_leaves_no_run_directory(smoke_copy: Path, override: str, message: str | None,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(smoke_copy.parent)
+    if message is None:
+        # The control run is stopped right after its run directory exists: it must stay.
+        import engram.runner as runner
+
+        def stop(*args: object, **kwargs: object) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(runner, "_run_seeds", stop)
+    result = CliRunner().invoke(main, ["apply", str(smoke_copy), "--set", override, "-q"])
+    runs = smoke_copy.parent / "runs"
+    if message is None:
+        assert result.exit_code == 130
+        assert len(list((runs / "smoke").iterdir())) == 1
+        return
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert result.output.count("\n") == 1, "one line"
+    assert not runs.exists() or not any(runs.rglob("*")), sorted(runs.rglob("*"))
+
+
+def test_a_run_stopped_by_a_configuration_error_is_failed_not_resumable(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "smoke" / "20261207-120000"
+    seed_dir = run_dir / "seed-0"
+    seed_dir.mkdir(parents=True)
+    (run_dir / RESOLVED_SPEC).write_text(yaml.safe_dump({"spec": {"runs": 1, "budget": {"max_agents": 2}}}))
+    events = [{"type": "run_start", "seed": 0}, {"type": "agent_start", "agent": 1},
+              {"type": "run_error", "error": "scripts/x.yaml: file not found", "error_type": "ConfigError",
+               "exit_code": 2}]
+    (seed_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    status = seed_status(seed_dir, max_agents=2)
+    assert status.state == "failed"
+    assert "file not found" in status.detail and "engram resume" in status.detail
+    with (seed_dir / "events.jsonl").open("a") as log:  # a resume after the fix: resumable again
+        log.write(json.dumps({"type": "resume", "seed": 0}) + "\n")
+    assert seed_status(seed_dir, max_agents=2).state == "stopped"
+
+
+def test_status_line_is_a_whole_line_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    progress = RichProgress()
+    progress.close()
+    assert capsys.readouterr().err == "", "nothing before a run starts: an early error stands alone"
+    progress = RichProgress()
+    progress.seed_started(0, resumed=False)
+    progress.agent_started(1, 2)
+    progress.close()
+    err = capsys.readouterr().err
+    assert err.endswith("$0.0000\n"), repr(err)
+    assert err.splitlines()[-1].startswith("seed 0  agent 1/2")
+
+
+def test_summary_names_each_seeds_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for seed in (0, 1):
+        (tmp_path / f"seed-{seed}" / "best").mkdir(parents=True)
+        (tmp_path / f"seed-{seed}" / "best" / "program.py").write_text("")
+    (tmp_path / "seed-1" / "digest.md").write_text("")
+    seeds = [SimpleNamespace(seed=s, result={"best_score": 1.0, "evaluations": 2, "dollars": 0.0,
+                                             "stop_reason": "done"}) for s in (0, 1)]
+    _report_run(SimpleNamespace(run_dir=tmp_path, seeds=seeds, tracking_uri=None), as_json=False)
+    out = capsys.readouterr().out
+    assert "<k>" not in out
+    assert f"best program: {tmp_path / 'seed-0' / 'best' / 'program.py'}" in out
+    assert f"best program: {tmp_path / 'seed-1' / 'best' / 'program.py'}" in out
+    assert out.count("digest:") == 1 and str(tmp_path / "seed-1" / "digest.md") in out
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ({"budget": {"max_agents": 4}}, 4),
+    ({"method": {"name": "engram"}, "budget": {"max_agents": 4}}, 4),
+    ({"method": {"name": "tree_search", "rounds": 3}, "budget": {"max_agents": 2}}, 3),
+    ({"method": {"name": "one_shot"}, "budget": {"max_agents": 2}}, None),
+    ({"method": {"name": "single_agent"}, "budget": {"max_agents": 2}}, None),
+])
+def test_agent_count_follows_the_method(spec: dict[str, object], expected: int | None) -> None:
+    assert planned_agents(spec) == expected
+
+
+def test_rich_progress_off_a_terminal_does_not_redraw() -> None:
+    progress = RichProgress()
+    progress.console.file = io.StringIO()
+    progress.seed_started(0, resumed=False)
+    for _ in range(3):
+        progress.agent_started(1, 2)
+    progress.close()
+    text = progress.console.file.getvalue()
+    assert text.count("seed 0  agent") == 1 and "\r" not in text and "\x1b[" not in text
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _group_alive(pgid: int) -> bool:
+    import os
+
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_ui_prints_the_runs_view_and_sigterm_stops_every_mlflow_process(tmp_path: Path) -> None:
+    """MLflow serves with uvicorn workers and a huey consumer; after SIGTERM none of them may remain."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.tracking.MlflowClient(tracking_uri=store)
+    experiment = client.create_experiment("cloudcast")
+    client.create_run(experiment)
+    port = _free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "engram", "ui", "--uri", store, "--port", str(port)],
+                          stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert ui.stdout is not None
+        lines = [ui.stdout.readline() for _ in range(2)]
+        assert f"runs of cloudcast: http://127.0.0.1:{port}/#/experiments/{experiment}/runs" in lines[1]
+        while not _answers(port):  # the event waited for: the server listens (pytest-timeout bounds it)
+            assert ui.poll() is None, "engram ui exited before the server listened"
+            time.sleep(0.2)
+        server_groups = {int(line.split()[1]) for line in subprocess.run(
+            ["ps", "-eo", "pid,pgid,ppid"], capture_output=True, text=True, check=True).stdout.splitlines()[1:]
+            if int(line.split()[2]) == ui.pid}
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=120) == 0
+        assert not _answers(port)
+        for pgid in server_groups:
+            assert not _group_alive(pgid), "a process of MLflow's group survived"
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_validate_checks_every_spec_names_each_file_and_suggests(tmp_path: Path) -> None:
+    good = REPO / "specs" / "smoke.yaml"
+    typo = _write(tmp_path, "typo.yaml", "problem: {name: cloudcast}\nmodel: {id: openai/o3}\nbudgte: {}\n"
+                                          "method: {name: engrma}\n")
+    nested = _write(tmp_path, "nested.yaml", "problem: {name: cloudcast}\nmodel: {id: openai/o3}\n"
+                                             "method: {digset: false}\n")
+    scenario = _write(tmp_path, "scenario.yaml", "problem: {name: cloudcast, scenarios: [nope]}\n"
+                                                 "model: {id: openai/o3}\n")
+    unknown = _write(tmp_path, "unknown.yaml", "problem: {name: nosuch}\nmodel: {id: openai/o3}\n")
+    empty = _write(tmp_path, "empty.yaml", "problem:\nmodel: {id: openai/o3}\n")
+    scripted = _write(tmp_path, "scripted.yaml", "problem: {name: cloudcast}\nmodel: {id: scripted}\n")
+    result = CliRunner().invoke(main, ["validate", str(typo), str(good), str(nested), str(scenario), str(unknown),
+                                       str(empty), str(scripted)])
+    assert result.exit_code == 2
+    out = result.output
+    assert f"{good}: ok" in out, "a good spec after a bad one is still checked"
+    assert "budgte: unknown key (did you mean 'budget'?)" in out
+    assert "method.name: unknown method 'engrma' (did you mean 'engram'?)" in out
+    assert "method.digset: unknown key (did you mean 'digest'?)" in out
+    assert f"{scenario}: problem.scenarios: problem cloudcast has no scenario or scenario set 'nope'" in out
+    assert f"{unknown}: problem.name: no problem 'nosuch'" in out
+    assert "problem: is empty" in out and "valid dictionary" not in out and "Input tag" not in out
+    assert "the scripted model needs `script:`" in out
+    assert "6 of 7 spec(s) have errors" in out
+
+
+@pytest.mark.parametrize("override, message", [
+    ("runs=1000000000000", "runs: Input should be less than or equal to 10000"),
+    ("name=..", "name: must match"),
+    ("budget.target_score=.nan", "budget.target_score: must be a finite number"),
+    ("problem.time_limit_s=.inf", "problem.time_limit_s: must be a finite number"),
+    ("budget.minutes_per_agent=.inf", "budget.minutes_per_agent: must be a finite number"),
+    ("sandbox.shell_memory_mb=100000000000000000000", "sandbox.shell_memory_mb: Input should be less than"),
+])
+def test_bad_values_are_one_clear_error(override: str, message: str) -> None:
+    result = CliRunner().invoke(main, ["validate", str(REPO / "specs" / "smoke.yaml"), "--set", override])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_yaml_alias_bomb_is_refused(tmp_path: Path) -> None:
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for index, name in enumerate("bcdef"):
+        previous = "abcdef"[index]
+        levels.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 10)}]")
+    bomb = _write(tmp_path, "bomb.yaml", "\n".join(levels) + "\n")
+    result = CliRunner().invoke(main, ["validate", str(bomb)])
+    assert result.exit_code == 2 and "expands to more than 100,000 values" in result.output
+
+
+def test_unwritable_output_dir_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["apply", str(REPO / "specs" / "smoke.yaml"), "--set",
+                                       "output.dir=/proc/self/x", "-q"])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("engram: error: output.dir /proc/self/x: cannot create")
+    assert result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-5", "0"])
+def test_evaluate_timeout_must_be_a_positive_finite_number(value: str) -> None:
+    result = CliRunner().invoke(main, ["evaluate", "cloudcast", str(REPO / "evaluators/cloudcast/initial_program.py"),
+                                       "--timeout", value])
+    assert result.exit_code == 2 and "Invalid value for '--timeout'" in result.output
+
+
+def test_problem_limits_are_bounded(tmp_path: Path) -> None:
+    from engram.errors import ConfigError
+    from engram.problem import load_problem
+
+    problem = tmp_path / "p"
+    CliRunner().invoke(main, ["new-problem", str(problem)])
+    config = problem / "problem.yaml"
+    config.write_text(config.read_text() + "limits: {memory_mb: 100000000000000000000}\n")
+    with pytest.raises(ConfigError, match=r"limits.memory_mb: Input should be less than or equal to"):
+        load_problem(str(problem))
+
+
+def test_wrong_manifest_checksum_is_not_blamed_on_the_file_alone(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from engram.data import DataFile, resolve
+    from engram.errors import DataError
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "f.csv").write_text("a,b\n")
+    monkeypatch.setenv("ENGRAM_DATA_DIR", str(tmp_path))
+    entry = DataFile(path="p/f.csv", url="https://example.org/f.csv", sha256="0" * 64)
+    with pytest.raises(DataError) as raised:
+        resolve(entry)
+    message = str(raised.value)
+    assert "the manifest says sha256 " + "0" * 64 in message and "the file has sha256 " in message
+    assert "problem.yaml" in message and "delete it" not in message  # a mirror is not re-downloaded
+
+
+def test_a_run_that_stops_on_an_error_records_it_for_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error is in the event log, so `engram status` shows it instead of "interrupted; resumable"."""
+    import engram.methods.registry as registry
+    from engram.errors import IntegrityError
+    from engram.status import collect, find_seed_dirs
+
+    def broken(ctx: Any) -> None:
+        (ctx.archive.root / "agents" / "agent-1" / "experiments" / "exp-0001").mkdir(parents=True)  # work done
+        raise IntegrityError("the trusted files changed")
+
+    monkeypatch.setattr(registry, "run_method", broken)
+    spec = REPO / "specs" / "smoke.yaml"
+    result = CliRunner().invoke(main, ["apply", str(spec), "--set", f"output.dir={tmp_path}", "-q",
+                                       "--set", "tracking.mlflow=false"])
+    assert result.exit_code == 2 and "the trusted files changed" in result.output
+    [row] = collect(find_seed_dirs([tmp_path]))
+    assert row.state == "failed" and "the trusted files changed" in row.detail
