@@ -39,11 +39,15 @@ AGENT_DIR = re.compile(r"^agent-(\d+)$")
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Replace `path` with `data` so that readers see the old or the new content, never a mix."""
+    """Replace `path` with `data` so that readers see the old or the new content, never a mix.
+
+    The file gets the mode any new file gets (0666 less the umask): mkstemp's private 0600 would make
+    results, programs and reports unreadable to the colleagues and tools that every other file reaches."""
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
             handle.flush()
@@ -55,6 +59,17 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
+def current_umask() -> int:
+    """The process's umask, read without setting it (os.umask would change it for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, allow_nan=True, default=str) + "\n")
 
@@ -63,8 +78,11 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one line and fsync it: an event is either fully in the log or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, allow_nan=True, default=str) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line  # a crash tore the last line: keep it apart, or this record is lost with it
         os.write(fd, line)
         os.fsync(fd)
     finally:

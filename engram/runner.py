@@ -325,9 +325,42 @@ def _run_seeds(spec: Spec, run_dir: Path, problem: Any, sandbox: Any, progress: 
                 outcomes.append(SeedOutcome(seed, _read_result(archive)))
                 continue
             progress.seed_started(seed, resumed=resumed and archive.events_file.exists())
+            repair_archive(archive, evaluator)
             outcomes.append(SeedOutcome(seed, run_seed(spec, run_dir, archive, seed, problem, evaluator, sandbox,
                                                        progress, tracking_uri, shared_budget)))
     return outcomes
+
+
+def repair_archive(archive: SeedArchive, evaluator: Any) -> None:
+    """Resume: an experiment whose evaluation.json is gone is scored again (the event log keeps the
+    recorded score; the file is what reports, rescore and the best program read); one whose program
+    is gone cannot be, and is named so that the loss is not silent."""
+    import shutil
+    import tempfile
+
+    logged = {int(e["experiment"]): e for e in archive.events("experiment") if "experiment" in e}
+    stored = archive.experiments()
+    for experiment in stored:
+        if experiment.number not in logged:
+            continue  # unlogged ones are the method's to finish (finish_interrupted_experiments)
+        where = f"{archive.root.name}/exp-{experiment.number:04d}"
+        if not experiment.program.is_file():
+            print(f"engram: warning: {where}: program.py is missing from the archive; only its logged score "
+                  f"({logged[experiment.number].get('score')}) remains", file=sys.stderr)
+            continue
+        if experiment.evaluation_file.is_file():
+            continue
+        scratch = Path(tempfile.mkdtemp(prefix="engram-results-"))
+        try:
+            evaluation = evaluator.evaluate(experiment.program, artifacts_dir=scratch)
+            archive.record_evaluation(experiment, evaluation, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        print(f"engram: {where}: evaluation.json was missing; scored again: {evaluation.score} "
+              f"(logged: {logged[experiment.number].get('score')})", file=sys.stderr)
+    for number in sorted(set(logged) - {e.number for e in stored}):
+        print(f"engram: warning: {archive.root.name}/exp-{number:04d} is logged but its folder is missing "
+              "from the archive", file=sys.stderr)
 
 
 def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem: Any, evaluator: Any,

@@ -306,3 +306,55 @@ def test_a_run_that_stops_on_an_error_records_it_for_status(tmp_path: Path, monk
     assert result.exit_code == 2 and "the trusted files changed" in result.output
     [row] = collect(find_seed_dirs([tmp_path]))
     assert row.state == "failed" and "the trusted files changed" in row.detail
+
+
+def test_resume_repairs_what_it_can_of_a_damaged_archive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A torn last event line, a deleted evaluation.json, a deleted program.py: the next event is kept,
+    the evaluation is scored again, the missing program is named."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run
+
+    from engram.archive import read_jsonl
+    from engram.progress import QuietProgress
+    from engram.runner import resume
+
+    spec = make_spec(tmp_path, [[{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"tool_calls": [INITIAL_PROGRAM_CALL]},
+                                 {"content": SUMMARY}], [{"content": SUMMARY}]])
+    outcome = run(spec)
+    seed = outcome.run_dir / "seed-0"
+    # As if killed during agent 2: its events and the result are not there yet.
+    events = (seed / "events.jsonl").read_text().splitlines(keepends=True)
+    cut = next(i for i, line in enumerate(events) if '"agent_end"' in line) + 1
+    (seed / "events.jsonl").write_text("".join(events[:cut]) + '{"type": "experi')  # torn mid-write
+    (seed / "result.json").unlink()
+    experiments = seed / "agents" / "agent-1" / "experiments"
+    recorded = json.loads((experiments / "exp-0001" / "evaluation.json").read_text())["score"]
+    (experiments / "exp-0001" / "evaluation.json").unlink()
+    (experiments / "exp-0002" / "program.py").unlink()
+    capsys.readouterr()
+    resume(outcome.run_dir, QuietProgress())
+    err = capsys.readouterr().err
+    assert json.loads((experiments / "exp-0001" / "evaluation.json").read_text())["score"] == recorded
+    assert "seed-0/exp-0001: evaluation.json was missing; scored again" in err
+    assert "seed-0/exp-0002: program.py is missing" in err
+    kinds = [e["type"] for e in read_jsonl(seed / "events.jsonl")]
+    assert kinds[cut:cut + 2] == ["resume", "agent_start"], "the event after the torn line is intact"
+    assert (seed / "result.json").is_file()
+
+
+def test_written_results_follow_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from engram.archive import write_atomic
+
+    previous = os.umask(0o027)
+    try:
+        write_atomic(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(previous)
+    write_atomic(tmp_path / "b.json", "{}")
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o666 & ~previous
