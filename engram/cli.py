@@ -265,7 +265,7 @@ def rescore(run_dir: Path, problem: str | None, sandbox_name: str | None, tolera
     outcome = rescore_run(run_dir, problem_path=problem, sandbox_name=sandbox_name, tolerance=tolerance,
                           accept_changed_problem=accept_changed_problem)
     click.echo(format_comparison(outcome.comparison, before="recorded", after="rescored", changes_only=changes_only))
-    click.echo(f"new evaluations: {run_dir}/seed-<k>/agents/agent-<n>/experiments/exp-<m>/rescores/{outcome.stamp}/")
+    click.echo(f"new evaluations: {run_dir}/seed-*/agents/agent-*/experiments/exp-*/rescores/{outcome.stamp}/")
     click.echo(f"comparison: {outcome.summary_file}")
     if not outcome.comparison.identical:
         sys.exit(SCORES_DIFFER_EXIT_CODE)
