@@ -44,7 +44,7 @@ def test_fetched_once_then_served_from_cache(cache: Path, origin: Path):
 
 def test_download_with_wrong_checksum_is_not_kept(cache: Path, origin: Path):
     entry = _entry(origin, sha256="0" * 64)
-    with pytest.raises(DataError, match="does not match the problem.s manifest: the manifest says sha256 0+, the download has sha256 "):
+    with pytest.raises(DataError, match=r"manifest says sha256 0+, the download has sha256 "):
         data.resolve(entry)
     assert not (cache / "demo" / "values.csv").exists()
     assert not list((cache / "demo").glob("*.part"))
@@ -63,7 +63,7 @@ def test_cached_file_changed_later_is_caught(cache: Path, origin: Path):
     entry = _entry(origin)
     path = data.resolve(entry)
     path.write_text("a,b\n9,9\n")
-    with pytest.raises(DataError, match="does not match the problem.s manifest"):
+    with pytest.raises(DataError, match=r"does not match the problem's manifest"):
         data.resolve(entry)
 
 
