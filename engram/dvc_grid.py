@@ -61,8 +61,29 @@ def _stage_runs(pipeline: Path, name: str, stage: dict[str, Any],
         where = f"{pipeline}: stage {name}@{key}"
         context = {**params, "key": key, "item": item}
         command = body["cmd"] if isinstance(body["cmd"], str) else " && ".join(body["cmd"])
-        runs.append(_apply_arguments(_expand(command, context, where), pipeline.parent, where))
+        spec, overrides = _apply_arguments(_expand(command, context, where), pipeline.parent, where)
+        outs = [(pipeline.parent / _expand(_out_path(out), context, where)).resolve() for out in body.get("outs") or []]
+        runs.append((spec, [_outside_outs(override, outs) for override in overrides]))
     return runs
+
+
+SWEEP_SUFFIX = "-sweep"
+"""A sweep of the pipeline writes beside DVC's outputs (`runs/dvc` -> `runs/dvc-sweep`): only `dvc repro`
+may write what DVC tracks, or every stage the sweep touched would turn stale."""
+
+
+def _out_path(out: Any) -> str:
+    return str(next(iter(out)) if isinstance(out, dict) else out)
+
+
+def _outside_outs(override: str, outs: Sequence[Path]) -> str:
+    key, _, value = override.partition("=")
+    if key.strip() != "output.dir" or not value:
+        return override
+    folder = Path(value)
+    if any(out == folder or folder in out.parents or out in folder.parents for out in outs):
+        return f"{key}={folder.with_name(folder.name + SWEEP_SUFFIX)}"
+    return override
 
 
 def _apply_arguments(command: str, base: Path, where: str) -> tuple[Path, list[str]]:

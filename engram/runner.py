@@ -248,6 +248,31 @@ def execute(spec: Spec, run_dir: Path | None, progress: Progress, *, source: Pat
     return RunOutcome(shown_dir, outcomes, tracking_uri)
 
 
+def prepare_run_dir(spec: Spec, run_dir: Path | None, *, source: Path | None, overrides: list[str]) -> tuple[Path, str]:
+    """A sweep's planning: the run directory with its resolved spec written now, so that a driver
+    killed before the run starts leaves a run that `engram status` lists as pending and a re-run
+    reuses. Returns the directory and the sandbox backend the spec resolves to on this machine."""
+    from engram.problem import load_problem
+    from engram.sandbox import get_sandbox
+
+    if run_dir is not None and (run_dir / RESOLVED_SPEC).is_file():
+        stored = yaml.safe_load((run_dir / RESOLVED_SPEC).read_text(encoding="utf-8")) or {}
+        return run_dir, str((stored.get("meta") or {}).get("sandbox") or spec.sandbox.backend)
+    problem = load_problem(spec.problem.name)
+    created = run_dir is None
+    run_dir = (run_dir or new_run_dir(spec)).resolve()
+    try:
+        sandbox = get_sandbox(spec.sandbox.backend, quiet=True, image=spec.sandbox.image,
+                              labels={"engram.run": run_dir.name, RUN_DIR_LABEL: str(run_dir)})
+    except EngramError:
+        if created:
+            discard_if_unused(run_dir)
+        raise
+    write_resolved_spec(run_dir, spec, source=source, overrides=overrides, problem_fingerprint=problem.fingerprint(),
+                        sandbox=sandbox.name, sandbox_image=_image_record(sandbox))
+    return run_dir, sandbox.name
+
+
 def _remove_leftovers(run_dir: Path, sandbox: Any) -> None:
     """What killed processes left: this run's containers (SIGKILL gave them no chance to go) and
     every dead Engram process's scratch directory. Live runs' containers and files are kept."""

@@ -196,17 +196,17 @@ def plan(entries: Sequence[SweepEntry], specs: Sequence[Spec], *, new: bool, reu
          max_dollars: float | None) -> list[PlannedRun]:
     """One unit per (spec, seed) in a run directory found or created for each spec."""
     from engram.archive import SeedArchive
-    from engram.runner import find_run, new_run_dir
+    from engram.runner import find_run, prepare_run_dir
     from engram.tracking import default_tracking_uri
 
     units: list[tuple[RunUnit, bool, int | None]] = []
     for entry, spec in zip(entries, specs, strict=True):
         found = None if new else find_run(spec, include_finished=reuse_finished)
-        run_dir = (found or new_run_dir(spec)).resolve()
+        run_dir, sandbox = prepare_run_dir(spec, found, source=entry.path, overrides=list(entry.overrides))
         tracking_uri = (spec.tracking.uri or default_tracking_uri()) if spec.tracking.mlflow else None
         for seed in spec.seeds:
             unit = RunUnit(spec=spec.to_plain(), spec_file=str(entry.path), overrides=entry.overrides,
-                           run_dir=str(run_dir), seed=seed, tracking_uri=tracking_uri)
+                           run_dir=str(run_dir), seed=seed, tracking_uri=tracking_uri, sandbox=sandbox)
             units.append((unit, SeedArchive(unit.seed_dir).is_finished(), planned_agents(unit.spec)))
     cap = SweepCap(max_dollars, tuple(str(u.seed_dir) for u, _, _ in units)) if max_dollars else None
     return [PlannedRun(_with_cap(unit, cap), finished, max_agents) for unit, finished, max_agents in units]

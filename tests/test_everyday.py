@@ -358,3 +358,47 @@ def test_written_results_follow_the_umask(tmp_path: Path) -> None:
     write_atomic(tmp_path / "b.json", "{}")
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o640
     assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o666 & ~previous
+
+
+def test_a_planned_sweep_is_on_disk_before_any_run_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The resolved spec is written at planning: `engram status` lists pending runs, and planning again
+    (a driver killed before its runs started, then re-launched) reuses the same run directories."""
+    from engram.status import collect, find_seed_dirs
+    from engram.sweep import load_specs, plan, read_entries
+
+    monkeypatch.chdir(tmp_path)
+    spec = _write(tmp_path, "s.yaml", (REPO / "specs" / "smoke.yaml").read_text().replace(
+        "script: scripts/smoke.yaml", f"script: {REPO / 'specs' / 'scripts' / 'smoke.yaml'}") + "runs: 2\n")
+    spec.write_text(spec.read_text().replace("runs: 1\n", ""))
+
+    def planned() -> list[Any]:
+        entries, _ = read_entries([spec], ["tracking.mlflow=false"])
+        return plan(entries, load_specs(entries), new=False, reuse_finished=True, max_dollars=None)
+
+    first = planned()
+    [run_dir] = {Path(run.unit.run_dir) for run in first}
+    stored = yaml.safe_load((run_dir / RESOLVED_SPEC).read_text())
+    assert stored["meta"]["sandbox"] in ("bwrap", "process", "docker")
+    assert all(run.unit.sandbox == stored["meta"]["sandbox"] for run in first)
+    rows = collect(find_seed_dirs([tmp_path / "runs"]))
+    assert [row.state for row in rows] == ["pending", "pending"]
+    assert {Path(run.unit.run_dir) for run in planned()} == {run_dir}
+    assert len(list((tmp_path / "runs" / "smoke").iterdir())) == 1
+
+
+def test_docker_runs_on_ray_need_a_node_with_the_docker_resource() -> None:
+    from engram.executors.base import ExecutorError, RunUnit
+    from engram.executors.ray import RayExecutor
+
+    class Cluster:
+        @staticmethod
+        def cluster_resources() -> dict[str, float]:
+            return {"CPU": 4.0}
+
+    auto_on_docker = RunUnit(spec={"name": "s", "sandbox": {"backend": "auto"}}, spec_file=None, overrides=(),
+                             run_dir="/tmp/r", seed=0, sandbox="docker")
+    assert auto_on_docker.uses_docker()
+    with pytest.raises(ExecutorError, match="no node of the Ray cluster offers the resource 'engram_docker'"):
+        RayExecutor()._check_docker_resource(Cluster, [auto_on_docker])
+    RayExecutor()._check_docker_resource(Cluster, [RunUnit(spec={"name": "s"}, spec_file=None, overrides=(),
+                                                           run_dir="/tmp/r", seed=0, sandbox="bwrap")])

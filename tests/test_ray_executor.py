@@ -140,3 +140,45 @@ def test_runs_spread_over_two_nodes_and_survive_losing_one(tmp_path: Path, clust
     assert json.loads((lost / "agents/agent-1/experiments/exp-0002/evaluation.json").read_text())[
         "error_kind"] == "timeout"
     assert "2 runs (2 done)" in stdout
+
+
+def _signal_blocked(pid: int, signum: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigBlk:"):
+            return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
+    raise AssertionError(f"no SigBlk line for {pid}")
+
+
+def _sleeping(command: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip() == command:
+                found.append(int(proc.name))
+    return found
+
+
+def test_ctrl_c_stops_ray_runs_cleanly(tmp_path: Path, cluster: Cluster):
+    """Ray's workers block SIGINT; Engram's worker takes it back, so the cancel file stops each run like
+    Ctrl-C (shell commands killed, lease closed as interrupted) instead of by the forced kill."""
+    shell = {"tool_calls": [{"name": "execute", "args": {"command": "sleep 62.5"}}]}
+    spec = make_spec(tmp_path, [[{"tool_calls": [INITIAL_PROGRAM_CALL]}, shell, {"content": SUMMARY}]])
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"specs": [{"spec": str(spec), "set": {"runs": 2}}],
+                                    "executor": {"name": "ray", "address": cluster.address}}))
+    driver = subprocess.Popen([sys.executable, "-m", "engram.cli", "apply", str(grid), "--quiet"], cwd=REPO,
+                              env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        runs = tmp_path / "runs" / "t"
+        _wait_for(lambda: len(_sleeping("sleep 62.5")) == 2)  # both runs are inside their shell command
+        workers = [json.loads(p.read_text())["pid"] for p in runs.glob("*/seed-*/worker.json")]
+        assert len(workers) == 2 and not any(_signal_blocked(pid, signal.SIGINT) for pid in workers)
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 130, stderr
+    leases = [json.loads(p.read_text())["state"] for p in runs.glob("*/seed-*/worker.json")]
+    assert leases == ["interrupted", "interrupted"], "a forced kill leaves the lease open"
+    assert not _sleeping("sleep 62.5")

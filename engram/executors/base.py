@@ -61,6 +61,8 @@ class RunUnit:
     seed: int
     tracking_uri: str | None = None
     sweep_cap: SweepCap | None = None
+    sandbox: str | None = None
+    """The backend the spec resolved to when the sweep was planned (`auto` may mean docker)."""
 
     @property
     def seed_dir(self) -> Path:
@@ -71,7 +73,7 @@ class RunUnit:
         return f"{self.spec.get('name', '?')}/seed-{self.seed}"
 
     def uses_docker(self) -> bool:
-        return (self.spec.get("sandbox") or {}).get("backend") == "docker"
+        return (self.sandbox or (self.spec.get("sandbox") or {}).get("backend")) == "docker"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str)
@@ -84,6 +86,7 @@ class RunUnit:
             spec=data["spec"], spec_file=data.get("spec_file"), overrides=tuple(data.get("overrides") or ()),
             run_dir=data["run_dir"], seed=int(data["seed"]), tracking_uri=data.get("tracking_uri"),
             sweep_cap=SweepCap(float(cap["max_dollars"]), tuple(cap["seed_dirs"])) if cap else None,
+            sandbox=data.get("sandbox"),
         )
 
 

@@ -66,6 +66,7 @@ class RayExecutor(Executor):
     def run(self, units: Sequence[RunUnit], tick: Tick) -> list[UnitOutcome]:
         ray = _import_ray()
         self._connect(ray)
+        self._check_docker_resource(ray, units)
         task = ray.remote(run_unit_task)
         refs: dict[Any, int] = {}
         for i, unit in enumerate(units):
@@ -100,6 +101,17 @@ class RayExecutor(Executor):
             raise ExecutorError(f"cannot reach a Ray cluster at {address}: {exc}. Start one with `ray start --head` "
                                 "(and `ray start --address HEAD:PORT` on the other machines), or pass --address"
                                 ) from None
+
+    def _check_docker_resource(self, ray: Any, units: Sequence[RunUnit]) -> None:
+        """A Docker run asks for one unit of `docker_resource`; with no node offering it Ray would keep
+        the task pending forever, without a word."""
+        docker = [unit.name for unit in units if unit.uses_docker()]
+        if docker and not ray.cluster_resources().get(self.docker_resource):
+            raise ExecutorError(
+                f"{len(docker)} run(s) use the docker sandbox ({docker[0]}, ...), but no node of the Ray cluster "
+                f"offers the resource {self.docker_resource!r} they need: start the nodes that have Docker with "
+                f"`ray start ... --resources '{{\"{self.docker_resource}\": 4}}'` (four Docker runs at once per "
+                "node), or choose another sandbox (--set sandbox.backend=bwrap)")
 
     def _outcome(self, ray: Any, ref: Any, unit: RunUnit) -> UnitOutcome:
         try:

@@ -101,10 +101,21 @@ def request_cancel(seed_dir: Path) -> None:
 
 def main() -> int:
     """`python -m engram.executors.worker`: the unit comes on stdin (how Ray's tasks start a run)."""
+    restore_interrupts()
     unit = RunUnit.from_json(sys.stdin.read())
     parent = os.environ.get(PARENT_ENV)
     _die_with_parent(int(parent) if parent else None)
     return run_unit(unit)
+
+
+def restore_interrupts() -> None:
+    """Take SIGINT back: Ray's workers block it (the mask and an ignored disposition survive exec), so
+    a worker started from one would stop neither on the cancel file, nor on the sweep cap, nor on a
+    dying parent -- only by the forced kill, skipping every clean-up."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def child_main(unit_json: str, log_path: str, driver_pid: int) -> None:
