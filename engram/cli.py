@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -136,7 +137,7 @@ def evaluate(problem: str, program: Path, as_json: bool, sandbox_name: str, scen
     sandbox = get_sandbox(sandbox_name, quiet=as_json)
     secrets = TrustedSecrets(secrets_file) if secrets_file else None
     with CandidateEvaluator(loaded, sandbox, scenarios=selection, time_limit_s=timeout, secrets=secrets) as evaluator:
-        result = evaluator.evaluate(program, artifacts_dir=artifacts)
+        result = _naming_the_program(evaluator.evaluate(program, artifacts_dir=artifacts), program)
     if as_json:
         click.echo(json.dumps(result.to_json_dict(), indent=2, allow_nan=True))
     else:
@@ -458,6 +459,20 @@ def build(tag: str, base: str | None, offline: bool, no_cache: bool) -> None:
     click.echo(f"built {result.tag} = {result.image_id}")
     click.echo(f"tagged {locked_tag()}: the image of this lock, run by specs with  sandbox: {{image: locked}}")
     click.echo(f"pin it in a spec with:  sandbox: {{backend: docker, image: {result.image_id}}}")
+
+
+_SANDBOX_COPY = re.compile(r"[^\s\"']*/engram-eval-[^/\s]+/program\.\w+")
+
+
+def _naming_the_program(result: Evaluation, program: Path) -> Evaluation:
+    """Syntax errors and tracebacks name the copy the sandbox ran (deleted by now): name the user's file."""
+
+    def named(text: str | None) -> str | None:
+        return _SANDBOX_COPY.sub(str(program), text) if text else text
+
+    scenarios = {name: s.model_copy(update={"error": named(s.error)}) for name, s in result.scenarios.items()}
+    return result.model_copy(update={"error": named(result.error), "stderr": named(result.stderr) or "",
+                                     "scenarios": scenarios})
 
 
 def render_evaluation(result: Evaluation, program: Path) -> str:

@@ -415,7 +415,7 @@ def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem
         archive.log("resume", seed=seed)
     ctx = MethodContext(spec=spec, seed=seed, problem=problem, evaluator=evaluator, archive=archive,
                         sandbox=sandbox, ledger=ledger, tracker=tracker, progress=progress,
-                        model_factory=_model_factory(spec, archive, ledger))
+                        model_factory=_model_factory(spec, archive, ledger, progress))
     status = "FINISHED"
     try:
         with closing_shells():  # a method that forgot to close an agent's shell container: at the latest here
@@ -456,11 +456,16 @@ def _final_metrics(ledger: Any) -> dict[str, float]:
     return {"dollars": ledger.total_dollars, "tokens": float(ledger.total_tokens)}
 
 
-def _model_factory(spec: Spec, archive: SeedArchive, ledger: Any) -> Any:
+_TURN_REPORTING_METHODS = ("engram", "single_agent", "tree_search")
+"""Methods whose agent loops report every turn to the progress display themselves."""
+
+
+def _model_factory(spec: Spec, archive: SeedArchive, ledger: Any, progress: Progress | None = None) -> Any:
     from engram.llm import UsageCallback, create_chat_model
 
     model = spec.model
     timeout = min(model.timeout_s, spec.budget.minutes_per_agent * 60)
+    echo = progress if progress is not None and spec.method.name not in _TURN_REPORTING_METHODS else None
 
     def factory(*, agent: int = 0, role: str = "agent", transcript: Path | None = None) -> Any:
         """A model for one agent; role "distill" gets the scripted model's distill turns (agent 0)."""
@@ -469,11 +474,29 @@ def _model_factory(spec: Spec, archive: SeedArchive, ledger: Any) -> Any:
             transcript = archive.root / "digests" / "transcript.jsonl"
         callback = UsageCallback(ledger, model_id=model.id, price_model=model.price_as, transcript=transcript,
                                  agent=index or None)
+        callbacks = [callback] if echo is None else [callback, _reply_echo(echo, index)]
         return create_chat_model(model.id, params=dict(model.params), api_base=model.api_base, script=model.script,
-                                 agent=index, price_as=model.price_as, timeout_s=timeout, callbacks=[callback],
+                                 agent=index, price_as=model.price_as, timeout_s=timeout, callbacks=callbacks,
                                  api_key_env=model.api_key_env, api=model.api)
 
     return factory
+
+
+def _reply_echo(progress: Progress, agent: int) -> Any:
+    """Hands each model reply to the progress display (`-v`), for methods that call the model directly
+    (one-shot, best-shot, evolution, OpenEvolve) and so have no agent loop to report their turns."""
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class ReplyEcho(BaseCallbackHandler):
+        def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+            for generations in response.generations:
+                for generation in generations:
+                    message = getattr(generation, "message", None)
+                    text = message.content if message is not None else generation.text
+                    calls = list(getattr(message, "tool_calls", None) or [])
+                    progress.agent_turn(agent, text if isinstance(text, str) else str(text), calls)
+
+    return ReplyEcho()
 
 
 def restore_usage(ledger: Any, archive: SeedArchive, model_id: str) -> None:

@@ -402,3 +402,24 @@ def test_docker_runs_on_ray_need_a_node_with_the_docker_resource() -> None:
         RayExecutor()._check_docker_resource(Cluster, [auto_on_docker])
     RayExecutor()._check_docker_resource(Cluster, [RunUnit(spec={"name": "s"}, spec_file=None, overrides=(),
                                                            run_dir="/tmp/r", seed=0, sandbox="bwrap")])
+
+
+def test_a_syntax_error_names_the_users_file(tmp_path: Path) -> None:
+    program = _write(tmp_path, "mine.py", "def search_algorithm(src, dsts, G, num_partitions)\n    return 1\n")
+    result = CliRunner().invoke(main, ["evaluate", "cloudcast", str(program), "--scenarios", "intra_aws"])
+    assert result.exit_code == 3
+    assert f'File "{program}", line 1' in result.output and "engram-eval-" not in result.output
+
+
+def test_verbose_shows_the_replies_of_methods_without_an_agent_loop() -> None:
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, LLMResult
+
+    from engram.runner import _reply_echo
+
+    seen: list[tuple[int, str, list[dict[str, Any]]]] = []
+    progress = SimpleNamespace(agent_turn=lambda agent, text, calls: seen.append((agent, text, calls)))
+    call = {"name": "implement_algorithm", "args": {"code": "x"}, "id": "c1", "type": "tool_call"}
+    reply = LLMResult(generations=[[ChatGeneration(message=AIMessage(content="why", tool_calls=[call]))]])
+    _reply_echo(progress, 3).on_llm_end(reply)  # type: ignore[arg-type]
+    assert seen == [(3, "why", [call])]
