@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 _MIN_LABEL_GAP = 0.05  # axes fraction between two reference labels
 _MARKED_POINTS = 40  # evaluation curves up to this length get a marker per evaluation
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+# Methods with equal trajectories draw the same line: a dash pattern and a marker shape per method
+# keep each one visible under the others (and in print without colour).
+_DASHES = ("-", (0, (6, 2)), (0, (2, 2)), (0, (6, 2, 2, 2)))
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_MARKS_PER_LINE = 12
 
 
 def plot_problem(problem_name: str, groups: list[Group], references: list[Any], out_dir: Path, *,
@@ -75,13 +80,15 @@ def draw(curves: list[Curve], path: Path, *, colors: dict[str, str], axis: str, 
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     # Few evaluations: mark each one, or the last step (at the right edge) could not be seen.
-    marker = "o" if axis == "evaluations" and max(c.x.size for c in curves) <= _MARKED_POINTS else None
-    for curve in curves:
+    every_point = axis == "evaluations" and max(c.x.size for c in curves) <= _MARKED_POINTS
+    for index, curve in enumerate(curves):
         color = colors.get(curve.label, "black")
         seeds = f"{curve.seeds} seed{'s' if curve.seeds != 1 else ''}"
-        axes.plot(curve.x, curve.median, drawstyle="steps-post", color=color, linewidth=2, marker=marker,
-                  markersize=4, label=f"{curve.label} (median of {seeds})" if curve.seeds > 1
-                  else f"{curve.label} ({seeds})")
+        axes.plot(curve.x, curve.median, drawstyle="steps-post", color=color, linewidth=2,
+                  linestyle=_DASHES[index % len(_DASHES)], marker=_MARKERS[index % len(_MARKERS)],
+                  markersize=5 + 1.5 * (len(curves) - 1 - index), markerfacecolor="none", markeredgewidth=1.3,
+                  markevery=1 if every_point else max(1, curve.x.size // _MARKS_PER_LINE),
+                  label=f"{curve.label} (median of {seeds})" if curve.seeds > 1 else f"{curve.label} ({seeds})")
         if curve.low is not None and curve.high is not None:
             axes.fill_between(curve.x, curve.low, curve.high, step="post", color=color, alpha=0.18, linewidth=0)
     for _, value in references:
@@ -99,7 +106,9 @@ def draw(curves: list[Curve], path: Path, *, colors: dict[str, str], axis: str, 
                                                      else f"${value:,.0f}"))
     axes.grid(True, color="0.9", linewidth=0.8)
     axes.set_axisbelow(True)
-    axes.legend(loc="best", fontsize=8, framealpha=0.9)
+    # Below the axes: inside, the legend could cover lines or the reference labels at the right.
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(3, len(curves)), fontsize=8,
+                frameon=False)
     described = "95% bootstrap CI of the median" if band == "ci" else "interquartile range over seeds"
     if any(c.low is not None for c in curves):
         figure.text(0.01, 0.005, f"Line: median over seeds of the best so far. Band: {described}. "
