@@ -81,9 +81,8 @@ def locked_sandbox():
 
 
 def test_the_built_image_holds_exactly_the_lock(locked_sandbox, tmp_path: Path):
-    from engram.sandbox import Limits, clean_environment
-
     from engram.runner import _image_record
+    from engram.sandbox import Limits, clean_environment
 
     resolved = locked_sandbox.resolved
     assert resolved.reference == locked_tag() and resolved.lock == lock_digest() and resolved.pinned
