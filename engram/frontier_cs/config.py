@@ -111,6 +111,6 @@ def parse_config(text: str, where: str) -> JudgeConfig:
     if "/" in checker or checker.startswith("."):
         raise ConfigError(f"{where}: checker file {checker!r} must be a plain file name in the problem folder")
     source_name = str(data.get("filename") or "main.cpp")
-    if "/" in source_name or source_name.startswith(".") or source_name in ("a", "launch.py"):
+    if "/" in source_name or source_name.startswith(".") or source_name == "a":
         raise ConfigError(f"{where}: filename {source_name!r} must be a plain source file name")
     return JudgeConfig(kind, tuple(cases), checker, source_name)  # type: ignore[arg-type]

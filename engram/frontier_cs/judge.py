@@ -29,7 +29,7 @@ from pathlib import Path
 from engram.errors import IntegrityError
 from engram.frontier_cs.config import JudgeConfig, TestCase
 from engram.frontier_cs.protocol import MESSAGE_LIMIT, message_of, read_verdict
-from engram.frontier_cs.runs import ProgramRun, RunLimits, Stream, copy_regular, install_launcher, launch, read_capped
+from engram.frontier_cs.runs import ProgramRun, RunLimits, Stream, copy_regular, launch, read_capped
 from engram.frontier_cs.toolchain import CachedBinary, compile_source
 from engram.sandbox import Mount, Sandbox
 from engram.sandbox.base import MiB
@@ -83,14 +83,13 @@ class CaseFiles:
 class Judge:
     """Judges programs for one problem with one sandbox; safe to use from one thread at a time."""
 
-    def __init__(self, sandbox: Sandbox, config: JudgeConfig, checker: CachedBinary, session: Path, *,
+    def __init__(self, sandbox: Sandbox, config: JudgeConfig, checker: CachedBinary, launcher: CachedBinary, *,
                  workers: int = 1) -> None:
         self.sandbox = sandbox
         self.config = config
         self.checker = checker
-        self.session = session
+        self.launcher = launcher
         self.workers = max(1, workers)
-        install_launcher(session)
 
     def judge(self, source: str, cases: dict[TestCase, CaseFiles], workdir: Path, deadline: float) -> Verdicts:
         build = workdir / "build"
@@ -100,9 +99,11 @@ class Judge:
         program = workdir / "program"
         program.mkdir()
         os.replace(compiled.binary, program / "a")
-        if not self.checker.intact():
-            raise IntegrityError(f"the compiled checker {self.checker.path} changed since it was built; scores "
-                                 f"from it would not be comparable. Delete {self.checker.path.parent} and start again.")
+        for binary in (self.checker, self.launcher):
+            if not binary.intact():
+                raise IntegrityError(f"the compiled {binary.path.name} in {binary.path.parent} changed since it was "
+                                     f"built; scores from it would not be comparable. Delete that folder and start "
+                                     f"again.")
         lock = threading.Lock()
 
         def one(case: TestCase) -> CaseResult:
@@ -136,7 +137,7 @@ class Judge:
         check_dir.mkdir()
         limits = self._program_limits(case)
         output, errors = run_dir / "out.txt", run_dir / "stderr.txt"
-        run = launch(self.sandbox, [str(program / "a")], session=self.session, workdir=run_dir,
+        run = launch(self.sandbox, self.launcher.path, [str(program / "a")], workdir=run_dir,
                      streams=[Stream(files.input, "r", 0), Stream(output, "w", 1), Stream(errors, "w", 2)],
                      mounts=[Mount(program), Mount(files.input)], limits=limits)
         stderr = _text(read_capped(errors, STDERR_SHOWN))
@@ -149,9 +150,9 @@ class Judge:
             return CaseResult(case.number, "WA", 0.0, 0.0, run.cpu_s, run.rss_bytes,
                               "the program's output is not a regular file", stderr)
         checker_out, checker_err = check_dir / "checker.stdout", check_dir / "checker.stderr"
-        checker = launch(self.sandbox, [str(self.checker.path), str(files.input), str(checked_output),
-                                        str(files.answer)],
-                         session=self.session, workdir=check_dir,
+        checker = launch(self.sandbox, self.launcher.path,
+                         [str(self.checker.path), str(files.input), str(checked_output), str(files.answer)],
+                         workdir=check_dir,
                          streams=[Stream(checker_out, "w", 1), Stream(checker_err, "w", 2)],
                          mounts=[Mount(self.checker.path.parent), Mount(files.input), Mount(files.answer)],
                          limits=CHECKER_LIMITS)
@@ -185,16 +186,16 @@ class Judge:
         def _run_interactor() -> None:
             # Both launchers open the pipe towards the interactor first, so neither waits for the other.
             interactor_run["run"] = launch(
-                self.sandbox, [str(self.checker.path), str(files.input), str(judge_dir / "tout.txt"),
-                               str(files.answer)],
-                session=self.session, workdir=judge_dir,
+                self.sandbox, self.launcher.path,
+                [str(self.checker.path), str(files.input), str(judge_dir / "tout.txt"), str(files.answer)],
+                workdir=judge_dir,
                 streams=[Stream(to_judge, "r", 0), Stream(to_program, "w", 1), Stream(judge_errors, "w", 2)],
                 mounts=[Mount(self.checker.path.parent), Mount(files.input), Mount(files.answer), Mount(pipes)],
                 limits=judge_limits)
 
         thread = threading.Thread(target=run_interactor, name="engram-frontier-interactor", daemon=True)
         thread.start()
-        run = launch(self.sandbox, [str(program / "a")], session=self.session, workdir=run_dir,
+        run = launch(self.sandbox, self.launcher.path, [str(program / "a")], workdir=run_dir,
                      streams=[Stream(to_judge, "w", 1), Stream(to_program, "r", 0), Stream(errors, "w", 2)],
                      mounts=[Mount(program), Mount(pipes)], limits=limits)
         thread.join()
@@ -211,7 +212,10 @@ class Judge:
 def _scored(number: int, judge_run: ProgramRun, message: str, run: ProgramRun, stderr: str) -> CaseResult:
     """The case's ratio from the checker's (or interactor's) message and exit, read as upstream reads them."""
     verdict = read_verdict(judge_run.clean_exit, message)
-    if judge_run.killed or judge_run.signal is not None or judge_run.exit_code is None:
+    if judge_run.signal == signal.SIGPIPE and verdict.ratio == 0:
+        label = "WA"  # the program ended (or closed its input) while the interactor still had to talk to it
+        message = f"the interactor could not write to the program, which had stopped reading; {message}".rstrip("; ")
+    elif judge_run.killed or judge_run.signal is not None or judge_run.exit_code is None:
         label = "JE"
         how = "was killed at its time limit" if judge_run.killed or judge_run.cpu_s > CHECKER_LIMITS.cpu_s \
             else f"ended abnormally ({_describe_end(judge_run)})"

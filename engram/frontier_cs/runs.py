@@ -1,4 +1,4 @@
-"""One program run under a judge's limits: `launch.py` inside an Engram sandbox.
+"""One program run under a judge's limits: the compiled `launch.cc` inside an Engram sandbox.
 
 The sandbox gives isolation (what the program can see, no network, a process cap, a backstop for
 time and memory); the launcher inside it gives the judge's exact limits and measurements, the same
@@ -21,13 +21,11 @@ from typing import Literal
 from engram.sandbox import Limits, Mount, Sandbox, SandboxResult, clean_environment
 from engram.sandbox.base import KiB, MiB
 
-LAUNCHER = Path(__file__).with_name("launch.py")
-PROGRAM_ENV = {"PATH": "/usr/bin:/bin"}
-"""The only environment upstream gives a program, checker or interactor."""
+LAUNCHER_SOURCE = Path(__file__).with_name("launch.cc")
 _SANDBOX_SLACK_S = 15.0
 """Wall time the sandbox itself may take on top of the program's limit (a container's start-up)."""
-_LAUNCHER_MEMORY = 256 * MiB
-"""Memory the launcher (a Python interpreter) needs beside the program it watches."""
+_LAUNCHER_MEMORY = 64 * MiB
+"""Memory the launcher needs beside the program it watches (the sandbox's limit covers both)."""
 
 
 @dataclass(frozen=True)
@@ -68,20 +66,15 @@ class ProgramRun:
         return self.exit_code == 0 and self.signal is None and self.killed is None
 
 
-def launch(sandbox: Sandbox, argv: list[str], *, session: Path, workdir: Path, streams: list[Stream],
+def launch(sandbox: Sandbox, launcher: Path, argv: list[str], *, workdir: Path, streams: list[Stream],
            mounts: list[Mount], limits: RunLimits) -> ProgramRun:
     """Run `argv` (paths valid inside the sandbox) with `limits`; streams are opened in the given order."""
-    spec = {
-        "argv": argv,
-        "env": PROGRAM_ENV,
-        "streams": [[str(s.path), s.mode, s.fd] for s in streams],
-        "cpu_s": limits.cpu_s,
-        "wall_s": limits.wall_s,
-        "address_space": limits.address_space,
-        "data": limits.data,
-        "stack": limits.stack,
-        "file_size": limits.file_size,
-    }
+    command = [str(launcher), f"{limits.cpu_s:g}", f"{limits.wall_s:g}",
+               *(str(value or 0) for value in (limits.address_space, limits.data, limits.stack, limits.file_size)),
+               str(len(streams))]
+    for stream in streams:
+        command += [str(stream.path), stream.mode, str(stream.fd)]
+    command += ["--", *argv]
     backstop = Limits(
         wall_seconds=limits.wall_s + _SANDBOX_SLACK_S,
         cpu_seconds=math.ceil(limits.cpu_s) + 2,
@@ -90,17 +83,12 @@ def launch(sandbox: Sandbox, argv: list[str], *, session: Path, workdir: Path, s
         max_processes=limits.max_processes + 4,
         output_bytes=64 * KiB,
     )
-    command = [sandbox.python, "-I", "-S", str(session / LAUNCHER.name), json.dumps(spec)]
-    result = sandbox.run(command, workdir=workdir, mounts=[Mount(session), *mounts], limits=backstop,
+    result = sandbox.run(command, workdir=workdir, mounts=[Mount(launcher.parent), *mounts], limits=backstop,
                          env=clean_environment(workdir))
-    return _parse(result, limits)
+    return _parse(result)
 
 
-def install_launcher(session: Path) -> None:
-    shutil.copyfile(LAUNCHER, session / LAUNCHER.name)
-
-
-def _parse(result: SandboxResult, limits: RunLimits) -> ProgramRun:
+def _parse(result: SandboxResult) -> ProgramRun:
     report: dict[str, object] | None = None
     for line in reversed(result.stdout.text().splitlines()):
         if line.startswith("{"):

@@ -21,6 +21,7 @@ from engram.evaluation.result import ErrorKind, Metric, ScenarioResult
 from engram.evaluation.scoring import Judgement, ProgramJudge, ScenarioScore
 from engram.frontier_cs.config import TestCase
 from engram.frontier_cs.judge import CaseFiles, CaseResult, Judge
+from engram.frontier_cs.runs import LAUNCHER_SOURCE
 from engram.frontier_cs.toolchain import CachedBinary, judge_binary
 from engram.sandbox.base import MiB
 
@@ -49,16 +50,19 @@ class FrontierScorer(ProgramJudge):
 
     def __init__(self, problem: FrontierProblem) -> None:  # type: ignore[override]
         super().__init__(problem)
-        self._binaries: dict[int, CachedBinary] = {}
+        self._binaries: dict[int, tuple[CachedBinary, CachedBinary]] = {}
         self._lock = threading.Lock()
 
-    def _judge_binary(self, sandbox: Sandbox) -> CachedBinary:
+    def _judge_binaries(self, sandbox: Sandbox) -> tuple[CachedBinary, CachedBinary]:
+        """The problem's checker (or interactor) and the launcher, compiled for this sandbox once."""
         with self._lock:
             if id(sandbox) not in self._binaries:
                 checker, testlib = self.problem.judge_files()
                 role = "interactor" if self.problem.judge_config.interactive else "chk"
-                self._binaries[id(sandbox)] = judge_binary(sandbox, checker.read_bytes(), role,
-                                                           testlib.read_bytes() if testlib else None)
+                self._binaries[id(sandbox)] = (
+                    judge_binary(sandbox, checker.read_bytes(), role, testlib.read_bytes() if testlib else None),
+                    judge_binary(sandbox, LAUNCHER_SOURCE.read_bytes(), "launch", None),
+                )
             return self._binaries[id(sandbox)]
 
     def judge(self, source: str, scenarios: list[ScenarioSpec], *, sandbox: Sandbox, workdir: Path,
@@ -69,10 +73,8 @@ class FrontierScorer(ProgramJudge):
         for scenario in scenarios:
             case = by_number[int(scenario.name)]
             cases[case] = CaseFiles(*self.problem.case_files(case.number))
-        session = workdir / "session"
-        session.mkdir()
-        judge = Judge(sandbox, self.problem.judge_config, self._judge_binary(sandbox), session,
-                      workers=min(case_workers(), len(cases)))
+        checker, launcher = self._judge_binaries(sandbox)
+        judge = Judge(sandbox, self.problem.judge_config, checker, launcher, workers=min(case_workers(), len(cases)))
         verdicts = judge.judge(source, cases, workdir, deadline)
         notes = [note] if (note := self.problem.missing_note()) else []
         if verdicts.compile_error is not None:
