@@ -355,19 +355,30 @@ def recorded_error(record: dict[str, Any]) -> Exception:
     """
     import litellm
 
+    from engram.model_calls import MalformedReply
+
     name = str(record.get("error_type") or "").rsplit(".", 1)[-1]
     text = str(record.get("error") or "")
     message = text.removeprefix(f"litellm.{name}: ")
     status = record.get("status_code")
+    if name == MalformedReply.__name__:  # an empty reply: retried, and billed as the recording was
+        usage = record.get("usage") or {}
+        return MalformedReply(message, usage={"prompt_tokens": usage.get("input_tokens", 0),
+                                              "completion_tokens": usage.get("output_tokens", 0)}
+                              if usage else None)
     kind = getattr(litellm.exceptions, name, None) if name else None
     if isinstance(kind, type) and issubclass(kind, Exception):
         arguments: dict[str, Any] = {"message": message, "model": SCRIPTED, "llm_provider": SCRIPTED}
         if name == "APIError":
             arguments["status_code"] = status if isinstance(status, int) else 500
         try:
-            return kind(**arguments)
+            error = kind(**arguments)
         except (TypeError, ValueError, AttributeError):  # a type that needs a live HTTP response
             pass
+        else:
+            if isinstance(status, int):  # retries go by status too (a 429 litellm called a bad request)
+                error.status_code = status
+            return error
     return RecordedModelError(f"recorded error: {text}")
 
 

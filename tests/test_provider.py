@@ -391,3 +391,21 @@ def test_a_wait_past_the_deadline_ends_the_agent_instead(server: FakeOpenAI, tmp
     with pytest.raises(AgentStop, match="time limit"):
         agent.run()
     assert agent.sleeps == [] and len(server.requests) == 1
+
+
+def test_a_run_recorded_against_the_provider_replays_with_the_same_dollars(server: FakeOpenAI, tmp_path: Path):
+    from engram.progress import QuietProgress
+    from engram.replay import replay_run
+
+    server.script(
+        status(429, "slow down", Retry_After="0"),
+        Reply(content="Scoring.", reasoning="Score it.", input_tokens=3000, output_tokens=700,
+              tool_calls=(ToolCall.of("run_simulation", file_path="/initial_program.py"),)),
+        status(500),
+        Reply(content="## Summary for Next Agent\nScored it.", input_tokens=4000, output_tokens=300),
+    )
+    outcome = run_engram(engram_spec(tmp_path, server))
+    replay = replay_run(outcome.run_dir, QuietProgress(), out=tmp_path / "replay")
+    assert replay.comparison.identical and replay.transcripts_identical, replay.transcript_notes
+    recorded_dollars, replayed_dollars = replay.dollars[0]
+    assert recorded_dollars == pytest.approx(server.billed("openai/o3")) and replayed_dollars == recorded_dollars

@@ -19,6 +19,7 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 
 from engram.cli import main
 from engram.llm import UsageCallback, UsageLedger, is_retryable
+from engram.model_calls import MalformedReply
 from engram.playback import RecordedModelError, _Player, recorded_calls, recorded_error, split_conversations
 from engram.progress import QuietProgress
 from engram.replay import replay_run
@@ -194,6 +195,13 @@ def test_recorded_errors_come_back_as_the_same_kind() -> None:
     assert is_retryable(server)
     other = recorded_error({"error_type": "builtins.ValueError", "error": "ValueError('x')"})
     assert isinstance(other, RecordedModelError) and not is_retryable(other)
+    # litellm's Responses API bridge called a rate limit a bad request; its status made it a retry.
+    bridged = recorded_error({"error_type": "litellm.exceptions.BadRequestError", "error": "slow down",
+                              "status_code": 429})
+    assert isinstance(bridged, litellm.BadRequestError) and is_retryable(bridged)
+    empty = recorded_error({"error_type": "engram.model_calls.MalformedReply", "error": "no choices",
+                            "usage": {"input_tokens": 100, "output_tokens": 20}})
+    assert isinstance(empty, MalformedReply) and is_retryable(empty) and empty.tokens() == (100, 20)
 
 
 def test_player_starts_the_most_similar_recorded_conversation(tmp_path: Path) -> None:
