@@ -626,7 +626,7 @@ def retry_middleware(
 # The scripted model
 # ---------------------------------------------------------------------------------------------
 
-ScriptedError = Literal["rate_limit", "server_error", "timeout", "connection", "bad_request"]
+ScriptedError = Literal["rate_limit", "server_error", "timeout", "connection", "bad_request", "context_window"]
 
 
 class _ToolCallSpec(BaseModel):
@@ -744,7 +744,8 @@ class ScriptedChatModel(BaseChatModel):
                 tool_calls:                                      # optional
                   - {name: read_file, args: {file_path: /digest.md}}
               - error: rate_limit    # this turn raises litellm.RateLimitError instead; also server_error,
-                                     # timeout, connection (retried by retry_middleware) and bad_request (not)
+                                     # timeout, connection (retried by retry_middleware), bad_request (stops
+                                     # the run) and context_window (neither: a failed call of that agent)
               - content: "..."
                 usage: {input_tokens: 1200, output_tokens: 300}  # optional; default: estimated as len(text)//4
               - when: "Current Program"   # optional: only for a request whose text matches this regex
@@ -862,6 +863,7 @@ _ERROR_FACTORIES: dict[str, Callable[[str], Exception]] = {
     "timeout": lambda msg: litellm.Timeout(msg, model=SCRIPTED, llm_provider=SCRIPTED),
     "connection": lambda msg: litellm.APIConnectionError(msg, llm_provider=SCRIPTED, model=SCRIPTED),
     "bad_request": lambda msg: litellm.BadRequestError(msg, model=SCRIPTED, llm_provider=SCRIPTED),
+    "context_window": lambda msg: litellm.ContextWindowExceededError(msg, model=SCRIPTED, llm_provider=SCRIPTED),
 }
 
 
