@@ -51,7 +51,11 @@ class LLMRoutingScorer(Scorer):
         for scenario in problem.config.scenarios:
             config = simulator.ClusterConfig.from_params(scenario.params)
             self.configs[scenario.name] = config
-            self.traces[scenario.name] = simulator.read_trace(str(problem.data_file(scenario.params["trace"])))
+            trace = simulator.read_trace(str(problem.data_file(scenario.params["trace"])))
+            if "qps" in scenario.params:  # a rate derived from a published trace (simulator.rescale_trace)
+                factor = float(scenario.params["trace_qps"]) / float(scenario.params["qps"])
+                trace = simulator.rescale_trace(trace, factor, float(scenario.params.get("duration_s", 300.0)))
+            self.traces[scenario.name] = trace
 
     def execution(self, config: Any) -> Any:
         """The execution-time model for a GPU, model and chunk size, built once (on first use)."""
