@@ -59,6 +59,12 @@ int main() {
   printf("%lld\n", x);
 }
 """.replace("ANS", str(ANSWER_PATH))
+LINK_TO_ANSWER = r"""#include <cstdio>
+#include <unistd.h>
+int main() {  // leaves a link to the answer where its output was, hoping the checker reads through it
+  unlink("out.txt"); symlink("ANS/1.ans", "out.txt"); return 0;
+}
+""".replace("ANS", str(ANSWER_PATH))
 NO_COMPILE = "int main( {"
 BINARY_SEARCH = r"""#include <cstdio>
 int main() {
@@ -128,7 +134,8 @@ def test_correct_program_scores_100_with_per_case_results(sum_evaluator: Candida
     assert _verdicts(result) == ["AC", "AC"]
     case = result.scenarios["1"]
     assert case.metrics["ratio"] == 1.0 and "Ratio: 1.0000" in str(case.metrics["message"])
-    assert isinstance(case.metrics["time_s"], float) and isinstance(case.metrics["memory_mb"], float)
+    assert isinstance(case.metrics["time_s"], float)
+    assert 0 < case.metrics["memory_mb"] < 8  # the program's own peak, not the launcher's or an interpreter's
     cases = json.loads((tmp_path / "cases.json").read_text())
     assert [c["verdict"] for c in cases] == ["AC", "AC"] and "message" in cases[0]
 
@@ -182,6 +189,13 @@ def test_program_cannot_read_the_answer_files(sum_evaluator: CandidateEvaluator,
     result = sum_evaluator.evaluate(READ_ANSWERS)
     assert result.score == 0.0
     assert _verdicts(result) == ["WA", "WA"]
+
+
+def test_a_link_left_in_place_of_the_output_is_not_followed(sum_evaluator: CandidateEvaluator) -> None:
+    result = sum_evaluator.evaluate(LINK_TO_ANSWER)
+    assert result.score == 0.0
+    assert _verdicts(result) == ["WA", "WA"]
+    assert "not a regular file" in str(result.scenarios["1"].error)
 
 
 def test_compile_error_fails_the_evaluation(sum_evaluator: CandidateEvaluator) -> None:
