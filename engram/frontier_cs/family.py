@@ -142,8 +142,10 @@ class FrontierProblem(Problem):
                 f"the published data (inputs over ~4 MB were left out)")
 
     def trusted_files(self) -> list[Path]:
-        root = family_dir()
-        return sorted(p for p in root.rglob("*") if p.is_file()) + sorted(Path(__file__).parent.glob("*.py"))
+        """The judge's code (the problem's own files are in the fingerprint by checksum); the family's
+        starting programs and prompt note only reach agents, so changing them keeps runs comparable."""
+        package = Path(__file__).parent
+        return [*sorted(package.glob("*.py")), package / "launch.cc"]
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256(("unbounded" if self.unbounded else "bounded").encode())
