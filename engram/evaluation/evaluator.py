@@ -100,8 +100,10 @@ class CandidateEvaluator:
         if time_limit_s is not None and time_limit_s < limits.wall_seconds:
             limits = dataclasses.replace(limits, wall_seconds=max(1.0, time_limit_s))
         # The sandbox's own directory: for host backends a tmpfs capping the total the candidate writes.
+        session = self._session
         with self.sandbox.workdir(prefix="engram-eval-", parent=self._work_root) as workdir, self._scorer_errors():
-            return self._evaluate_in(workdir, source, artifacts_dir, limits)
+            evaluation = self._evaluate_in(workdir, source, artifacts_dir, limits)
+        return stable_paths(evaluation, {session: "<session>", self._session: "<session>", workdir: "<workdir>"})
 
     @contextlib.contextmanager
     def _scorer_errors(self) -> Iterator[None]:
@@ -377,6 +379,25 @@ def _write_artifacts(directory: Path, scored: dict[str, ScenarioScore]) -> list[
             (directory / name).write_text(text, encoding="utf-8")
             written.append(name)
     return sorted(written)
+
+
+def stable_paths(evaluation: Evaluation, names: dict[Path, str]) -> Evaluation:
+    """The evaluation with this process's scratch directories (random names) written as fixed names
+    in its messages, so that a candidate's traceback reads the same in a replay or a rescore and an
+    agent's tool result does not differ from the recorded one."""
+    replacements = sorted(((str(path), name) for path, name in names.items()), key=lambda pair: -len(pair[0]))
+
+    def fixed(text: str | None) -> str | None:
+        if not text:
+            return text
+        for path, name in replacements:
+            text = text.replace(path, name)
+        return text
+
+    scenarios = {key: scenario.model_copy(update={"error": fixed(scenario.error)})
+                 for key, scenario in evaluation.scenarios.items()}
+    return evaluation.model_copy(update={"error": fixed(evaluation.error), "stdout": fixed(evaluation.stdout) or "",
+                                         "stderr": fixed(evaluation.stderr) or "", "scenarios": scenarios})
 
 
 def _limits_for(problem: Problem, time_limit_s: float | None) -> Limits:
