@@ -409,3 +409,29 @@ def test_a_run_recorded_against_the_provider_replays_with_the_same_dollars(serve
     assert replay.comparison.identical and replay.transcripts_identical, replay.transcript_notes
     recorded_dollars, replayed_dollars = replay.dollars[0]
     assert recorded_dollars == pytest.approx(server.billed("openai/o3")) and replayed_dollars == recorded_dollars
+
+
+def test_mlflows_parent_run_ends_with_the_runs_final_dollars(server: FakeOpenAI, tmp_path: Path, restore_mlflow: None):
+    import yaml
+    from mlflow import MlflowClient
+
+    from engram.tracking import RUN_ID_FILE
+
+    server.script(
+        Reply(content="Scoring.", tool_calls=(ToolCall.of("run_simulation", file_path="/initial_program.py"),)),
+        # The summary comes after the last evaluation, and costs the most: the figure that used to be missed.
+        Reply(content="## Summary for Next Agent\nScored it.", input_tokens=50_000, output_tokens=5_000),
+    )
+    spec = engram_spec(tmp_path, server)
+    data = yaml.safe_load(spec.read_text())
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    data["tracking"] = {"mlflow": True, "uri": uri, "experiment": "provider"}
+    spec.write_text(yaml.safe_dump(data))
+    result = run_engram(spec).seeds[0].result
+    archive = seed_archive(tmp_path)
+    client = MlflowClient(uri)
+    parent = client.get_run((archive.root / RUN_ID_FILE).read_text().strip())
+    assert parent.data.metrics["dollars"] == pytest.approx(result["dollars"])
+    assert result["dollars"] == pytest.approx(server.billed("openai/o3"))
+    agents = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert [run.info.status for run in agents] == ["FINISHED"]
