@@ -92,8 +92,16 @@ def test_writing_never_follows_a_link(tmp_path: Path):
     (work / "inputs").unlink()
     (work / "inputs").mkdir()
     (work / "inputs" / "table.pkl").symlink_to(outside / "victim")
-    write_beneath(work / "inputs" / "table.pkl", b"data", within=work)  # replaces the link itself
+    with pytest.raises(UnsafeFile):
+        write_beneath(work / "inputs" / "table.pkl", b"data", within=work)
     assert not (outside / "victim").exists()
+    (work / "inputs" / "table.pkl").unlink()
+    os.mkfifo(work / "inputs" / "table.pkl")  # nobody reads it: a blocking open would wait forever
+    with pytest.raises(UnsafeFile):
+        write_beneath(work / "inputs" / "table.pkl", b"data", within=work)
+    (work / "inputs" / "table.pkl").unlink()
+    write_beneath(work / "inputs" / "table.pkl", b"longer data", within=work)
+    write_beneath(work / "inputs" / "table.pkl", b"data", within=work)  # truncated in place
     assert (work / "inputs" / "table.pkl").read_bytes() == b"data"
 
 
@@ -414,3 +422,42 @@ def test_a_fifo_in_place_of_a_trusted_or_data_file_does_not_hang_the_runner(tmp_
     os.mkfifo(fifo)
     with pytest.raises(DataError, match="not a regular file"):
         data_files._sha256(fifo)
+
+
+# -- the agent's file tools: the workspace is written by the agent's shell too -------------------------
+
+
+@pytest.fixture(params=["process", "bwrap"])
+def agent_workspace(request: pytest.FixtureRequest, tmp_path: Path):
+    from conftest import require_backend
+
+    from engram.methods.workspace_backend import SandboxedWorkspace
+    from engram.sandbox import get_sandbox
+
+    require_backend(request.param)
+    (tmp_path / "ws").mkdir()
+    opened = SandboxedWorkspace(tmp_path / "ws", get_sandbox(request.param, quiet=True), readonly=[],
+                                readonly_files=["digest.md"], shell_timeout_s=60, memory_mb=256,
+                                remaining_s=lambda: 600.0)
+    yield opened
+    opened.close()
+
+
+def test_the_agents_shell_cannot_hang_or_steer_the_file_tools(agent_workspace, tmp_path: Path):
+    ws = agent_workspace
+    made = ws.execute("mkfifo /pipe.py && ln -s /etc/passwd /link.py && truncate -s 64M /giant.py && "
+                      "mkdir -p /sub && echo 'x = 1' > /sub/ok.py")
+    assert made.exit_code == 0, made.output
+    for name, reason in [("/pipe.py", "FIFO"), ("/link.py", ""), ("/giant.py", "larger than")]:
+        read = ws.read(name)
+        assert read.error and reason in read.error, (name, read)
+        assert ws.edit(name, "a", "b").error
+    assert ws.write("/pipe.py", "print(1)\n").error  # nobody reads the FIFO: refused, not waited on
+    assert ws.read("/sub/ok.py").file_data["content"] == "x = 1\n"
+    assert ws.edit("/sub/ok.py", "x = 1", "x = 2").occurrences == 1
+    assert ws.read("/sub/ok.py").file_data["content"] == "x = 2\n"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("host file\n")
+    assert ws.execute(f"rm -f /new.py && ln -s {outside} /new.py").exit_code == 0
+    assert ws.write("/new.py", "overwritten\n").error
+    assert outside.read_text() == "host file\n"

@@ -61,21 +61,26 @@ def read_untrusted(
 
 
 def write_beneath(path: str | Path, data: bytes, *, within: str | Path) -> None:
-    """Create (or replace) file `path` inside directory `within`, creating missing directories,
-    without following any link the untrusted side may have put on the way."""
+    """Write `data` to file `path` inside directory `within`, creating it (and missing directories)
+    if needed, without following any link the untrusted side may have put on the way. An existing
+    file is truncated in place (its owner stays); anything but a regular file there is refused."""
     parts = _relative_parts(Path(path), Path(within))
     directory = _open_dirs_beneath(Path(within), parts[:-1], create=True)
     try:
         try:
-            os.unlink(parts[-1], dir_fd=directory)
+            fd = os.open(parts[-1], os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=directory)
         except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise UnsafeFile(f"{path} cannot be replaced: {exc.strerror or exc}") from None
-        fd = _create(parts[-1], directory, path)
+            fd = _create(parts[-1], directory, path)
+        except OSError as exc:  # a link (ELOOP), a FIFO nobody reads (ENXIO), a directory (EISDIR)
+            raise UnsafeFile(f"{path} cannot be written: {exc.strerror or exc}") from None
     finally:
         os.close(directory)
     try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            raise UnsafeFile(f"{path} is not a plain regular file ({_kind(info.st_mode)})")
+        os.set_blocking(fd, True)
+        os.ftruncate(fd, 0)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -31,16 +32,21 @@ from deepagents.backends.protocol import (
     DeleteResult,
     EditResult,
     ExecuteResponse,
+    ReadResult,
     SandboxBackendProtocol,
     WriteResult,
 )
+from deepagents.backends.utils import perform_string_replacement
 from deepagents.middleware.filesystem import FilesystemPermission
 
 from engram.errors import SandboxError
+from engram.evaluation.safe_read import UnsafeFile, read_untrusted, write_beneath
 from engram.sandbox import Mount, Sandbox, SandboxResult, clean_environment
 from engram.sandbox.base import KiB, MiB, Shell
 
 ARCHIVE_ROUTE = "/archive/"
+_MAX_FILE_BYTES = 16 * MiB
+"""Largest workspace file the file tools read: the agent's shell can make files of any size."""
 _MAX_OUTPUT_CHARS = 30_000
 _SHELL_PROCESSES = 64
 _SHELL_LIFETIME_S = 24 * 3600.0
@@ -108,14 +114,66 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
             return f"Error: /{name} is read-only; write your own notes to another file."
         return None
 
+    # The agent's shell writes the workspace too, and may put a FIFO (an open that never returns),
+    # a link or a giant file where a file tool will look: so the file tools read and write it the
+    # way the evaluator reads a candidate's files (`engram.evaluation.safe_read`), never by a
+    # check-then-open.
+
+    def read(self, file_path: str, offset: int = 0, limit: int = 2000) -> ReadResult:
+        try:
+            data = self._workspace_bytes(file_path)
+        except UnsafeFile as exc:
+            return ReadResult(error=f"Error reading file '{file_path}': {exc}")
+        if data is None:
+            return ReadResult(error=f"File '{file_path}' not found")
+        with tempfile.TemporaryDirectory(prefix="engram-read-") as private:
+            name = "/" + (Path(file_path).name or "file")  # the name decides text or binary
+            Path(private, name.lstrip("/")).write_bytes(data)
+            return FilesystemBackend(root_dir=private, virtual_mode=True).read(name, offset, limit)
+
     def write(self, file_path: str, content: str) -> WriteResult:
         error = self._refused(file_path)
-        return WriteResult(error=error) if error else super().write(file_path, content)
+        if error:
+            return WriteResult(error=error)
+        try:
+            write_beneath(self._real(file_path), content.encode("utf-8"), within=self.cwd)
+        except (UnsafeFile, UnicodeEncodeError) as exc:
+            return WriteResult(error=f"Error writing file '{file_path}': {exc}")
+        return WriteResult(path=file_path)
 
     def edit(self, file_path: str, old_string: str, new_string: str,
              replace_all: bool = False) -> EditResult:
         error = self._refused(file_path)
-        return EditResult(error=error) if error else super().edit(file_path, old_string, new_string, replace_all)
+        if error:
+            return EditResult(error=error)
+        try:
+            data = self._workspace_bytes(file_path)
+            if data is None:
+                return EditResult(error=f"Error: File '{file_path}' not found")
+            content = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+        except (UnsafeFile, UnicodeDecodeError) as exc:
+            return EditResult(error=f"Error editing file '{file_path}': {exc}")
+        old_string = old_string.replace("\r\n", "\n").replace("\r", "\n")
+        new_string = new_string.replace("\r\n", "\n").replace("\r", "\n")
+        result = perform_string_replacement(content, old_string, new_string, replace_all)
+        if isinstance(result, str):
+            return EditResult(error=result)
+        new_content, occurrences = result
+        try:
+            write_beneath(self._real(file_path), new_content.encode("utf-8"), within=self.cwd)
+        except (UnsafeFile, UnicodeEncodeError) as exc:
+            return EditResult(error=f"Error editing file '{file_path}': {exc}")
+        return EditResult(path=file_path, occurrences=int(occurrences))
+
+    def _real(self, file_path: str) -> Path:
+        try:
+            return self._resolve_path(file_path)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise UnsafeFile(str(exc)) from None
+
+    def _workspace_bytes(self, file_path: str) -> bytes | None:
+        """The file's bytes (None if it does not exist), read without following links or waiting."""
+        return read_untrusted(self._real(file_path), within=self.cwd, max_bytes=_MAX_FILE_BYTES, missing_ok=True)
 
     def delete(self, file_path: str) -> DeleteResult:
         error = self._refused(file_path)
@@ -145,7 +203,7 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
         contents: dict[str, bytes | None] = {}
         for name in self._readonly_files:
             path = self._workspace / name
-            contents[name] = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+            contents[name] = _bytes_or_none(path, self._workspace)
         return contents
 
     def _restore(self, before: dict[str, bytes | None]) -> list[str]:
@@ -155,10 +213,12 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
         notes = []
         for name, content in before.items():
             path = self._workspace / name
-            now = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+            now = _bytes_or_none(path, self._workspace)
             if now != content and content is not None:
-                path.unlink(missing_ok=True)
-                path.write_bytes(content)
+                with contextlib.suppress(OSError):  # a directory in its place: unlink fails, the write reports it
+                    path.unlink(missing_ok=True)
+                with contextlib.suppress(UnsafeFile):
+                    write_beneath(path, content, within=self._workspace)
                 notes.append(f"/{name} is read-only: this command's change to it was undone")
         return notes
 
@@ -193,6 +253,14 @@ class SandboxedWorkspace(FilesystemBackend, SandboxBackendProtocol):
         shell, self._shell = self._shell, None
         if shell is not None:
             shell.close()
+
+
+def _bytes_or_none(path: Path, workspace: Path) -> bytes | None:
+    """A workspace file's bytes, or None if it is missing or not a plain file."""
+    try:
+        return read_untrusted(path, within=workspace, max_bytes=_MAX_FILE_BYTES, missing_ok=True)
+    except UnsafeFile:
+        return None
 
 
 def _signal_name(number: int) -> str:
