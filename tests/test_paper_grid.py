@@ -145,3 +145,15 @@ def test_each_cell_has_an_offline_twin_of_the_same_method(problem: str, infix: s
         assert twin.method.diff_based == paper.method.diff_based
     offline = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["offline"]["foreach"]
     assert offline[twin_stem(problem, infix)] == problem
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("twin", ["llm_sql_evolution_scripted", "llm_routing_evolution_scripted"])
+def test_a_twin_of_each_new_problem_runs_offline(twin: str, tmp_path: Path):
+    """The twins' scripts are playable: a whole evolution (one failed request included) runs offline."""
+    env = {key: value for key, value in os.environ.items() if not key.endswith("_API_KEY")}
+    done = subprocess.run([sys.executable, "-m", "engram.cli", "apply", str(REPO / "specs" / f"{twin}.yaml"), "-q",
+                           "--set", f"output.dir={tmp_path}"], capture_output=True, text=True, env=env,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "7 evaluations" in done.stdout and "all 2 generations done" in done.stdout, done.stdout
