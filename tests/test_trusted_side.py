@@ -461,3 +461,14 @@ def test_the_agents_shell_cannot_hang_or_steer_the_file_tools(agent_workspace, t
     assert ws.execute(f"rm -f /new.py && ln -s {outside} /new.py").exit_code == 0
     assert ws.write("/new.py", "overwritten\n").error
     assert outside.read_text() == "host file\n"
+
+
+@pytest.mark.parametrize("event", [
+    '{"event": "failure", "scenario": [1], "kind": "runtime", "error": "x"}',
+    '{"event": "failure", "scenario": {"a": 1}, "kind": [], "error": {"deep": [1, 2]}}',
+    '{"event": "started", "t": "yesterday"}',
+    '{"event": "loaded", "seconds": [1e308]}',
+])
+def test_malformed_child_events_never_break_the_evaluator(guarded: CandidateEvaluator, event: str):
+    result = guarded.evaluate(FORGE + f"\nopen(request['answers'], 'a').write({event!r} + '\\n')\nos._exit(0)\n")
+    assert not result.ok and result.error_kind is not None

@@ -204,7 +204,10 @@ class CandidateEvaluator:
                                    env=clean_environment(workdir))
         events, unreadable = _read_events(workdir, answers_path)
         scoring_started = time.monotonic()
-        evaluation, scored = self._judge(run, events, limits, outcomes, unreadable)
+        try:
+            evaluation, scored = self._judge(run, events, limits, outcomes, unreadable)
+        except Exception as exc:  # whatever the child's events held, they are the candidate's doing
+            evaluation, scored = self._unjudgeable(run, scoring_fault(exc)), {}
         scoring_s = time.monotonic() - scoring_started
         evaluation.program_sha256 = _sha256_bytes(source.encode())
         evaluation.duration_s = time.monotonic() - started
@@ -288,7 +291,8 @@ class CandidateEvaluator:
             sandbox=self.sandbox.name, problem_fingerprint=self.fingerprint, notes=list(run.notes),
         )
         answers = {e["name"]: e for e in events if e.get("event") == "scenario" and isinstance(e.get("name"), str)}
-        failures = {e.get("scenario"): e for e in events if e.get("event") == "failure"}
+        failures = {e.get("scenario"): e for e in events
+                     if e.get("event") == "failure" and isinstance(e.get("scenario"), str | None)}
         if None in failures:  # the program could not even be loaded
             failure = failures[None]
             return _failed(evaluation, _error_kind(failure.get("kind")), _error_text(failure.get("error"))), {}
@@ -330,6 +334,13 @@ class CandidateEvaluator:
                            f"the answers combine to a score of {score!r}, which is not a finite number")
         evaluation.score, evaluation.metrics, evaluation.ok = score, totals, True
         return evaluation
+
+    def _unjudgeable(self, run: SandboxResult, reason: InvalidAnswer) -> Evaluation:
+        evaluation = Evaluation(
+            problem=self.problem.name, score=None, ok=False, stdout=run.stdout.text(), stderr=run.stderr.text(),
+            sandbox=self.sandbox.name, problem_fingerprint=self.fingerprint, notes=list(run.notes),
+        )
+        return _failed(evaluation, ErrorKind.INVALID_OUTPUT, str(reason))
 
     def _judge_scenario(
         self, scenario: ScenarioSpec, answer: dict[str, Any] | None, failure: dict[str, Any] | None,
