@@ -23,6 +23,7 @@ from conftest import REPO
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec
 
 from engram.archive import SeedArchive, read_jsonl
+from engram.errors import ProviderError
 from engram.progress import QuietProgress
 from engram.runner import apply, load_run_spec, resume, run_is_finished
 
@@ -156,6 +157,16 @@ def test_dollar_budget_refuses_model_calls_with_402_and_ends_the_run(tmp_path: P
     failures = seed / "openevolve/session-1/output/evolution_trace_failures.jsonl"
     if failures.exists():  # openevolve >= 0.4.1 records failed iterations
         assert any("402" in r.get("error", "") for r in read_jsonl(failures))
+
+
+def test_an_error_no_retry_can_cure_stops_the_run_with_its_cause(tmp_path: Path):
+    script = tmp_path / "refused.yaml"
+    script.write_text("agents:\n  - turns:\n      - error: bad_request\n        repeat: true\n")
+    with pytest.raises(ProviderError, match="HTTP 400"):
+        apply(_spec(tmp_path, script=script), [], QuietProgress())
+    seed = _seed(tmp_path)
+    assert _logged_experiments(seed) == [1]  # the starting program only: no iteration went on asking
+    assert next(r["status"] for r in read_jsonl(seed / "openevolve" / "requests.jsonl")) == 402
 
 
 def test_time_budget_stops_after_the_starting_program(tmp_path: Path):
