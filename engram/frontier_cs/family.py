@@ -114,10 +114,14 @@ class FrontierProblem(Problem):
                             f"({self.source.where(TESTLIB)}); {self.source.how_to_get(TESTLIB, self.name)}") from None
 
     def ensure_data(self, scenarios: list[ScenarioSpec] | None = None) -> list[Path]:
-        chosen = scenarios if scenarios is not None else self.select_scenarios(["all"])
-        paths = [p for p in self.judge_files() if p is not None]
-        paths.append(self.source.path("config.yaml"))
-        for scenario in chosen:
+        """The files judging `scenarios` needs; without a selection, every file of the problem that exists
+        (`engram data`), also for a problem none of whose cases can be judged."""
+        if scenarios is None:
+            missing = set(self.missing_cases())
+            scenarios = [s for s in self.config.scenarios if int(s.name) not in missing]
+        paths = [self.source.path("statement.txt"), self.source.path("config.yaml")]
+        paths += [p for p in self.judge_files() if p is not None]
+        for scenario in scenarios:
             paths += list(self.case_files(int(scenario.name)))
         return paths
 
