@@ -157,3 +157,12 @@ def test_a_twin_of_each_new_problem_runs_offline(twin: str, tmp_path: Path):
                           timeout=600, check=False)
     assert done.returncode == 0, done.stderr
     assert "7 evaluations" in done.stdout and "all 2 generations done" in done.stdout, done.stdout
+
+
+def test_engram_validate_accepts_every_shipped_spec():
+    """The CLI's check (schema, problem, scenario names, model) over the whole grid and its twins."""
+    specs = sorted(str(path) for path in (REPO / "specs").glob("*.yaml"))
+    done = subprocess.run([sys.executable, "-m", "engram.cli", "validate", *specs], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(": ok (") == len(specs) >= len(GRID) + len(CELLS)
