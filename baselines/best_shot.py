@@ -80,7 +80,8 @@ def _step_jobs(ctx: MethodContext, deadline: Deadline,
         shown = database.sample(step_rng(ctx.seed, index), settings.shown_programs)
         record = {"method": METHOD, "phase": "improve", "step": index - settings.initial_samples,
                   "shown": [individual.experiment for individual in shown]}
-        slot = Slot(index, best_shot_messages(ctx.problem, shown), record)
+        messages = best_shot_messages(ctx.problem, shown, solutions=ctx.spec.method.reference_solutions)
+        slot = Slot(index, messages, record)
         yield partial(run_slot, ctx, slot, deadline, policy)
 
 

@@ -174,8 +174,9 @@ class _Generations:
 
     def _messages(self, plan: ChildPlan) -> list[Any]:
         if plan.operator == FRESH:
-            return first_sample_messages(self.ctx.problem)
-        return evolution_messages(self.ctx.problem, plan.parents, plan.instruction)
+            return first_sample_messages(self.ctx.problem, solutions=self.ctx.spec.method.reference_solutions)
+        return evolution_messages(self.ctx.problem, plan.parents, plan.instruction,
+                                  solutions=self.ctx.spec.method.reference_solutions)
 
     def log_generation(self, generation: int, parents: list[Individual]) -> None:
         """One event per generation with its survivors (a resumed run does not log it twice)."""

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from baselines.deadline import Deadline
 from baselines.openevolve_config import Connection, SessionPaths, build_config, worker_count
 from baselines.openevolve_endpoint import ChatReply, LocalEndpoint, Refused, Unavailable
+from baselines.prompting import known_solutions
 from engram.archive import append_jsonl, read_jsonl, write_atomic
 from engram.errors import EngramError
 from engram.evaluation.result import Evaluation
@@ -393,8 +394,9 @@ def _open(ctx: MethodContext, paths: SessionPaths, bridge: Bridge, endpoint: Loc
 
 
 def _system_message(ctx: MethodContext) -> str:
+    known = known_solutions(ctx.problem) if ctx.spec.method.reference_solutions else ""
     return ("You improve a program for the task below. Each candidate is scored by a trusted evaluator; "
-            "a higher score is better.\n\n" + ctx.problem.task_prompt)
+            "a higher score is better.\n\n" + ctx.problem.task_prompt + (f"\n\n{known}" if known else ""))
 
 
 def _evaluation_file(paths: SessionPaths) -> str:

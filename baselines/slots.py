@@ -108,7 +108,7 @@ def first_sample_jobs(ctx: MethodContext, deadline: Deadline, count: int,
     """Slots 1..count that are still unfinished, each asking for a program from the task alone
     (one-shot's samples, best-shot's initial samples); `record` gives slot k's facts."""
     done = finished_slots(ctx.archive)
-    messages = first_sample_messages(ctx.problem)
+    messages = first_sample_messages(ctx.problem, solutions=ctx.spec.method.reference_solutions)
     policy = retry_policy(ctx)
     for index in range(1, count + 1):
         if index not in done:

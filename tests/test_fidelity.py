@@ -352,3 +352,16 @@ def test_a_run_stored_under_another_output_path_is_still_the_same_experiment(tmp
     recorded = {**spec.to_plain(), "output": {"dir": "runs"}}
     (run_dir / RESOLVED_SPEC).write_text(yaml.safe_dump({"spec": recorded}))
     assert find_run(spec, include_finished=False) == run_dir
+
+
+def test_llm_call_methods_see_known_solutions_only_when_the_spec_asks():
+    from baselines.prompting import best_shot_messages, evolution_messages, first_sample_messages
+    from engram.problem import load_problem
+
+    problem = load_problem("cloudcast")
+    marker = "# Known reference algorithms for this problem"
+    assert marker not in str(first_sample_messages(problem)[1].content)
+    shown = str(first_sample_messages(problem, solutions=True)[1].content)
+    assert marker in shown and "## expert_milp" in shown
+    assert marker in str(best_shot_messages(problem, [], solutions=True)[1].content)
+    assert marker not in str(evolution_messages(problem, [], "x")[1].content)
