@@ -13,9 +13,13 @@ Columns (medians, milliseconds):
 * ``empty run``: a bare ``sandbox.run([python, "-c", "pass"])``, the backend's floor.
 
 The docker row's ``overhead`` minus the process row's is what Docker adds per evaluation (target
-< 300 ms). A second table times an agent's shell command (`true`) through each backend's
-``open_shell``: for docker one long-lived container per agent (`exec`), against a fresh container
-per command (``docker run``), which is what the shell would cost without the long-lived container.
+< 300 ms). With ``--hardening both`` (the default) the host backends also run as they were before
+the hardening of issue 13 (rows ``process-plain`` and ``bwrap-plain``: no uid switch, capability
+drop, system-call filter, memory/CPU cgroup or capped working directory), in the same rounds, and
+the script prints what the hardening adds per evaluation and per empty run (target <= 50 ms).
+
+A second table times an agent's shell command (`true`) through each backend's ``open_shell``: for
+docker one long-lived container per agent (`exec`), against a fresh container per command (``docker run``), which is what the shell would cost without the long-lived container.
 
 Nothing is asserted; the script exits 0 unless something crashes.
 
@@ -36,12 +40,18 @@ from engram.errors import SandboxError
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.problem import load_problem
 from engram.sandbox import Limits, Sandbox, clean_environment, get_sandbox
+from engram.sandbox.bwrap import BwrapSandbox
+from engram.sandbox.process import ProcessSandbox
+
+_PLAIN = {"process": ProcessSandbox, "bwrap": BwrapSandbox}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=7, help="timed rounds after one warm-up (default 7)")
     parser.add_argument("--backends", default="process,docker,bwrap", help="comma-separated (default: all)")
+    parser.add_argument("--hardening", choices=["both", "on"], default="both",
+                        help="both: also time process and bwrap as before the hardening (default); on: hardened only")
     args = parser.parse_args()
 
     problem = load_problem("cloudcast")
@@ -52,6 +62,9 @@ def main() -> None:
             sandboxes[name] = get_sandbox(name, quiet=True)
         except SandboxError as exc:
             print(f"skipping {name}: {exc}")
+            continue
+        if args.hardening == "both" and name in _PLAIN:
+            sandboxes[f"{name}-plain"] = _PLAIN[name](hardened=False)
     evaluators = {name: CandidateEvaluator(problem, sb) for name, sb in sandboxes.items()}
     samples: dict[str, dict[str, list[float]]] = {n: {k: [] for k in ("total", "candidate", "overhead", "start",
                                                                          "empty")} for n in sandboxes}
@@ -77,16 +90,28 @@ def main() -> None:
             evaluator.close()
 
     print(f"cloudcast initial program, {args.repeat} rounds, medians in ms")
-    print(f"{'backend':<8} {'total':>8} {'candidate':>10} {'overhead':>9} {'start':>7} {'empty run':>10}  score")
+    print(f"{'backend':<13} {'total':>8} {'candidate':>10} {'overhead':>9} {'start':>7} {'empty run':>10}  score")
     for name, s in samples.items():
         med = {k: 1000 * statistics.median(v) for k, v in s.items()}
-        print(f"{name:<8} {med['total']:8.0f} {med['candidate']:10.0f} {med['overhead']:9.0f} {med['start']:7.0f} "
+        print(f"{name:<13} {med['total']:8.0f} {med['candidate']:10.0f} {med['overhead']:9.0f} {med['start']:7.0f} "
               f"{med['empty']:10.0f}  {sorted(scores[name], key=str)}")
+    _hardening_cost(samples)
     if "docker" in samples and "process" in samples:
         extra = 1000 * (statistics.median(samples["docker"]["overhead"])
                         - statistics.median(samples["process"]["overhead"]))
         print(f"docker adds {extra:.0f} ms per evaluation over the process backend (target < 300 ms)")
     _shell_table(sandboxes, args.repeat)
+
+
+def _hardening_cost(samples: dict[str, dict[str, list[float]]]) -> None:
+    """What the hardening adds, from the hardened and plain rows of the same rounds."""
+    for name in _PLAIN:
+        if name in samples and f"{name}-plain" in samples:
+            hard, plain = samples[name], samples[f"{name}-plain"]
+            for column in ("overhead", "empty"):
+                h, p = statistics.median(hard[column]), statistics.median(plain[column])
+                print(f"hardening adds {1000 * (h - p):.0f} ms to {name}'s {column} "
+                      f"({1000 * p:.0f} -> {1000 * h:.0f} ms, x{h / p:.2f}; target <= 50 ms)")
 
 
 def _shell_table(sandboxes: dict[str, Sandbox], repeat: int) -> None:
@@ -108,7 +133,7 @@ def _shell_table(sandboxes: dict[str, Sandbox], repeat: int) -> None:
                                                     limits=Limits(wall_seconds=30), env=clean_environment(workdir)),
                                             repeat * 3)
     for label, median in rows.items():
-        print(f"{label:<14} {1000 * median:8.0f}")
+        print(f"{label:<20} {1000 * median:8.0f}")
     if "docker shell" in rows and "docker run" in rows:
         print(f"one container per agent: {rows['docker run'] / rows['docker shell']:.1f}x faster per command "
               f"than a container per command")

@@ -185,10 +185,12 @@ class CommandCgroup:
 
     @classmethod
     def create(cls, *, memory_bytes: int | None, max_pids: int | None, cpus: float | None = None,
-               notes: list[str] | None = None) -> CommandCgroup | None:
+               notes: list[str] | None = None, only: tuple[str, ...] | None = None) -> CommandCgroup | None:
         """A fresh group with these limits, or None when the host lets us make none. What cannot be
-        enforced is appended to `notes`."""
+        enforced is appended to `notes`. `only` restricts the hierarchies used (v1)."""
         found = layout()
+        if only is not None:
+            found = _Layout(found.version, {c: p for c, p in found.parents.items() if c in only}, found.missing)
         wanted = {"memory": memory_bytes is not None, "pids": max_pids is not None, "cpu": cpus is not None}
         lacking = [c for c, needed in wanted.items() if needed and c not in found.parents]
         if lacking and notes is not None:

@@ -73,8 +73,9 @@ class Launch:
 class ProcessSandbox(Sandbox):
     """Runs commands as plain child processes with limits; see the module docstring.
 
-    `hardened=False` leaves out the uid switch, capability drop and system-call filter: only the
-    overhead benchmark uses it, to measure what they cost."""
+    `hardened=False` is the sandbox as it was before issue 13 (no uid switch, capability drop,
+    system-call filter, memory or CPU cgroup, capped working directory): only the overhead benchmark
+    uses it, to measure in one run what the hardening costs."""
 
     name = "process"
 
@@ -87,6 +88,10 @@ class ProcessSandbox(Sandbox):
 
     @contextlib.contextmanager
     def workdir(self, *, prefix: str = "engram-eval-", parent: Path | None = None) -> Iterator[Path]:
+        if not self.hardened:
+            with super().workdir(prefix=prefix, parent=parent) as path:
+                yield path
+            return
         with workdirs.capped_workdir(prefix=prefix, parent=parent) as path:
             yield path
 
@@ -128,8 +133,11 @@ class ProcessSandbox(Sandbox):
         env: Mapping[str, str],
     ) -> SandboxResult:
         notes: list[str] = []
-        cgroup = CommandCgroup.create(memory_bytes=limits.memory_bytes, max_pids=limits.max_processes,
-                                      cpus=limits.cpus, notes=notes)
+        if self.hardened:
+            cgroup = CommandCgroup.create(memory_bytes=limits.memory_bytes, max_pids=limits.max_processes,
+                                          cpus=limits.cpus, notes=notes)
+        else:  # as before the hardening: a pids cgroup only
+            cgroup = CommandCgroup.create(memory_bytes=None, max_pids=limits.max_processes, only=("pids",))
         nproc = _nproc_limit(limits, cgroup, notes)
         started = time.monotonic()
         launch: Launch | None = None
