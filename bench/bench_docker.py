@@ -19,7 +19,8 @@ drop, system-call filter, memory/CPU cgroup or capped working directory), in the
 the script prints what the hardening adds per evaluation and per empty run (target <= 50 ms).
 
 A second table times an agent's shell command (`true`) through each backend's ``open_shell``: for
-docker one long-lived container per agent (`exec`), against a fresh container per command (``docker run``), which is what the shell would cost without the long-lived container.
+docker one long-lived container per agent (`exec`), against a fresh container per command
+(``docker run``), which is what the shell would cost without the long-lived container.
 
 Nothing is asserted; the script exits 0 unless something crashes.
 
