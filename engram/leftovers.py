@@ -151,6 +151,9 @@ def remove_temp_root(root: Path) -> bool:
     """Remove one dead owner's scratch root; only `engram-proc-*` directories are ever removed."""
     if not root.name.startswith(TEMP_PREFIX) or root.is_symlink() or not root.is_dir():
         return False
+    from engram.sandbox.workdir import unmount_below
+
+    unmount_below(root)  # evaluations' tmpfs working directories, when their owner was killed
     shutil.rmtree(root, ignore_errors=True)
     return not root.exists()
 

@@ -79,12 +79,24 @@ def _inside(mount_point: str, mount_root: str, own: str) -> Path:
 def _prepare_parent(parent: Path, enable: Iterable[str] = ()) -> bool:
     try:
         parent.mkdir(exist_ok=True)
-        wanted = [c for c in enable if c not in (parent / "cgroup.subtree_control").read_text().split()]
-        if wanted:
-            (parent / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
-        return True
     except OSError:
         return False
+    _enable(parent, enable)
+    return True
+
+
+def _enable(group: Path, controllers: Iterable[str]) -> list[str]:
+    """Enable each controller for `group`'s children on its own (one refused, e.g. cpu while
+    real-time tasks exist, must not cost the others); returns those enabled."""
+    control = group / "cgroup.subtree_control"
+    for controller in controllers:
+        with contextlib.suppress(OSError):
+            if controller not in control.read_text().split():
+                control.write_text(f"+{controller}")
+    try:
+        return control.read_text().split()
+    except OSError:
+        return []
 
 
 def _v2_layout(mount_point: str, mount_root: str, own: str) -> _Layout | None:
@@ -99,16 +111,19 @@ def _v2_layout(mount_point: str, mount_root: str, own: str) -> _Layout | None:
     # The hierarchy's root may hold processes and still delegate controllers; any other cgroup that
     # holds ours may not (the "no internal processes" rule), so try the root first, then a cgroup
     # delegated to us (its subtree_control already lists the controllers).
-    for parent, enable in ((root / _PARENT_NAME, wanted), (_inside(mount_point, mount_root, own) / _PARENT_NAME, ())):
-        try:
-            if parent.parent == root:
-                (root / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
-        except OSError:
+    for parent in (root / _PARENT_NAME, _inside(mount_point, mount_root, own) / _PARENT_NAME):
+        if parent.parent == root:
+            enabled = [c for c in wanted if c in _enable(root, wanted)]
+        else:
+            enabled = [c for c in wanted if c in _enable(parent.parent, ())]
+        if "memory" not in enabled and "pids" not in enabled:
             continue
-        if _prepare_parent(parent, enable) and _usable(parent, wanted):
-            controls = {c: parent for c in wanted}
+        if _prepare_parent(parent, enabled):
+            enabled = [c for c in enabled if c in _enable(parent, ())]
+        if enabled and _usable(parent, enabled):
+            controls = {c: parent for c in enabled}
             controls["cpuacct"] = parent  # cpu.stat exists in every v2 group
-            return _Layout(2, controls, tuple(c for c in _CONTROLLERS if c not in wanted))
+            return _Layout(2, controls, tuple(c for c in _CONTROLLERS if c not in enabled))
     return None
 
 

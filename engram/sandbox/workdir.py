@@ -90,3 +90,19 @@ def remove(path: Path) -> None:
     if os.path.ismount(path):
         _LIBC.umount2(str(path).encode(), _MNT_DETACH)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def unmount_below(root: Path) -> int:
+    """Detach every mount at or below `root` (the working directories a killed Engram left mounted),
+    deepest first, so that `root` can then be deleted. Returns how many."""
+    prefix = str(root.resolve()).rstrip("/") + "/"
+    points = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split()
+            point = fields[4].encode().decode("unicode_escape") if len(fields) > 4 else ""
+            if point == prefix.rstrip("/") or point.startswith(prefix):
+                points.append(point)
+    for point in sorted(points, key=len, reverse=True):
+        _LIBC.umount2(point.encode(), _MNT_DETACH)
+    return len(points)
