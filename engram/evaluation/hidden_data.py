@@ -3,8 +3,9 @@
 The isolating sandboxes (bwrap, docker) show a candidate only the session and its working
 directory, so the data store is out of its sight. The `process` sandbox hides nothing from the
 filesystem: a file there is safe only if the candidate's user cannot open it. That holds when
-Engram runs as root (candidates then get an unprivileged uid of their own) and every hidden file
-is closed to other users -- not when candidates run as the same user as Engram, and not for a
+Engram runs as root, candidates can get an unprivileged uid of their own (the interpreter and the
+temporary directory are reachable by one; otherwise they stay root, only without capabilities) and
+every hidden file is closed to other users -- not when candidates run as the same user as Engram, and not for a
 shared, world-readable data mirror. In those cases the evaluator refuses to start, rather than
 score candidates that could read their ground truth.
 """
@@ -13,10 +14,13 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
+import tempfile
 from pathlib import Path
 
 from engram.errors import SandboxError
 from engram.problem import Problem, ScenarioSpec
+from engram.sandbox import identity
 
 
 def check_hidden_data(problem: Problem, sandbox_name: str, scenarios: list[ScenarioSpec] | None = None) -> None:
@@ -41,6 +45,9 @@ def check_hidden_data(problem: Problem, sandbox_name: str, scenarios: list[Scena
 def _why_readable(path: Path) -> str | None:
     if os.geteuid() != 0:
         return "candidates run as the same user as Engram"
+    unreachable = identity.reachable_by_others([Path(sys.executable).parent, Path(tempfile.gettempdir())])
+    if unreachable is not None:  # the sandbox then keeps candidates root, only without capabilities
+        return f"candidates would run as root: {unreachable} is closed to an unprivileged uid"
     blocked = _first_closed(path)
     if blocked is None:
         return f"{path} is readable by every user"
