@@ -374,15 +374,17 @@ json.dumps = _forged
 
 @pytest.fixture(scope="module", params=ONE_SHOT + CONVERSING)
 def any_problem(request: pytest.FixtureRequest) -> Iterator[CandidateEvaluator]:
-    """Each built-in problem on its first scenario, under process: the checks run in the trusted
-    process, whatever the backend."""
-    from conftest import private_data_mirror
+    """Each built-in problem on its first scenario, under process (bwrap for a problem with hidden
+    data, which process may refuse): the checks run in the trusted process, whatever the backend."""
+    from conftest import private_data_mirror, require_backend
 
     from engram.sandbox import get_sandbox
 
     problem = load_problem(request.param)
+    backend = "bwrap" if problem.config.hidden_data else "process"
+    require_backend(backend)
     first = "movies_sample" if request.param == "llm_sql" else problem.config.scenarios[0].name
-    with private_data_mirror(problem), CandidateEvaluator(problem, get_sandbox("process", quiet=True),
+    with private_data_mirror(problem), CandidateEvaluator(problem, get_sandbox(backend, quiet=True),
                                                           scenarios=[first], time_limit_s=120) as evaluator:
         yield evaluator
 
