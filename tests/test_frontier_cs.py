@@ -38,6 +38,9 @@ int main() { printf("-5\n"); }
 """
 SLOW = r"""int main() { volatile unsigned long x = 0; for (;;) x++; }
 """
+SLEEPER = r"""#include <unistd.h>
+int main() { sleep(60); }
+"""
 HUNGRY = r"""#include <vector>
 #include <cstdio>
 int main() { std::vector<char> v(512u << 20, 1); printf("%d\n", (int)v[12345]); }
@@ -161,6 +164,14 @@ def test_too_slow_program_gets_time_limit_exceeded(sum_evaluator: CandidateEvalu
     result = sum_evaluator.evaluate(SLOW)
     assert result.ok and result.score == 0.0
     assert _verdicts(result) == ["TLE", "TLE"]
+
+
+def test_a_program_stopped_at_the_wall_clock_with_cpu_to_spare_is_tried_once_more(
+        sum_evaluator: CandidateEvaluator) -> None:
+    result = sum_evaluator.evaluate(SLEEPER)
+    assert result.score == 0.0
+    assert _verdicts(result) == ["TLE", "TLE"]
+    assert "second try" in str(result.scenarios["1"].error)
 
 
 def test_too_hungry_program_gets_memory_limit_exceeded(sum_evaluator: CandidateEvaluator) -> None:

@@ -56,6 +56,9 @@ class CaseResult:
     message: str
     """The checker's (or interactor's) message, or why the program failed."""
     stderr: str = ""
+    starved: bool = False
+    """Stopped at the wall-clock limit with less than half its CPU time used: the machine, not the
+    program, was probably too slow (the judge tries such a case once more)."""
 
     def as_json(self) -> dict[str, object]:
         data = asdict(self)
@@ -106,16 +109,27 @@ class Judge:
                                      f"again.")
         lock = threading.Lock()
 
-        def one(case: TestCase) -> CaseResult:
-            if time.monotonic() >= deadline:
-                return CaseResult(case.number, "NR", 0.0, 0.0, 0.0, 0,
-                                  "not run: the evaluation's time limit ran out before this case started")
+        def attempt(case: TestCase, name: str) -> CaseResult:
             with lock:
-                case_dir = workdir / "cases" / str(case.number)
+                case_dir = workdir / "cases" / name
                 case_dir.mkdir(parents=True)
             if self.config.interactive:
                 return self._interactive_case(case, cases[case], program, case_dir)
             return self._batch_case(case, cases[case], program, case_dir)
+
+        def one(case: TestCase) -> CaseResult:
+            if time.monotonic() >= deadline:
+                return CaseResult(case.number, "NR", 0.0, 0.0, 0.0, 0,
+                                  "not run: the evaluation's time limit ran out before this case started")
+            result = attempt(case, str(case.number))
+            if result.starved and time.monotonic() < deadline:
+                # Killed at the wall-clock limit having used little CPU: on a machine this busy the program
+                # was starved, not slow. One more try; a program that really waits (or sleeps) fails again.
+                retried = attempt(case, f"{case.number}-again")
+                retried.message = f"{retried.message} (second try: the first was stopped at the wall-clock " \
+                                  f"limit after {result.time_s:.3f} s of CPU)"
+                return retried
+            return result
 
         ordered = sorted(cases, key=lambda c: c.number)
         with ThreadPoolExecutor(max_workers=min(self.workers, len(ordered) or 1),
@@ -143,7 +157,8 @@ class Judge:
         stderr = _text(read_capped(errors, STDERR_SHOWN))
         failure = program_failure(run, limits, stderr)
         if failure is not None:
-            return CaseResult(case.number, failure[0], 0.0, 0.0, run.cpu_s, run.rss_bytes, failure[1], stderr)
+            return CaseResult(case.number, failure[0], 0.0, 0.0, run.cpu_s, run.rss_bytes, failure[1], stderr,
+                              starved=_starved(run, limits))
         # The checker reads a copy the program can no longer touch (and never a link it left instead).
         checked_output = check_dir / "out.txt"
         if not copy_regular(output, checked_output):
@@ -204,7 +219,8 @@ class Judge:
         stderr = _text(read_capped(errors, STDERR_SHOWN))
         failure = program_failure(run, limits, stderr)
         if failure is not None:
-            return CaseResult(case.number, failure[0], 0.0, 0.0, run.cpu_s, run.rss_bytes, failure[1], stderr)
+            return CaseResult(case.number, failure[0], 0.0, 0.0, run.cpu_s, run.rss_bytes, failure[1], stderr,
+                              starved=_starved(run, limits))
         message = _text(read_capped(judge_errors, MESSAGE_LIMIT))
         return _scored(case.number, interactor_run["run"], message, run, stderr)
 
@@ -227,6 +243,10 @@ def _scored(number: int, judge_run: ProgramRun, message: str, run: ProgramRun, s
     else:
         label = "WA"
     return CaseResult(number, label, verdict.ratio, verdict.unbounded, run.cpu_s, run.rss_bytes, message, stderr)
+
+
+def _starved(run: ProgramRun, limits: RunLimits) -> bool:
+    return (run.killed == "wall" or run.sandbox.timed_out == "wall") and run.cpu_s < limits.cpu_s / 2
 
 
 def program_failure(run: ProgramRun, limits: RunLimits, stderr: str) -> tuple[str, str] | None:
