@@ -57,6 +57,9 @@ FRONTIER_HONEST = """#include <cstdio>
 int main() { long long a, b; if (scanf("%lld %lld", &a, &b) != 2) return 1; printf("%lld\\n", a + b); return 0; }
 """
 
+TIMED_SCORES = {"llm_sql": "mean_hit_rate"}
+"""Problems whose score also rewards speed: an attack is compared with its twin on the timeless metric,
+since the same answer scores a little differently from run to run."""
 HANG_GUARD_S = 240.0
 """How long an evaluation may take before the runner counts as hung (the attack won); far above any
 limit the attacks run under, so it never fires on a slow machine."""
@@ -71,8 +74,16 @@ class Target:
     evaluator: CandidateEvaluator
     honest_source: str
     honest_score: float
+    honest_metrics: dict[str, Any] = field(default_factory=dict)
     host_paths: list[Path] = field(default_factory=list)
     """Host directories the candidate must not write: the problem, the data, the virtualenv."""
+
+    def not_better_than_honest(self, result: Evaluation) -> bool:
+        """The attack's score is no better than the honest twin's (on the timeless metric if any)."""
+        metric = TIMED_SCORES.get(self.problem.name)
+        if metric is None or result.score is None:
+            return self.not_better(result.score)
+        return float(result.metrics[metric]) <= float(self.honest_metrics[metric])
 
     def not_better(self, score: float | None) -> bool:
         if score is None:
@@ -126,7 +137,7 @@ class Targets:
     def __init__(self, sandboxes: dict[str, Sandbox]) -> None:
         self._sandboxes = sandboxes
         self._targets: dict[tuple[str, str], Target] = {}
-        self._honest: dict[str, float] = {}
+        self._honest: dict[str, Evaluation] = {}
 
     def get(self, name: str, backend: str) -> Target:
         key = (name, backend)
@@ -143,9 +154,10 @@ class Targets:
             if name not in self._honest:
                 result = evaluate(evaluator, honest)
                 assert result.ok, f"the honest twin of {name} failed on {backend}: {result.error}"
-                self._honest[name] = result.score  # type: ignore[assignment]
-            self._targets[key] = Target(problem, backend, evaluator, honest, self._honest[name],
-                                        host_paths=_host_paths(problem))
+                self._honest[name] = result
+            twin = self._honest[name]
+            self._targets[key] = Target(problem, backend, evaluator, honest, twin.score,  # type: ignore[arg-type]
+                                        honest_metrics=dict(twin.metrics), host_paths=_host_paths(problem))
         return self._targets[key]
 
     def close(self) -> None:

@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from engram.evaluation.evaluator import CandidateEvaluator
+from engram.evaluation.result import Evaluation
+from engram.sandbox import Limits
+from engram.sandbox.base import KiB, MiB
 from redteam.conftest import (
     BACKENDS,
     PROBLEMS,
@@ -86,4 +90,133 @@ def test_escape_battery(problem: str, backend: str, targets: Targets, decoy: sub
     assert not leaked(result), "the runner's secret reached the evaluation"
     assert decoy_intact(decoy), "the runner's stand-in was signalled or traced"
     assert "TracerPid:\t0" in Path("/proc/self/status").read_text()
-    assert target.not_better(result.score), (result.score, target.honest_score)
+    assert target.not_better_than_honest(result), (result.score, target.honest_score)
+
+
+# -- attacks on the trusted reader and scorer ---------------------------------------------------------------
+
+ANSWER_FILE_ATTACKS = {
+    "fifo": {"mode": "fifo"},
+    "symlink-to-runner-environ": {"mode": "symlink", "link_to": "/proc/self/environ"},
+    "symlink-to-evaluator": {"mode": "symlink", "link_to": "EVALUATOR"},
+    "giant": {"mode": "giant", "bytes": 96 << 20},
+}
+NUMBER_ATTACKS = ["nan", "inf", "huge", "deep", "types"]
+READER_BACKENDS = {"bwrap": [*PROBLEMS], "docker": ["cloudcast", "llm_sql"], "process": ["cloudcast", "llm_sql"]}
+"""The trusted side reads and scores on the host whatever the backend: every problem on one backend, and
+an interactive and a plain problem on the others."""
+
+
+def _reader_cases() -> list[tuple[str, str]]:
+    return [(problem, backend) for backend, problems in READER_BACKENDS.items() for problem in problems]
+
+
+def _assert_contained(target: Target, result: Evaluation) -> None:
+    assert not leaked(result), "the runner's secret reached the evaluation"
+    assert target.not_better_than_honest(result), (result.score, target.honest_score)
+    assert result.ok or result.error_kind is not None
+
+
+@pytest.mark.parametrize("how", [*ANSWER_FILE_ATTACKS])
+@pytest.mark.parametrize(("problem", "backend"), _reader_cases())
+def test_answer_file_swaps(problem: str, backend: str, how: str, targets: Targets) -> None:
+    """A FIFO must not hang the runner, a symlink must not be followed, a giant file must not be read whole."""
+    target = targets.get(problem, backend)
+    params = dict(ANSWER_FILE_ATTACKS[how])
+    if params.get("link_to") == "EVALUATOR":
+        params["link_to"] = str(target.problem.root / "evaluator.py")
+    result = evaluate(target.evaluator, target.honest_source + attack("answer_files", **params))
+    _assert_contained(target, result)
+    assert "def " not in (result.error or ""), "the scorer read a file the link pointed to"
+
+
+@pytest.mark.parametrize("mode", NUMBER_ATTACKS)
+@pytest.mark.parametrize(("problem", "backend"), [(p, "bwrap") for p in PROBLEMS])
+def test_poisoned_numbers(problem: str, backend: str, mode: str, targets: Targets) -> None:
+    """NaN, infinities, integers beyond any float, absurd nesting and wrong types are the candidate's
+    invalid output (or harmless), never a crash of the scorer and never a better score."""
+    target = targets.get(problem, backend)
+    result = evaluate(target.evaluator, target.honest_source + attack("numbers", mode=mode))
+    _assert_contained(target, result)
+    assert f"REDTEAM numbers-{mode} armed" in result.stdout
+
+
+# -- limits hold for the whole evaluation, not per process or per file --------------------------------------
+
+LIMITS = Limits(wall_seconds=60, memory_bytes=256 * MiB, file_size_bytes=16 * MiB, max_processes=16,
+                output_bytes=16 * KiB)
+
+
+@pytest.fixture(scope="module")
+def limited() -> Iterator[dict[str, CandidateEvaluator]]:
+    """Per backend, an evaluator of the fastest problem with small limits."""
+    made: dict[str, CandidateEvaluator] = {}
+    yield made
+    for evaluator in made.values():
+        evaluator.close()
+
+
+def _limited(backend: str, made: dict[str, CandidateEvaluator], targets: Targets) -> tuple[Target, CandidateEvaluator]:
+    target = targets.get("telemetry_repair", backend)
+    if backend not in made:
+        made[backend] = CandidateEvaluator(target.problem, target.evaluator.sandbox,
+                                           scenarios=[PROBLEMS["telemetry_repair"]], limits=LIMITS)
+    return target, made[backend]
+
+
+def _last_number(output: str, prefix: str) -> int:
+    values = [int(line.split()[2]) for line in output.splitlines() if line.startswith(prefix)]
+    return max(values, default=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_many_processes_stay_under_the_cap(backend: str, targets: Targets, limited: dict[str, CandidateEvaluator]):
+    target, evaluator = _limited(backend, limited, targets)
+    result = evaluate(evaluator, target.honest_source + attack("limits", mode="processes", count=200))
+    assert 0 < _last_number(result.stdout, "REDTEAM processes ") <= LIMITS.max_processes, result.stdout[-500:]
+    assert target.not_better_than_honest(result)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_memory_over_several_processes_is_one_limit(backend: str, targets: Targets,
+                                                    limited: dict[str, CandidateEvaluator]):
+    target, evaluator = _limited(backend, limited, targets)
+    each = int(LIMITS.memory_bytes * 0.4)  # type: ignore[operator]
+    result = evaluate(evaluator, target.honest_source + attack("limits", mode="memory", count=4, each=each))
+    held = _last_number(result.stdout, "REDTEAM memory-held ")
+    assert held * each <= LIMITS.memory_bytes, f"{held} processes held {each} bytes each at once"  # type: ignore[operator]
+    assert target.not_better_than_honest(result)
+
+
+@pytest.mark.parametrize("folder", ["work", "tmp"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_many_files_are_one_limit(backend: str, folder: str, targets: Targets, limited: dict[str, CandidateEvaluator]):
+    """The working directory holds at most the file-size limit in all; /tmp counts against memory."""
+    target, evaluator = _limited(backend, limited, targets)
+    each = LIMITS.file_size_bytes * 3 // 4  # type: ignore[operator]
+    result = evaluate(evaluator, target.honest_source + attack("limits", mode="files", folder=folder, count=24,
+                                                                  each=each))
+    written = _last_number(result.stdout, "REDTEAM files-written ")
+    cap = LIMITS.file_size_bytes if folder == "work" else LIMITS.memory_bytes
+    assert 0 < written <= cap, f"{written} bytes written to {folder} under a {cap}-byte limit"  # type: ignore[operator]
+    assert target.not_better_than_honest(result)
+
+
+# -- what is scored stays hidden ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eplb_windows_cannot_be_regenerated(backend: str, targets: Targets):
+    target = targets.get("eplb", backend)
+    result = evaluate(target.evaluator, target.honest_source + attack("eplb_future"))
+    assert "REDTEAM eplb-future BREACH" not in result.stdout, result.stdout[-1000:]
+    assert target.not_better_than_honest(result), (result.score, target.honest_score)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_telemetry_ground_truth_cannot_be_read(backend: str, targets: Targets):
+    target = targets.get("telemetry_repair", backend)
+    data_dirs = [os.environ["ENGRAM_DATA_DIR"]] if os.environ.get("ENGRAM_DATA_DIR") else []
+    result = evaluate(target.evaluator, target.honest_source + attack("telemetry_truth", data_dirs=data_dirs))
+    assert "REDTEAM telemetry-truth BREACH" not in result.stdout, result.stdout[-1000:]
+    assert target.not_better_than_honest(result), (result.score, target.honest_score)

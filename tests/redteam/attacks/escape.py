@@ -34,7 +34,7 @@ def _redteam_escape(params):
         places.add(os.path.dirname(os.path.abspath(sys.argv[0])))  # the harness (child.py) and shared inputs
     places.update(site.getsitepackages())
     places.update([sys.prefix, "/usr/lib", "/usr/local/lib"])  # shared with the host (not the private /)
-    places = sorted(p for p in places if p and os.path.isdir(p) and not p.startswith(here))
+    places = sorted(p for p in places if p and os.path.isdir(p) and p != here)  # its own folder is writable
 
     def write_marker(place):
         path = os.path.join(place, f"redteam_{token}.pth")  # a .pth: what a virtualenv attack would plant
