@@ -110,6 +110,12 @@ def decoy(runner_secret: str) -> Iterator[subprocess.Popen[bytes]]:
     process.wait()
 
 
+def runner_identity() -> dict[str, Any]:
+    """This process (the runner), as an attack would recognise it in /proc."""
+    cmdline = Path("/proc/self/cmdline").read_bytes().replace(b"\0", b" ")
+    return {"runner_pid": os.getpid(), "runner_cmdline": cmdline.decode(errors="replace")}
+
+
 def decoy_intact(process: subprocess.Popen[bytes]) -> bool:
     """Alive, not stopped and not traced by anyone."""
     if process.poll() is not None:

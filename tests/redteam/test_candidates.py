@@ -31,6 +31,7 @@ from redteam.conftest import (
     markers,
     remove,
     reports,
+    runner_identity,
 )
 
 pytestmark = [pytest.mark.redteam, pytest.mark.filterwarnings("ignore::ResourceWarning")]
@@ -73,7 +74,7 @@ def test_escape_battery(problem: str, backend: str, targets: Targets, decoy: sub
                         bait: dict[str, object]) -> None:
     target = targets.get(problem, backend)
     token = uuid.uuid4().hex
-    params = {"token": token, "decoy_pid": decoy.pid, "runner_pid": os.getpid(), "secret_name": SECRET_VARIABLE,
+    params = {"token": token, "decoy_pid": decoy.pid, **runner_identity(), "secret_name": SECRET_VARIABLE,
               "targets": [str(p) for p in target.host_paths], **bait}
     places = _places(target)
     try:

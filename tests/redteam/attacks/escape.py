@@ -1,5 +1,6 @@
 # --- red-team attack: break out of the sandbox while being loaded --------------------------------------
-# Parameters (ATTACK): token (marker names), decoy_pid (stands in for the runner), runner_pid, port (a
+# Parameters (ATTACK): token (marker names), decoy_pid (stands in for the runner), runner_pid and
+# runner_cmdline (to tell the runner from a sandbox process with the same pid), port (a
 # listening socket on the host's loopback), secret_file (a host file only the runner's user may read),
 # targets (host directories that must stay read-only), secret_name (the variable to hunt for).
 # Each sub-attack prints one line: REDTEAM <name> BREACH|held <detail>.
@@ -88,7 +89,7 @@ def _redteam_escape(params):
                 cmdline = handle.read().replace(b"\0", b" ")
         except OSError:
             cmdline = b""
-        if b"pytest" in cmdline or b"engram" in cmdline.split(b" ")[0]:
+        if cmdline == params["runner_cmdline"].encode() or (pid == params["decoy_pid"] and b"sleep" in cmdline):
             seen_runner.append(pid)
     say("proc-environ", bool(found), " ".join(found) or "no key in any readable environ")
     say("proc-runner-visible", bool(seen_runner), ",".join(map(str, seen_runner)))
@@ -96,7 +97,7 @@ def _redteam_escape(params):
     reached = []
     try:
         with open(f"/proc/{runner}/cmdline", "rb") as handle:
-            is_runner = b"pytest" in handle.read()  # not a process of the sandbox's own with the same pid
+            is_runner = handle.read().replace(b"\0", b" ") == params["runner_cmdline"].encode()  # not ours
     except OSError:
         is_runner = False
     for what in ("environ", "cwd", "fd", "mem", "root/etc/hostname"):

@@ -1,0 +1,136 @@
+"""The same attacks from an agent's shell, through the `execute` tool agents call: no escape, no
+secret, and the archive of earlier agents (their `evaluation.json`) cannot be edited."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engram.methods.workspace_backend import SandboxedWorkspace
+from engram.sandbox import Sandbox
+from redteam.conftest import (
+    ATTACKS,
+    BACKENDS,
+    SECRET_VARIABLE,
+    breaches,
+    decoy_intact,
+    leaked,
+    markers,
+    remove,
+    reports,
+    runner_identity,
+    sandbox_for,
+)
+from redteam.test_candidates import ESCAPES, PROCESS_ALLOWS
+
+pytestmark = [pytest.mark.redteam, pytest.mark.filterwarnings("ignore::ResourceWarning")]
+
+EARLIER = {"score": 0.006023225557750687, "ok": True, "error": None}
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Path:
+    """An earlier agent's folder as the archive holds it."""
+    root = tmp_path / "archive"
+    experiment = root / "agent-1" / "experiments" / "001"
+    experiment.mkdir(parents=True)
+    (experiment / "evaluation.json").write_text(json.dumps(EARLIER))
+    (experiment / "program.py").write_text("def search_algorithm(*args):\n    return None\n")
+    (root / "agent-1" / "summary.md").write_text("## Best result\n0.006\n")
+    return root
+
+
+@pytest.fixture(params=BACKENDS)
+def shell(request: pytest.FixtureRequest, tmp_path: Path, archive: Path,
+          sandboxes: dict[str, Sandbox]) -> Iterator[SandboxedWorkspace]:
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    opened = SandboxedWorkspace(workspace, sandbox_for(request.param, sandboxes),
+                                readonly=[(archive, workspace / "archive")], shell_timeout_s=60, memory_mb=512,
+                                remaining_s=lambda: 600.0)
+    yield opened
+    opened.close()
+
+
+def _digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _backend(shell: SandboxedWorkspace) -> str:
+    return shell._sandbox.name
+
+
+def test_escape_battery_from_the_shell(shell: SandboxedWorkspace, archive: Path, decoy: subprocess.Popen[bytes],
+                                       tmp_path: Path) -> None:
+    import site
+
+    token = uuid.uuid4().hex
+    secret_file = tmp_path / "credentials"
+    secret_file.write_text("host-credential-never-readable\n")
+    secret_file.chmod(0o600)
+    server = socket.create_server(("127.0.0.1", 0))
+    workspace = shell._workspace
+    host_places = [archive, *archive.rglob("*/"), *(Path(p) for p in site.getsitepackages())]
+    inside = [str(workspace / "archive" / p.relative_to(archive)) for p in archive.rglob("*") if p.is_dir()]
+    params = {"token": token, "decoy_pid": decoy.pid, **runner_identity(), "secret_name": SECRET_VARIABLE,
+              "port": server.getsockname()[1], "secret_file": str(secret_file),
+              "targets": [str(workspace / "archive"), *inside, *site.getsitepackages()]}
+    program = f"ATTACK = {json.dumps(params)}\n" + (ATTACKS / "escape.py").read_text(encoding="utf-8")
+    (workspace / "attack.py").write_text(program)  # as the agent's write_file tool would
+    before = _digest(archive)
+    try:
+        response = shell.execute("python3 attack.py")
+    finally:
+        server.close()
+        landed = markers([p for p in host_places if p.is_dir()], token)
+        remove(landed)
+    verdicts = reports(response.output)
+    assert set(verdicts) == set(ESCAPES), response.output[-2000:]
+    backend = _backend(shell)
+    expected = [line for line in breaches(response.output)
+                if not (backend == "process" and line.split()[1] in PROCESS_ALLOWS)]
+    assert not expected, "\n".join(expected)
+    assert not landed, f"files written on the host: {landed}"
+    assert _digest(archive) == before
+    assert not leaked(response.output)
+    assert decoy_intact(decoy)
+
+
+EDITS = """
+f=archive/agent-1/experiments/001/evaluation.json
+echo '{"score": 1.0, "ok": true}' > $f && echo "REDTEAM archive-overwrite BREACH"
+sed -i 's/0.006/0.9/' $f 2>/dev/null && echo "REDTEAM archive-sed BREACH"
+s=archive/agent-1/summary.md
+if [ -e $s ]; then rm -f $s 2>/dev/null; [ -e $s ] || echo "REDTEAM archive-remove BREACH"; fi
+mv archive/agent-1 archive/agent-9 2>/dev/null && echo "REDTEAM archive-rename BREACH"
+mkdir archive/agent-0 2>/dev/null && echo "REDTEAM archive-mkdir BREACH"
+mount -o remount,bind,rw "$PWD/archive" 2>/dev/null && echo "REDTEAM archive-remount BREACH"
+unshare -Urm sh -c "mount -o remount,bind,rw $PWD/archive && echo x > $f" 2>/dev/null \
+  && echo "REDTEAM archive-userns BREACH"
+umount -l "$PWD/archive" 2>/dev/null && echo "REDTEAM archive-umount BREACH"
+python3 -c "open('$f', 'w').write('{}')" 2>/dev/null && echo "REDTEAM archive-python BREACH"
+cat $f
+echo "API_KEYS=$(env | grep -c API_KEY)"
+"""
+
+
+def test_the_archive_cannot_be_edited_from_the_shell(shell: SandboxedWorkspace, archive: Path) -> None:
+    before = _digest(archive)
+    response = shell.execute(EDITS)
+    assert not breaches(response.output), response.output
+    assert _digest(archive) == before
+    assert json.loads((archive / "agent-1" / "experiments" / "001" / "evaluation.json").read_text()) == EARLIER
+    assert "API_KEYS=0" in response.output  # no API key variable in the shell at all
+    assert not leaked(response.output)
