@@ -9,6 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from engram.leftovers import (
     TEMP_PREFIX,
     Owner,
@@ -72,3 +74,21 @@ def test_a_killed_processs_scratch_root_is_found_and_removed():
         holder.wait()
     assert root in dead_temp_roots() and list(root.glob("engram-session-*/child.py"))
     assert remove_dead_temp_roots() >= 1 and not root.exists()
+
+
+def test_a_dead_roots_mounted_work_directories_are_unmounted_first(tmp_path: Path):
+    """Evaluations may run in a tmpfs of their own; a killed runner leaves it mounted."""
+    import ctypes
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    root = tmp_path / f"{TEMP_PREFIX}1-dead"
+    work = root / "engram-eval-x"
+    work.mkdir(parents=True)
+    (root / ".owner").write_text("garbage\n")  # no live process writes that: dead
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mount(b"tmpfs", str(work).encode(), b"tmpfs", 0, b"size=1m") == 0, os.strerror(ctypes.get_errno())
+    (work / "answers.jsonl").write_text("{}\n")
+    assert dead_temp_roots(tmp_path) == [root]
+    assert remove_dead_temp_roots(tmp_path) == 1
+    assert not root.exists() and not os.path.ismount(work)
