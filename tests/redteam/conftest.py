@@ -29,6 +29,7 @@ from conftest import REPO, require_backend
 
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.evaluation.result import Evaluation
+from engram.evaluation.run_secrets import TrustedSecrets
 from engram.problem import Problem, load_problem
 from engram.sandbox import Sandbox, get_sandbox
 
@@ -144,6 +145,9 @@ class Targets:
         self._sandboxes = sandboxes
         self._targets: dict[tuple[str, str], Target] = {}
         self._honest: dict[str, Evaluation] = {}
+        self._secrets: dict[str, TrustedSecrets] = {}
+        """Per problem, one store of the values its scorer hides (eplb's seeds): every backend's
+        evaluator and every attack is then scored on the same hidden data as the honest twin."""
 
     def get(self, name: str, backend: str) -> Target:
         key = (name, backend)
@@ -155,7 +159,8 @@ class Targets:
                 honest = FRONTIER_HONEST
             else:
                 problem = load_problem(name)
-                evaluator = CandidateEvaluator(problem, sandbox, scenarios=[PROBLEMS[name]], time_limit_s=60)
+                evaluator = CandidateEvaluator(problem, sandbox, scenarios=[PROBLEMS[name]], time_limit_s=60,
+                                               secrets=self.secrets(name))
                 honest = problem.initial_program.read_text(encoding="utf-8")
             if name not in self._honest:
                 result = evaluate(evaluator, honest)
@@ -165,6 +170,9 @@ class Targets:
             self._targets[key] = Target(problem, backend, evaluator, honest, twin.score,  # type: ignore[arg-type]
                                         honest_metrics=dict(twin.metrics), host_paths=_host_paths(problem))
         return self._targets[key]
+
+    def secrets(self, name: str) -> TrustedSecrets:
+        return self._secrets.setdefault(name, TrustedSecrets())
 
     def close(self) -> None:
         for target in self._targets.values():

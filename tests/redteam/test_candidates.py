@@ -160,8 +160,9 @@ def limited() -> Iterator[dict[str, CandidateEvaluator]]:
 def _limited(backend: str, made: dict[str, CandidateEvaluator], targets: Targets) -> tuple[Target, CandidateEvaluator]:
     target = targets.get("telemetry_repair", backend)
     if backend not in made:
-        made[backend] = CandidateEvaluator(target.problem, target.evaluator.sandbox,
-                                           scenarios=[PROBLEMS["telemetry_repair"]], limits=LIMITS)
+        made[backend] = CandidateEvaluator(target.problem, target.evaluator.sandbox, limits=LIMITS,
+                                           scenarios=[PROBLEMS["telemetry_repair"]],
+                                           secrets=targets.secrets("telemetry_repair"))
     return target, made[backend]
 
 
