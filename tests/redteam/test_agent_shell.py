@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import require_backend
 
 from engram.methods.workspace_backend import SandboxedWorkspace
 from engram.sandbox import Sandbox
@@ -52,6 +53,8 @@ def shell(request: pytest.FixtureRequest, tmp_path: Path, archive: Path,
           sandboxes: dict[str, Sandbox]) -> Iterator[SandboxedWorkspace]:
     workspace = tmp_path / "workspace"
     workspace.mkdir()
+    if request.param == "process":  # as agents get it there (agent_chain.prepare_workspace): a link
+        (workspace / "archive").symlink_to(archive, target_is_directory=True)
     opened = SandboxedWorkspace(workspace, sandbox_for(request.param, sandboxes),
                                 readonly=[(archive, workspace / "archive")], shell_timeout_s=60, memory_mb=512,
                                 remaining_s=lambda: 600.0)
@@ -134,3 +137,28 @@ def test_the_archive_cannot_be_edited_from_the_shell(shell: SandboxedWorkspace, 
     assert json.loads((archive / "agent-1" / "experiments" / "001" / "evaluation.json").read_text()) == EARLIER
     assert "API_KEYS=0" in response.output  # no API key variable in the shell at all
     assert not leaked(response.output)
+
+
+def test_a_later_agent_cannot_rewrite_an_earlier_agents_result(tmp_path: Path, restore_mlflow: None) -> None:
+    """In a real run, with the tools agents have: the file tools and the shell on the archive."""
+    from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run
+
+    require_backend("bwrap")
+    honest = 1 / (1 + 165.024 + 144.945)  # cloudcast's starting program on the quick scenarios
+    forged = json.dumps({"score": 0.5, "ok": True})
+    target = "archive/agent-1/experiments/exp-0001/evaluation.json"
+    spec = make_spec(tmp_path, [
+        [{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"content": SUMMARY}],
+        [{"tool_calls": [{"name": "write_file", "args": {"file_path": f"/{target}", "content": forged}}]},
+         {"tool_calls": [{"name": "edit_file", "args": {"file_path": f"/{target}", "old_string": '"score"',
+                                                        "new_string": '"score": 0.5, "was"'}}]},
+         {"tool_calls": [{"name": "execute", "args": {"command": f"echo '{forged}' > {target}; "
+                                                                  f"mount -o remount,bind,rw $PWD/archive; "
+                                                                  f"echo '{forged}' > {target}"}}]},
+         {"content": SUMMARY}],
+    ], sandbox={"backend": "bwrap"})
+    outcome = run(spec)
+    [seed] = outcome.seeds
+    stored = next(outcome.run_dir.glob("seed-*")) / "agents" / target.removeprefix("archive/")
+    assert json.loads(stored.read_text())["score"] == pytest.approx(honest)
+    assert seed.result["best_score"] == pytest.approx(honest)
