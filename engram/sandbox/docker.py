@@ -32,6 +32,7 @@ from typing import Any
 
 from engram.errors import SandboxError
 from engram.leftovers import current_owner, is_dead
+from engram.sandbox import workdir as workdirs
 from engram.sandbox.base import Limits, Mount, Sandbox, SandboxResult, Shell, StreamCapture
 from engram.sandbox.images import DEFAULT_TAG, ResolvedImage, resolve_image
 
@@ -145,6 +146,8 @@ class DockerSandbox(Sandbox):
         container = None
         stream: Any = None
         started = time.monotonic()
+        if (uncapped := workdirs.seal(workdir, limits.file_size_bytes)) is not None:
+            notes.append(uncapped)
         try:
             options = self._create_options(argv, workdir, mounts, limits, env)
             container = self._client.containers.create(self.resolved.image_id, **options)
@@ -203,6 +206,13 @@ class DockerSandbox(Sandbox):
                     stream.close()
             if container is not None:
                 _remove(container)
+
+    @contextlib.contextmanager
+    def workdir(self, *, prefix: str = "engram-eval-", parent: Path | None = None) -> Iterator[Path]:
+        """A tmpfs of its own where Engram may mount one (root): bound into the container, it caps
+        what the command writes there in total, not only file by file."""
+        with workdirs.capped_workdir(prefix=prefix, parent=parent) as path:
+            yield path
 
     def remove_dead_containers(self, labels: Mapping[str, str]) -> int:
         """Remove containers with these labels whose Engram process is gone (a resumed run's own)."""

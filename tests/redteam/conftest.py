@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from conftest import REPO, require_backend
 
+from engram.errors import SandboxError
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.evaluation.result import Evaluation
 from engram.evaluation.run_secrets import TrustedSecrets
@@ -144,12 +145,28 @@ class Targets:
     def __init__(self, sandboxes: dict[str, Sandbox]) -> None:
         self._sandboxes = sandboxes
         self._targets: dict[tuple[str, str], Target] = {}
+        self._refused: dict[tuple[str, str], str] = {}
         self._honest: dict[str, Evaluation] = {}
         self._secrets: dict[str, TrustedSecrets] = {}
         """Per problem, one store of the values its scorer hides (eplb's seeds): every backend's
         evaluator and every attack is then scored on the same hidden data as the honest twin."""
 
-    def get(self, name: str, backend: str) -> Target:
+    def get(self, name: str, backend: str) -> Target | None:
+        """The target, or None when Engram refuses to score this problem on this backend at all:
+        `process` cannot hide scored data that every user may read (asserted to be the reason)."""
+        key = (name, backend)
+        if key in self._refused:
+            return None
+        if key not in self._targets:
+            try:
+                self._make(name, backend)
+            except SandboxError as exc:
+                assert backend == "process" and "which a candidate could read" in str(exc), exc
+                self._refused[key] = str(exc)
+                return None
+        return self._targets[key]
+
+    def _make(self, name: str, backend: str) -> None:
         key = (name, backend)
         if key not in self._targets:
             sandbox = sandbox_for(backend, self._sandboxes)
@@ -169,7 +186,6 @@ class Targets:
             twin = self._honest[name]
             self._targets[key] = Target(problem, backend, evaluator, honest, twin.score,  # type: ignore[arg-type]
                                         honest_metrics=dict(twin.metrics), host_paths=_host_paths(problem))
-        return self._targets[key]
 
     def secrets(self, name: str) -> TrustedSecrets:
         return self._secrets.setdefault(name, TrustedSecrets())
@@ -218,6 +234,27 @@ def evaluate(evaluator: CandidateEvaluator, source: str) -> Evaluation:
 def attack(name: str, **params: Any) -> str:
     """The attack program `attacks/<name>.py`, with its parameters as the `ATTACK` dict."""
     return f"\nATTACK = {json.dumps(params)}\n" + (ATTACKS / f"{name}.py").read_text(encoding="utf-8")
+
+
+PROCESS_ALLOWS = {"network", "proc-runner-visible"}
+"""What `process` never promises to stop: it has no network or PID namespace of its own."""
+ROOT_WITHOUT_UID = "ran as root without capabilities"
+"""The note `process` leaves when, as root, it could not use an unprivileged uid (the interpreter or
+the working directory is closed to other users): the command then still owns what root owns."""
+PROCESS_AS_ROOT_ALLOWS = {"write-readonly", "write-after-remount", "read-host-file", "proc-runner-files",
+                          "signal-runner"}
+
+
+def allowed_breaches(backend: str, notes: str) -> set[str]:
+    """What a backend does not promise to stop, given the notes of the run (docs/security.md)."""
+    if backend != "process":
+        return set()
+    return PROCESS_ALLOWS | (PROCESS_AS_ROOT_ALLOWS if ROOT_WITHOUT_UID in notes else set())
+
+
+def unexpected_breaches(output: str, backend: str, notes: str) -> list[str]:
+    allowed = allowed_breaches(backend, notes)
+    return [line for line in breaches(output) if line.split()[1] not in allowed]
 
 
 def breaches(output: str) -> list[str]:

@@ -23,8 +23,8 @@ from redteam.conftest import (
     SECRET_VARIABLE,
     Target,
     Targets,
+    allowed_breaches,
     attack,
-    breaches,
     decoy_intact,
     evaluate,
     leaked,
@@ -32,6 +32,7 @@ from redteam.conftest import (
     remove,
     reports,
     runner_identity,
+    unexpected_breaches,
 )
 
 pytestmark = [pytest.mark.redteam, pytest.mark.filterwarnings("ignore::ResourceWarning")]
@@ -40,9 +41,6 @@ ESCAPES = ["write-readonly", "remount-syscall", "remount-mount", "remount-unshar
            "proc-environ", "proc-runner-visible", "proc-runner-files", "read-host-file", "ptrace-runner",
            "signal-runner", "network", "capabilities"]
 """What the escape battery tries (attacks/escape.py), each reported on its own line."""
-PROCESS_ALLOWS = {"network", "proc-runner-visible"}
-"""What the `process` backend does not promise to stop (docs/security.md): it has no network or PID
-namespace of its own. Everything else -- no capabilities, another user, seccomp -- it must hold too."""
 
 
 @pytest.fixture
@@ -73,6 +71,8 @@ def _places(target: Target) -> list[Path]:
 def test_escape_battery(problem: str, backend: str, targets: Targets, decoy: subprocess.Popen[bytes],
                         bait: dict[str, object]) -> None:
     target = targets.get(problem, backend)
+    if target is None:  # refused up front: nothing to attack
+        return
     token = uuid.uuid4().hex
     params = {"token": token, "decoy_pid": decoy.pid, **runner_identity(), "secret_name": SECRET_VARIABLE,
               "targets": [str(p) for p in target.host_paths], **bait}
@@ -84,12 +84,13 @@ def test_escape_battery(problem: str, backend: str, targets: Targets, decoy: sub
         remove(landed)
     verdicts = reports(result.stdout)
     assert set(verdicts) == set(ESCAPES), f"the battery did not run to the end: {result.error}\n{result.stdout}"
-    expected = [line for line in breaches(result.stdout)
-                if not (backend == "process" and line.split()[1] in PROCESS_ALLOWS)]
+    notes = "\n".join(result.notes)
+    expected = unexpected_breaches(result.stdout, backend, notes)
     assert not expected, "\n".join(expected)
-    assert not landed, f"files written on the host: {landed}"
+    allowed = allowed_breaches(backend, notes)
+    assert not landed or "write-readonly" in allowed, f"files written on the host: {landed}"
     assert not leaked(result), "the runner's secret reached the evaluation"
-    assert decoy_intact(decoy), "the runner's stand-in was signalled or traced"
+    assert decoy_intact(decoy) or "signal-runner" in allowed, "the runner's stand-in was signalled or traced"
     assert "TracerPid:\t0" in Path("/proc/self/status").read_text()
     assert target.not_better_than_honest(result), (result.score, target.honest_score)
 
@@ -123,6 +124,8 @@ def _assert_contained(target: Target, result: Evaluation) -> None:
 def test_answer_file_swaps(problem: str, backend: str, how: str, targets: Targets) -> None:
     """A FIFO must not hang the runner, a symlink must not be followed, a giant file must not be read whole."""
     target = targets.get(problem, backend)
+    if target is None:
+        return
     params = dict(ANSWER_FILE_ATTACKS[how])
     if params.get("link_to") == "EVALUATOR":
         params["link_to"] = str(target.problem.root / "evaluator.py")
@@ -137,6 +140,7 @@ def test_poisoned_numbers(problem: str, backend: str, mode: str, targets: Target
     """NaN, infinities, integers beyond any float, absurd nesting and wrong types are the candidate's
     invalid output (or harmless), never a crash of the scorer and never a better score."""
     target = targets.get(problem, backend)
+    assert target is not None
     result = evaluate(target.evaluator, target.honest_source + attack("numbers", mode=mode))
     _assert_contained(target, result)
     assert f"REDTEAM numbers-{mode} armed" in result.stdout
@@ -146,6 +150,10 @@ def test_poisoned_numbers(problem: str, backend: str, mode: str, targets: Target
 
 LIMITS = Limits(wall_seconds=60, memory_bytes=256 * MiB, file_size_bytes=16 * MiB, max_processes=16,
                 output_bytes=16 * KiB)
+
+
+LIMITED = "prism"
+"""The problem the limits are tried on: the fastest, with nothing hidden that would keep it off `process`."""
 
 
 @pytest.fixture(scope="module")
@@ -158,11 +166,11 @@ def limited() -> Iterator[dict[str, CandidateEvaluator]]:
 
 
 def _limited(backend: str, made: dict[str, CandidateEvaluator], targets: Targets) -> tuple[Target, CandidateEvaluator]:
-    target = targets.get("telemetry_repair", backend)
+    target = targets.get(LIMITED, backend)
+    assert target is not None
     if backend not in made:
         made[backend] = CandidateEvaluator(target.problem, target.evaluator.sandbox, limits=LIMITS,
-                                           scenarios=[PROBLEMS["telemetry_repair"]],
-                                           secrets=targets.secrets("telemetry_repair"))
+                                           scenarios=[PROBLEMS[LIMITED]], secrets=targets.secrets(LIMITED))
     return target, made[backend]
 
 
@@ -210,6 +218,7 @@ def test_many_files_are_one_limit(backend: str, folder: str, targets: Targets, l
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_eplb_windows_cannot_be_regenerated(backend: str, targets: Targets):
     target = targets.get("eplb", backend)
+    assert target is not None
     result = evaluate(target.evaluator, target.honest_source + attack("eplb_future"))
     assert "REDTEAM eplb-future BREACH" not in result.stdout, result.stdout[-1000:]
     assert target.not_better_than_honest(result), (result.score, target.honest_score)
@@ -218,6 +227,8 @@ def test_eplb_windows_cannot_be_regenerated(backend: str, targets: Targets):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_telemetry_ground_truth_cannot_be_read(backend: str, targets: Targets):
     target = targets.get("telemetry_repair", backend)
+    if target is None:  # `process` refuses to score it at all while its ground truth is readable
+        return
     data_dirs = [os.environ["ENGRAM_DATA_DIR"]] if os.environ.get("ENGRAM_DATA_DIR") else []
     result = evaluate(target.evaluator, target.honest_source + attack("telemetry_truth", data_dirs=data_dirs))
     assert "REDTEAM telemetry-truth BREACH" not in result.stdout, result.stdout[-1000:]
