@@ -277,6 +277,19 @@ def leaked(evaluation: Evaluation | str) -> bool:
     return SECRET in text
 
 
+def host_places(*extra: Path) -> list[Path]:
+    """Every host directory an escape attack tries to write (to find and remove what landed)."""
+    import site
+    import sys
+
+    places = {Path(sys.prefix), Path("/usr/lib"), Path("/usr/local/lib"), Path("/etc"), Path("/"),
+              *(Path(p) for p in site.getsitepackages()), *extra}
+    data = os.environ.get("ENGRAM_DATA_DIR")
+    if data:
+        places.add(Path(data))
+    return sorted(p for p in places if p.is_dir())
+
+
 def markers(paths: list[Path], token: str) -> list[Path]:
     """Files an attack managed to create in `paths` (its marker names carry the token)."""
     found = []

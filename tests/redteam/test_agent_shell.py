@@ -24,6 +24,7 @@ from redteam.conftest import (
     allowed_breaches,
     breaches,
     decoy_intact,
+    host_places,
     leaked,
     markers,
     remove,
@@ -88,7 +89,7 @@ def test_escape_battery_from_the_shell(shell: SandboxedWorkspace, archive: Path,
     secret_file.chmod(0o600)
     server = socket.create_server(("127.0.0.1", 0))
     workspace = shell._workspace
-    host_places = [archive, *archive.rglob("*/"), *(Path(p) for p in site.getsitepackages())]
+    places = host_places(archive, *archive.rglob("*/"))
     inside = [str(workspace / "archive" / p.relative_to(archive)) for p in archive.rglob("*") if p.is_dir()]
     params = {"token": token, "decoy_pid": decoy.pid, **runner_identity(), "secret_name": SECRET_VARIABLE,
               "port": server.getsockname()[1], "secret_file": str(secret_file),
@@ -100,7 +101,7 @@ def test_escape_battery_from_the_shell(shell: SandboxedWorkspace, archive: Path,
         response = shell.execute("python3 attack.py")
     finally:
         server.close()
-        landed = markers([p for p in host_places if p.is_dir()], token)
+        landed = markers(places, token)
         remove(landed)
     verdicts = reports(response.output)
     assert set(verdicts) == set(ESCAPES), response.output[-2000:]

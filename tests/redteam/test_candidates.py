@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from redteam.conftest import (
     attack,
     decoy_intact,
     evaluate,
+    host_places,
     leaked,
     markers,
     remove,
@@ -57,15 +57,6 @@ def bait(tmp_path: Path) -> Iterator[dict[str, object]]:
         server.close()
 
 
-def _places(target: Target) -> list[Path]:
-    """Every host directory the battery tries to write (to find and remove what landed)."""
-    import site
-
-    places = {*target.host_paths, Path(sys.prefix), Path("/usr/lib"), Path("/usr/local/lib"), Path("/etc"),
-              Path("/"), *(Path(p) for p in site.getsitepackages()), target.evaluator._session}
-    return sorted(p for p in places if p.is_dir())
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("problem", [*PROBLEMS])
 def test_escape_battery(problem: str, backend: str, targets: Targets, decoy: subprocess.Popen[bytes],
@@ -76,7 +67,7 @@ def test_escape_battery(problem: str, backend: str, targets: Targets, decoy: sub
     token = uuid.uuid4().hex
     params = {"token": token, "decoy_pid": decoy.pid, **runner_identity(), "secret_name": SECRET_VARIABLE,
               "targets": [str(p) for p in target.host_paths], **bait}
-    places = _places(target)
+    places = host_places(*target.host_paths, target.evaluator._session)
     try:
         result = evaluate(target.evaluator, target.honest_source + attack("escape", **params))
     finally:
@@ -100,10 +91,9 @@ def test_escape_battery(problem: str, backend: str, targets: Targets, decoy: sub
 ANSWER_FILE_ATTACKS = {
     "fifo": {"mode": "fifo"},
     "symlink-to-runner-environ": {"mode": "symlink", "link_to": "/proc/self/environ"},
-    "symlink-to-evaluator": {"mode": "symlink", "link_to": "EVALUATOR"},
     "giant": {"mode": "giant", "bytes": 96 << 20},
 }
-NUMBER_ATTACKS = ["nan", "inf", "huge", "deep", "types"]
+NUMBER_ATTACKS = ["nonfinite", "huge", "deep", "types"]
 READER_BACKENDS = {"bwrap": [*PROBLEMS], "docker": ["cloudcast", "llm_sql"], "process": ["cloudcast", "llm_sql"]}
 """The trusted side reads and scores on the host whatever the backend: every problem on one backend, and
 an interactive and a plain problem on the others."""
@@ -126,18 +116,14 @@ def test_answer_file_swaps(problem: str, backend: str, how: str, targets: Target
     target = targets.get(problem, backend)
     if target is None:
         return
-    params = dict(ANSWER_FILE_ATTACKS[how])
-    if params.get("link_to") == "EVALUATOR":
-        params["link_to"] = str(target.problem.root / "evaluator.py")
-    result = evaluate(target.evaluator, target.honest_source + attack("answer_files", **params))
+    result = evaluate(target.evaluator, target.honest_source + attack("answer_files", **ANSWER_FILE_ATTACKS[how]))
     _assert_contained(target, result)
-    assert "def " not in (result.error or ""), "the scorer read a file the link pointed to"
 
 
 @pytest.mark.parametrize("mode", NUMBER_ATTACKS)
 @pytest.mark.parametrize(("problem", "backend"), [(p, "bwrap") for p in PROBLEMS])
 def test_poisoned_numbers(problem: str, backend: str, mode: str, targets: Targets) -> None:
-    """NaN, infinities, integers beyond any float, absurd nesting and wrong types are the candidate's
+    """NaN and infinities, integers beyond any float, absurd nesting and wrong types are the candidate's
     invalid output (or harmless), never a crash of the scorer and never a better score."""
     target = targets.get(problem, backend)
     assert target is not None
@@ -201,13 +187,17 @@ def test_memory_over_several_processes_is_one_limit(backend: str, targets: Targe
 @pytest.mark.parametrize("folder", ["work", "tmp"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_many_files_are_one_limit(backend: str, folder: str, targets: Targets, limited: dict[str, CandidateEvaluator]):
-    """The working directory holds at most the file-size limit in all; /tmp counts against memory."""
+    """The working directory holds at most the file-size limit in all; a private /tmp counts against
+    memory. `process` has no /tmp of its own: there the temp directory it gives ($TMPDIR) is tried,
+    which lies in the working directory."""
     target, evaluator = _limited(backend, limited, targets)
     each = LIMITS.file_size_bytes * 3 // 4  # type: ignore[operator]
+    if backend == "process" and folder == "tmp":
+        folder = "$TMPDIR"
     result = evaluate(evaluator, target.honest_source + attack("limits", mode="files", folder=folder, count=24,
                                                                   each=each))
     written = _last_number(result.stdout, "REDTEAM files-written ")
-    cap = LIMITS.file_size_bytes if folder == "work" else LIMITS.memory_bytes
+    cap = LIMITS.memory_bytes if folder == "tmp" else LIMITS.file_size_bytes
     assert 0 < written <= cap, f"{written} bytes written to {folder} under a {cap}-byte limit"  # type: ignore[operator]
     assert target.not_better_than_honest(result)
 

@@ -1,7 +1,7 @@
 # --- red-team attack: get more than the evaluation's limits by spreading over processes and files ---------
 # Parameters (ATTACK): mode -- "processes" (fork far past the process cap), "memory" (several processes that
 # each stay under the memory limit but together exceed it), "files" (many files, each under the file-size
-# limit, together far past it, in the working directory (`folder: work`) or /tmp (`folder: tmp`)).
+# limit, together far past it, in the working directory (`folder: work`), /tmp (`tmp`) or another folder).
 # Each child or file reports what it got; the test compares that with the limit for the whole evaluation.
 
 
@@ -55,7 +55,7 @@ def _redteam_limits(params):
             os.waitpid(pid, 0)
     elif mode == "files":
         total = 0
-        folder = os.getcwd() if params["folder"] == "work" else "/tmp"
+        folder = {"work": os.getcwd(), "tmp": "/tmp"}.get(params["folder"]) or os.path.expandvars(params["folder"])
         for number in range(params["count"]):
             path = os.path.join(folder, f"redteam-fill-{number}")
             try:

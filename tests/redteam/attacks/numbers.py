@@ -1,7 +1,7 @@
 # --- red-team attack: answer with numbers the scorer cannot take -------------------------------------------
-# Parameters (ATTACK): mode -- "nan", "inf", "huge" (10**400, beyond any float), "deep" (an answer nested
-# 100,000 lists deep) or "types" (every number as a string). The harness's json.dumps is wrapped, so every
-# answer (or, for interactive problems, every reply) leaves the sandbox poisoned that way.
+# Parameters (ATTACK): mode -- "nonfinite" (NaN, inf and -inf in turn), "huge" (10**400, beyond any float),
+# "deep" (an answer nested 100,000 lists deep) or "types" (every number as a string). The harness's
+# json.dumps is wrapped, so every answer (or every reply of an interactive problem) leaves poisoned.
 
 
 def _redteam_numbers(params):
@@ -9,15 +9,23 @@ def _redteam_numbers(params):
 
     original = json.dumps
     mode = params["mode"]
-    poison = {"nan": float("nan"), "inf": float("inf"), "huge": 10 ** 400, "types": None}[mode] \
-        if mode != "deep" else None
+    nonfinite = [float("nan"), float("inf"), float("-inf")]
     depth = 100_000
+    count = [0]
+
+    def poison(value):
+        count[0] += 1
+        if mode == "types":
+            return str(value)
+        if mode == "huge":
+            return 10 ** 400
+        return nonfinite[count[0] % len(nonfinite)]
 
     def poisoned(value):
         if isinstance(value, bool):
             return value
         if isinstance(value, int | float):
-            return str(value) if mode == "types" else poison
+            return poison(value)
         if isinstance(value, list | tuple):
             return [poisoned(item) for item in value]
         if isinstance(value, dict):
