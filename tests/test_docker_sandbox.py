@@ -61,9 +61,23 @@ def _leaves_nothing_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     if "docker_sandbox" not in request.fixturenames:
         yield
         return
-    before = _ours()
+    before = _made_here()
     yield
-    assert _ours() <= before
+    assert _made_here() <= before
+
+
+def _made_here() -> set[str]:
+    """Labelled containers this test process made (other runs may share the engine)."""
+    import docker
+
+    from engram.leftovers import current_owner
+
+    client = docker.from_env()
+    try:
+        return {c.id for c in client.containers.list(
+            all=True, filters={"label": [f"{LABEL}=1", f"{OWNER_LABEL}={current_owner().label}"]})}
+    finally:
+        client.close()
 
 
 def _sh(sandbox: DockerSandbox, command: str, workdir: Path, mounts: tuple[Mount, ...] = (), **limits: object):
