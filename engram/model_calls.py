@@ -174,6 +174,55 @@ class RetryPolicy:
         return min(self.max_delay, max(backoff, asked or 0.0))
 
 
+def retrying(attempt: Callable[[float], Any], policy: RetryPolicy, *, deadline: float | None = None,
+             model: str | None = None, sleep: Callable[[float], None] = time.sleep) -> Any:
+    """`attempt(seconds_left)` until it succeeds: transient errors are retried as `policy` says (never
+    waiting past `deadline`, a `time.monotonic()` value), errors no retry can cure raise
+    `ProviderError`, and the deadline raises `AgentStop`."""
+
+    def left() -> float:
+        return float("inf") if deadline is None else deadline - time.monotonic()
+
+    tries = 0
+    while True:
+        if left() <= 0:
+            raise AgentStop("time limit")
+        try:
+            return attempt(left())
+        except Exception as exc:
+            if (fatal := provider_error(exc, model)) is not None:
+                raise fatal from exc
+            if not is_retryable(exc) or tries >= policy.max_retries:
+                raise
+            wait = policy.delay(tries, retry_after(exc))
+            if wait >= left():
+                raise AgentStop("time limit") from exc
+            sleep(wait)
+            tries += 1
+
+
+def invoke_with_retries(model: Any, messages: list[Any], policy: RetryPolicy | None = None, *,
+                        within: float | None = None) -> Any:
+    """`model.invoke(messages)` with the agents' retry layer, for calls made outside an agent loop
+    (a summary over an agent's history, a digest distillation). Each attempt is its own call, so
+    each is in the transcript.
+
+    All attempts together take at most `within` seconds (default: the model's own timeout for one
+    call), so that a summary asked for after an agent's time limit cannot hold it much longer."""
+    if within is None:
+        timeout = getattr(model, "request_timeout", None)
+        within = float(timeout) if isinstance(timeout, int | float) else None
+    deadline = None if within is None else time.monotonic() + within
+
+    def attempt(left: float) -> Any:
+        return model.invoke(messages) if deadline is None else model.invoke(messages, timeout=left)
+
+    try:
+        return retrying(attempt, policy or RetryPolicy(), deadline=deadline, model=getattr(model, "model", None))
+    except AgentStop as stop:  # not an agent's limit here: the call's own
+        raise TimeoutError(f"model call gave no answer within {within:g} s") from stop
+
+
 class ModelCallMiddleware(AgentMiddleware):
     """Around every model call of an agent: the retry layer, the deadline, and unusable tool calls.
 
@@ -189,28 +238,9 @@ class ModelCallMiddleware(AgentMiddleware):
         self._sleep = sleep
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
-        attempt = 0
-        while True:
-            left = self._left()
-            if left <= 0:
-                raise AgentStop("time limit")
-            try:
-                response = self._attempt(request, handler, left)
-            except Exception as exc:
-                if (fatal := provider_error(exc, self.model)) is not None:
-                    raise fatal from exc
-                if not is_retryable(exc) or attempt >= self.policy.max_retries:
-                    raise
-                wait = self.policy.delay(attempt, retry_after(exc))
-                if wait >= self._left():
-                    raise AgentStop("time limit") from exc
-                self._sleep(wait)
-                attempt += 1
-                continue
-            return answer_unusable_tool_calls(response)
-
-    def _left(self) -> float:
-        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
+        response = retrying(lambda left: self._attempt(request, handler, left), self.policy, deadline=self.deadline,
+                            model=self.model, sleep=self._sleep)
+        return answer_unusable_tool_calls(response)
 
     def _attempt(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse],
                  left: float) -> ModelResponse:

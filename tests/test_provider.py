@@ -435,3 +435,20 @@ def test_mlflows_parent_run_ends_with_the_runs_final_dollars(server: FakeOpenAI,
     assert result["dollars"] == pytest.approx(server.billed("openai/o3"))
     agents = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert [run.info.status for run in agents] == ["FINISHED"]
+
+
+def test_one_off_calls_outside_an_agent_loop_are_retried_too(server: FakeOpenAI, tmp_path: Path, api: str):
+    from engram.model_calls import invoke_with_retries
+
+    server.script(status(503), MALFORMED, Reply(content="the summary"))
+    model = create_chat_model("openai/o3", api_base=server.api_base, api=api)  # type: ignore[arg-type]
+    policy = RetryPolicy(max_retries=3, initial_delay=0.01, jitter=False)
+    assert invoke_with_retries(model, [HumanMessage(content="summarise")], policy).content == "the summary"
+    assert len(server.requests) == 3
+    server.script(status(401))
+    with pytest.raises(ProviderError, match="HTTP 401"):
+        invoke_with_retries(model, [HumanMessage(content="summarise")], policy)
+    server.script(HANG, HANG)
+    with pytest.raises(TimeoutError, match="within 1 s"):  # all attempts together, not each
+        invoke_with_retries(model, [HumanMessage(content="summarise")], policy, within=1)
+    server.release()

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from engram.archive import Experiment, SeedArchive, write_json
+from engram.model_calls import invoke_with_retries
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -104,7 +105,7 @@ def fallback_summary(model: BaseChatModel, *, system: str, history: list[Any], a
     from langchain_core.messages import HumanMessage, SystemMessage
 
     messages = [SystemMessage(content=system), *_plain_history(history), HumanMessage(content=summary_request(agent))]
-    reply = model.invoke(messages)
+    reply = invoke_with_retries(model, messages)  # a rate limit here would lose the agent's whole summary
     return message_text(reply.content).strip()
 
 
@@ -175,8 +176,8 @@ def distill_if_needed(archive: SeedArchive, model_factory: Callable[..., BaseCha
         return False
     model = model_factory(role="distill")
     before = ledger.total_dollars
-    reply = model.invoke([HumanMessage(content=prompt("distill").format(target_tokens=max_tokens // 2,
-                                                                      digest=digest))])
+    reply = invoke_with_retries(model, [HumanMessage(content=prompt("distill").format(target_tokens=max_tokens // 2,
+                                                                                    digest=digest))])
     distilled = message_text(reply.content).strip()
     if not distilled:
         return False
