@@ -10,7 +10,8 @@ whatever it does (`setsid`, double fork):
   that the caller can say "memory" rather than "killed";
 * pids: `pids.max` caps the tasks (a fork bomb stops there) and lists every process to kill;
 * CPU: the time of all processes together is read (`cpu.stat`, `cpuacct.usage`) so that one CPU
-  limit holds per command, and a CPU bandwidth cap is set when the caller asks for one.
+  limit holds per command (accounting only: see `_V2_ENABLED` for why no group is CPU-scheduled),
+  and a CPU bandwidth cap is set on v1 when the caller asks for one.
 
 Both layouts are handled: the unified v2 hierarchy (modern hosts) and v1 controllers mounted one by
 one (older hosts, and hybrid ones whose v2 mount has no controllers). Where a controller cannot be
@@ -33,6 +34,11 @@ from pathlib import Path
 _PARENT_NAME = "engram"
 _STALE_AFTER_S = 120.0
 _CONTROLLERS = ("memory", "pids", "cpu")
+_V2_ENABLED = ("memory", "pids")
+"""Controllers Engram enables in v2. Not `cpu`: a group with the cpu controller is scheduled as one
+entity, so under load a command would get one task's share of the machine where its processes had
+one share each before, and run up to twice as slow (measured); CPU time is read from `cpu.stat`,
+which every v2 group has."""
 _V1_CPU_PERIOD_US = 100_000
 
 
@@ -105,7 +111,7 @@ def _v2_layout(mount_point: str, mount_root: str, own: str) -> _Layout | None:
         available = set((root / "cgroup.controllers").read_text().split())
     except OSError:
         return None
-    wanted = [c for c in _CONTROLLERS if c in available]
+    wanted = [c for c in _V2_ENABLED if c in available]
     if "memory" not in wanted and "pids" not in wanted:
         return None
     # The hierarchy's root may hold processes and still delegate controllers; any other cgroup that
@@ -131,7 +137,11 @@ def _v1_layout(mounts: list[tuple[str, str, str, set[str]]], own: dict[str, str]
     parents: dict[str, Path] = {}
     for controller in (*_CONTROLLERS, "cpuacct"):
         for mount_point, mount_root, fstype, options in mounts:
-            if fstype == "cgroup" and controller in options and controller in own:
+            if fstype != "cgroup" or controller not in options:
+                continue
+            if controller == "cpuacct" and "cpu" in options:
+                break  # mounted with cpu: joining it for accounting would change scheduling (see _V2_ENABLED)
+            if controller in own:
                 parent = _inside(mount_point, mount_root, own[controller]) / _PARENT_NAME
                 if _prepare_parent(parent) and _usable(parent, [controller]):
                     parents[controller] = parent
@@ -214,7 +224,8 @@ class CommandCgroup:
         if not found.parents:
             return None
         name = f"run-{uuid.uuid4().hex[:12]}"
-        paths = {c: parent / name for c, parent in found.parents.items()}
+        # The cpu hierarchy only when a bandwidth cap is asked for (group scheduling: see _V2_ENABLED).
+        paths = {c: parent / name for c, parent in found.parents.items() if c != "cpu" or cpus is not None}
         group = cls(found.version, paths)
         try:
             for directory in group._dirs:
