@@ -334,3 +334,12 @@ def test_folder_problem_fingerprint_covers_its_checker(tmp_path: Path) -> None:
     before = load_folder(copy).fingerprint()
     (copy / "chk.cc").write_text((copy / "chk.cc").read_text() + "\n// changed\n")
     assert load_folder(copy).fingerprint() != before
+
+
+def test_unbounded_variant_scores_the_unbounded_ratios() -> None:
+    problem = load_folder(PROBLEMS / "sum", unbounded=True)
+    assert problem.name.endswith("/unbounded")
+    with CandidateEvaluator(problem, get_sandbox("process", quiet=True), time_limit_s=120) as evaluator:
+        result = evaluator.evaluate(HALF)
+    assert result.score == pytest.approx(result.metrics["score_unbounded"])
+    assert result.score > 100 * 0.9 > result.metrics["score_bounded"]  # the checker's RatioUnbounded is 2 x ratio
