@@ -65,7 +65,7 @@ int main() {
 LINK_TO_ANSWER = r"""#include <cstdio>
 #include <unistd.h>
 int main() {  // leaves a link to the answer where its output was, hoping the checker reads through it
-  unlink("out.txt"); symlink("ANS/1.ans", "out.txt"); return 0;
+  unlink("out.txt"); if (link("ANS/1.ans", "out.txt") != 0) symlink("ANS/1.ans", "out.txt"); return 0;
 }
 """.replace("ANS", str(ANSWER_PATH))
 NO_COMPILE = "int main( {"

@@ -120,13 +120,15 @@ def _float(value: object) -> float:
 
 
 def _open_regular(path: Path) -> int | None:
-    """A descriptor for a file a sandboxed program wrote: a regular file only, never through a link it
-    may have planted in its place."""
+    """A descriptor for a file a sandboxed program wrote: a regular file of its own only, never through a
+    symbolic or hard link it may have planted in its place. (The directory it lies in was made by the
+    trusted side and is the program's mount point, so only the file itself can have been swapped.)"""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:  # a hard link could be some other file's bytes
         os.close(fd)
         return None
     return fd
