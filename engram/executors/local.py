@@ -110,19 +110,19 @@ class LocalExecutor(Executor):
         """Interrupt every worker like Ctrl-C, wait for them, kill what is left, remove its containers."""
         alive = [r for r in running if r.exitcode() is None]
         for entry in alive:
-            _signal_group(entry.process, signal.SIGINT)
+            signal_group(entry.process, signal.SIGINT)
         deadline = time.monotonic() + STOP_GRACE_S
         while any(r.exitcode() is None for r in alive) and time.monotonic() < deadline:
             with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C must not abandon the workers
                 time.sleep(_POLL_S)
         for entry in alive:
             if entry.exitcode() is None:
-                _signal_group(entry.process, signal.SIGKILL)
+                signal_group(entry.process, signal.SIGKILL)
                 entry.process.join()
         remove_containers([r.unit for r in alive])
 
 
-def _signal_group(process: multiprocessing.process.BaseProcess, signum: int) -> None:
+def signal_group(process: multiprocessing.process.BaseProcess, signum: int) -> None:
     if process.pid is None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):

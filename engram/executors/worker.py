@@ -1,12 +1,12 @@
-"""One run unit in its own process: `python -m engram.executors.worker` reads the unit (JSON) on stdin.
+"""One run unit in its own process (`child_main`), forked from a fork server that has imported the
+heavy libraries once: the local pool's driver keeps one per sweep, each Ray worker one for all the
+tasks Ray gives it (Ray reuses its workers), so a run starts in a second instead of paying for a
+fresh Python and its imports. Each run still has a process of its own, because a run owns
+process-wide state (signal handlers, MLflow's active run, LangChain autolog) that must not leak
+into the next run. The process:
 
-Every executor runs a unit in a process of its own -- the local pool as a child of a fork server
-that has imported the heavy libraries once (`child_main`), Ray as this module's `main` started from
-inside its task -- because a run owns process-wide state (signal handlers, MLflow's active run,
-LangChain autolog) that must not leak into the next run a pooled worker would execute. The process:
-
-* stops when what launched it dies (the pool's driver, watched through a pidfd; or its parent, the
-  Ray worker, through the kernel's parent-death signal): it gets SIGINT, which stops the run like
+* stops when what launched it dies (the pool's driver or the Ray worker, watched through a pidfd):
+  it gets SIGINT, which stops the run like
   Ctrl-C does -- running candidates and shell commands are killed (and not recorded as failures),
   containers removed -- and the relaunched sweep resumes it;
 * holds an exclusive lock on its seed directory, so a retry never runs beside an attempt that is
@@ -28,12 +28,11 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,31 +52,10 @@ LOG_FILE = "worker.log"
 CANCEL_FILE = "cancel"
 LOCK_FILE = ".worker.lock"
 HEARTBEAT_S = 2.0
-PARENT_ENV = "ENGRAM_WORKER_PARENT"
 NODE_ENV = "ENGRAM_WORKER_NODE"
 """Set by an executor to name where the worker runs (a Ray node id); recorded in the lease."""
 
 _PR_SET_PDEATHSIG = 1
-
-
-def launch(unit: RunUnit, *, own_process_group: bool, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a worker for `unit`; its output goes to `<seed dir>/worker.log`.
-
-    `own_process_group` keeps a terminal's Ctrl-C away from the worker so that the driver alone
-    decides how to stop it (the local pool); under Ray the worker must stay in the Ray worker's
-    group, which a forced cancellation kills as a whole.
-    """
-    unit.seed_dir.mkdir(parents=True, exist_ok=True)
-    with (unit.seed_dir / LOG_FILE).open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "engram.executors.worker"], stdin=subprocess.PIPE, stdout=log,
-            stderr=subprocess.STDOUT, process_group=0 if own_process_group else None,
-            env={**os.environ, **(env or {}), PARENT_ENV: str(os.getpid())},
-        )
-    assert process.stdin is not None
-    process.stdin.write(unit.to_json().encode("utf-8"))
-    process.stdin.close()
-    return process
 
 
 def read_lease(seed_dir: Path) -> dict[str, Any] | None:
@@ -99,15 +77,6 @@ def request_cancel(seed_dir: Path) -> None:
 # -- inside the worker -----------------------------------------------------------------------------------
 
 
-def main() -> int:
-    """`python -m engram.executors.worker`: the unit comes on stdin (how Ray's tasks start a run)."""
-    restore_interrupts()
-    unit = RunUnit.from_json(sys.stdin.read())
-    parent = os.environ.get(PARENT_ENV)
-    _die_with_parent(int(parent) if parent else None)
-    return run_unit(unit)
-
-
 def restore_interrupts() -> None:
     """Take SIGINT back: Ray's workers block it (the mask and an ignored disposition survive exec), so
     a worker started from one would stop neither on the cancel file, nor on the sweep cap, nor on a
@@ -126,6 +95,7 @@ def child_main(unit_json: str, log_path: str, driver_pid: int) -> None:
     holds the pipe that would tell the server its driver is gone, so the server outlives the driver
     as long as any worker runs. The worker therefore watches the driver itself."""
     os.setpgid(0, 0)
+    restore_interrupts()
     _die_with_parent(None)
     _stop_when_gone(driver_pid)
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -258,7 +228,3 @@ class Lease:
                 self.record["heartbeat"] = time.time()
                 with contextlib.suppress(OSError):
                     write_json(self.seed_dir / LEASE_FILE, self.record)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
