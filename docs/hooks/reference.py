@@ -99,7 +99,8 @@ def _constraints(field: dict[str, Any]) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
+    """A table cell: one line, pipes escaped, and `<dir>`-style placeholders shown rather than read as HTML."""
+    return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def cli_reference() -> str:
