@@ -461,7 +461,7 @@ def build(tag: str, base: str | None, offline: bool, no_cache: bool) -> None:
     click.echo(f"pin it in a spec with:  sandbox: {{backend: docker, image: {result.image_id}}}")
 
 
-_SANDBOX_COPY = re.compile(r"[^\s\"']*/engram-eval-[^/\s]+/program\.\w+")
+_SANDBOX_COPY = re.compile(r"(?:<workdir>|[^\s\"']*/engram-eval-[^/\s]+)/program\.\w+")
 
 
 def _naming_the_program(result: Evaluation, program: Path) -> Evaluation:
