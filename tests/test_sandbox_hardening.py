@@ -85,6 +85,7 @@ SYSCALLS = """
     print('keyctl', outcome(libc.syscall(250, 0, 0, 0, 0)))  # keyctl(KEYCTL_GET_KEYRING_ID)
     print('bpf', outcome(libc.syscall(321, 0, None, 0)))
     print('reboot', outcome(libc.syscall(169, 0, 0, 0, None)))
+    print('kill-all', outcome(libc.kill(-1, 0)))  # signal 0: only asks whether it would be allowed
     pid = os.fork()
     if pid == 0:
         os._exit(7)

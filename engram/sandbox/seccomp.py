@@ -84,6 +84,9 @@ def bpf_program() -> bytes:
     # library falls back to clone, whose flags the rule above checks.
     _add(rules, sc.ERRNO(errno.ENOSYS), "clone3")
     _add(rules, refuse, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, _TIOCSTI))
+    # kill(-1, ...) signals every process the caller may signal: for a command left root (the process
+    # backend when no unprivileged uid is possible) that is every root process on the machine.
+    _add(rules, refuse, "kill", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, 0xFFFFFFFF))
     for name, index in _CHMOD_CALLS.items():
         for bit in (stat.S_ISUID, stat.S_ISGID):
             _add(rules, refuse, name, sc.Arg(index, sc.MASKED_EQ, bit, bit))
