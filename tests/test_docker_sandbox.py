@@ -181,8 +181,9 @@ def test_only_the_workdir_and_tmp_are_writable(docker_sandbox: DockerSandbox, tm
 def test_runs_as_the_workdir_owner_without_privileges(docker_sandbox: DockerSandbox, tmp_path: Path):
     result = _sh(docker_sandbox, "id -u; id -g; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status", tmp_path)
     lines = result.stdout.text().split("\n")
-    owner = tmp_path.stat()
+    owner = tmp_path.stat()  # when Engram is root, the working directory was handed to the sandbox's uid
     assert lines[:2] == [str(owner.st_uid), str(owner.st_gid)]
+    assert os.geteuid() != 0 or lines[0] != "0", "a container ran as root"
     assert "CapEff:\t0000000000000000" in lines and "NoNewPrivs:\t1" in lines
 
 
@@ -203,14 +204,13 @@ def test_prune_removes_containers_a_crash_left_behind(docker_sandbox: DockerSand
 
     client = docker.from_env()
     try:
-        before = _ours()
         left = client.containers.run(docker_sandbox.image, ["sleep", "600"], detach=True, init=True,
                                      network_mode="none", labels={LABEL: "1"})
-        assert _ours() == before | {left.id}
+        assert left.id in _ours()
         done = subprocess.run([sys.executable, "-m", "engram.cli", "sandbox", "prune"], capture_output=True,
                               text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
-        assert "removed 1 sandbox container" in done.stdout or f"removed {len(before) + 1} sandbox" in done.stdout
+        assert "removed " in done.stdout and " sandbox container" in done.stdout
         assert left.id not in _ours()  # no owner label: nothing alive can claim it
     finally:
         client.close()
@@ -273,7 +273,7 @@ def test_what_counts_as_pinned():
 def test_explicit_docker_without_an_engine_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
     assert DockerSandbox.availability() is not None
-    with pytest.raises(SandboxError, match=r"(?s)sandbox 'docker' is unavailable.*start Docker.*bwrap\|process"):
+    with pytest.raises(SandboxError, match=r"(?s)sandbox 'docker' is unavailable.*start Docker.*--sandbox bwrap"):
         get_sandbox("docker")
     assert get_sandbox("auto", quiet=True).name in ("bwrap", "process")
 

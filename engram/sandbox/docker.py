@@ -32,6 +32,7 @@ from typing import Any
 
 from engram.errors import SandboxError
 from engram.leftovers import current_owner, is_dead
+from engram.sandbox import identity
 from engram.sandbox import workdir as workdirs
 from engram.sandbox.base import Limits, Mount, Sandbox, SandboxResult, Shell, StreamCapture
 from engram.sandbox.images import DEFAULT_TAG, ResolvedImage, resolve_image
@@ -231,7 +232,6 @@ class DockerSandbox(Sandbox):
         from docker.types import LogConfig, Ulimit
         from docker.types import Mount as DockerMount
 
-        owner = workdir.stat()
         binds = [DockerMount(str(workdir), str(workdir), type="bind", read_only=False)]
         binds += [DockerMount(str(m.inside), str(m.path), type="bind", read_only=not m.writable) for m in mounts]
         environment = {**env, "PATH": CONTAINER_PATH}
@@ -241,7 +241,7 @@ class DockerSandbox(Sandbox):
             "command": ["timeout", "-s", "KILL", f"{math.ceil(limits.wall_seconds) + _BACKSTOP_S}s", *argv],
             "environment": environment,
             "working_dir": str(workdir),
-            "user": f"{owner.st_uid}:{owner.st_gid}",
+            "user": sandbox_user(workdir, mounts),
             "network_mode": "none",
             "hostname": "engram-sandbox",
             "read_only": True,
@@ -320,9 +320,8 @@ class DockerShell(Shell):
 
     def run(self, command: str, *, wall_seconds: float, output_bytes: int) -> SandboxResult:
         notes: list[str] = []
-        owner = self._workdir.stat()
         argv = ["timeout", "-s", "KILL", f"{max(wall_seconds, 0.1):.3f}s", "/bin/bash", "-c", command]
-        container_id, exec_id, stream = self._exec_start(argv, f"{owner.st_uid}:{owner.st_gid}", notes)
+        container_id, exec_id, stream = self._exec_start(argv, sandbox_user(self._workdir, self._mounts), notes)
         captures = (StreamCapture(output_bytes), StreamCapture(output_bytes))
         reader = threading.Thread(target=_pump, args=(stream, captures), name="engram-docker-shell", daemon=True)
         reader.start()
@@ -463,6 +462,19 @@ class _CapWatch:
         self.hit = self.hit or _cap_hits(self.cgroup)
         self._stop.set()
         return self.hit
+
+
+def sandbox_user(workdir: Path, mounts: Sequence[Mount]) -> str:
+    """Who a command runs as inside: when Engram is root, the unprivileged uid of its own that the
+    host backends use (`identity`), with the working directory (and writable mounts) handed to it
+    first, so that no container ever runs as uid 0; otherwise the working directory's owner."""
+    if not identity.running_as_root():
+        owner = workdir.stat()
+        return f"{owner.st_uid}:{owner.st_gid}"
+    uid = identity.uid_for(workdir)
+    for path in [workdir, *(m.path for m in mounts if m.writable)]:
+        identity.hand_over(path, uid)
+    return f"{uid}:{uid}"
 
 
 def _pump(stream: Iterator[tuple[bytes | None, bytes | None]], captures: tuple[StreamCapture, StreamCapture]) -> None:
