@@ -278,3 +278,32 @@ def test_the_working_directory_holds_at_most_the_file_limit_in_total(sandbox):
     with sandbox.workdir(prefix="engram-test-") as workdir:
         honest = run_python(sandbox, FILE_WRITER.format(count=2, mb=20), workdir, file_size_bytes=64 * MiB)
         assert honest.returncode == 0 and honest.stdout.text().split() == ["files", "2"]
+
+
+@needs_root
+def test_an_agents_shell_cannot_edit_the_archive_but_keeps_editing_its_workspace(tmp_path: Path):
+    """Between two commands the runner writes a file (the agent's file tools): the next command may
+    still append to it, while the archive of earlier agents stays read-only."""
+    require_backend("bwrap")
+    sandbox = get_sandbox("bwrap", quiet=True)
+    workspace, archive = tmp_path / "workspace", tmp_path / "archive"
+    workspace.mkdir()
+    archive.mkdir()
+    (archive / "evaluation.json").write_text('{"score": 0.006}')
+    shell = sandbox.open_shell(workdir=workspace, mounts=[Mount(archive, target=workspace / "archive")],
+                               env=clean_environment(workspace), memory_bytes=512 * MiB, max_processes=32,
+                               lifetime_s=600)
+    try:
+        first = shell.run("echo one > notes.md", wall_seconds=60, output_bytes=4096)
+        (workspace / "plan.md").write_text("from the file tool\n")  # the runner, as root
+        attack = shell.run("echo '{\"score\": 0.5}' > archive/evaluation.json; "
+                           "mount -o remount,rw archive; echo pwned > archive/evaluation.json; "
+                           "echo two >> notes.md && echo more >> plan.md && cat archive/evaluation.json",
+                           wall_seconds=60, output_bytes=4096)
+    finally:
+        shell.close()
+    assert first.returncode == 0
+    assert (archive / "evaluation.json").read_text() == '{"score": 0.006}'
+    assert attack.stdout.text() == '{"score": 0.006}'
+    assert (workspace / "notes.md").read_text() == "one\ntwo\n"
+    assert (workspace / "plan.md").read_text() == "from the file tool\nmore\n"
