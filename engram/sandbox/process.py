@@ -141,9 +141,9 @@ class ProcessSandbox(Sandbox):
         nproc = _nproc_limit(limits, cgroup, notes)
         started = time.monotonic()
         launch: Launch | None = None
-        if (uncapped := workdirs.seal(workdir, limits.file_size_bytes)) is not None:
-            notes.append(uncapped)
         try:
+            if (uncapped := workdirs.seal(workdir, limits.file_size_bytes)) is not None:
+                notes.append(uncapped)
             launch = self.launch(argv, workdir, mounts)
             notes += launch.notes
             proc = subprocess.Popen(
