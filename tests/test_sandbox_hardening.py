@@ -307,3 +307,15 @@ def test_an_agents_shell_cannot_edit_the_archive_but_keeps_editing_its_workspace
     assert attack.stdout.text() == '{"score": 0.006}'
     assert (workspace / "notes.md").read_text() == "one\ntwo\n"
     assert (workspace / "plan.md").read_text() == "from the file tool\nmore\n"
+
+
+def test_without_cgroups_the_result_says_which_limits_are_per_process(monkeypatch: pytest.MonkeyPatch, workdir: Path):
+    """A host that lets Engram make no cgroup (no root, no delegation): the command still runs, and
+    the result says the memory limit and process cap hold per process only."""
+    from engram.sandbox import cgroup
+
+    monkeypatch.setattr(cgroup, "layout", lambda: cgroup._Layout(1, {}, ("memory", "pids", "cpu")))
+    sandbox = get_sandbox("process", quiet=True)
+    result = run_python(sandbox, "print('ran')", workdir, memory_bytes=256 * MiB, max_processes=8)
+    assert result.returncode == 0 and result.stdout.text() == "ran\n"
+    assert any("no memory/pids cgroup" in note and "per process only" in note for note in result.notes), result.notes
