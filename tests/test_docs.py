@@ -206,7 +206,9 @@ def test_console_commands_run_as_documented(page: Path, scratch: Path) -> None:
         "XDG_CACHE_HOME": str(scratch / "home" / ".cache"),
         "NO_COLOR": "1",
         "COLUMNS": "200",
+        "TMPDIR": str(scratch / "tmp"),  # leftovers of other processes' runs are not this page's business
     }
+    (scratch / "tmp").mkdir()
     env.pop("OPENAI_API_KEY", None)
     bin_dir = Path(sys.executable).parent
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
