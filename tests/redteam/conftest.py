@@ -212,13 +212,13 @@ def _host_paths(problem: Problem) -> list[Path]:
     return [p for p in paths if p.is_dir()]
 
 
-def evaluate(evaluator: CandidateEvaluator, source: str) -> Evaluation:
+def evaluate(evaluator: CandidateEvaluator, source: str, artifacts_dir: Path | None = None) -> Evaluation:
     """Evaluate in a helper thread so that a hung runner fails the test instead of the session."""
     done: dict[str, Any] = {}
 
     def work() -> None:
         try:
-            done["result"] = evaluator.evaluate(source)
+            done["result"] = evaluator.evaluate(source, artifacts_dir=artifacts_dir)
         except BaseException as exc:
             done["error"] = exc
 

@@ -3,6 +3,7 @@ none hangs or crashes the runner, none sees the runner's secret."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,11 +15,12 @@ import pytest
 
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.evaluation.result import Evaluation
-from engram.sandbox import Limits
+from engram.sandbox import Limits, Sandbox
 from engram.sandbox.base import KiB, MiB
 from redteam.conftest import (
     BACKENDS,
     PROBLEMS,
+    ROOT_WITHOUT_UID,
     SECRET_VARIABLE,
     Target,
     Targets,
@@ -32,6 +34,7 @@ from redteam.conftest import (
     remove,
     reports,
     runner_identity,
+    sandbox_for,
     unexpected_breaches,
 )
 
@@ -83,6 +86,73 @@ def test_escape_battery(problem: str, backend: str, targets: Targets, decoy: sub
     assert not leaked(result), "the runner's secret reached the evaluation"
     assert decoy_intact(decoy) or "signal-runner" in allowed, "the runner's stand-in was signalled or traced"
     assert "TracerPid:\t0" in Path("/proc/self/status").read_text()
+    assert target.not_better_than_honest(result), (result.score, target.honest_score)
+
+
+FRONTIER_ATTACK = r"""#include <cstdio>
+#include <cstdlib>
+static const char* ATTACK_SOURCE = R"REDTEAM(%s)REDTEAM";
+int main() {
+  const char* places[] = {"redteam_attack.py", "/tmp/redteam_attack.py"};
+  for (const char* place : places) {
+    FILE* f = fopen(place, "w");
+    if (!f) continue;
+    fputs(ATTACK_SOURCE, f);
+    fclose(f);
+    char command[256];
+    snprintf(command, sizeof command, "python3 %%s 1>&2", place);
+    if (system(command) == 0) break;
+  }
+  long long a, b;
+  if (scanf("%%lld %%lld", &a, &b) != 2) return 1;
+  printf("%%lld\n", a + b);
+  return 0;
+}
+"""
+
+
+def _require_cpp_in_image(sandboxes: dict[str, Sandbox], workdir: Path) -> None:
+    """An engine's older sandbox image may lack g++ (`engram sandbox build` adds it): skipped here, but
+    CI builds the image afresh, so there it must be present."""
+    sandbox = sandbox_for("docker", sandboxes)
+    probe = sandbox.run(["g++", "--version"], workdir=workdir, limits=Limits(wall_seconds=60), env={})
+    if probe.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"the Docker sandbox image has no g++: {probe.stderr.text()[:200]}")
+        pytest.skip("the Docker sandbox image here has no g++ (rebuild it with `engram sandbox build`)")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_escape_battery_from_a_cpp_program(backend: str, targets: Targets, decoy: subprocess.Popen[bytes],
+                                           bait: dict[str, object], tmp_path: Path,
+                                           sandboxes: dict[str, Sandbox]) -> None:
+    """The Frontier-CS family's candidates are whole C++ programs: the same battery, started by one."""
+    if backend == "docker":
+        (tmp_path / "probe").mkdir()
+        _require_cpp_in_image(sandboxes, tmp_path / "probe")
+    target = targets.get("frontier", backend)
+    assert target is not None
+    token = uuid.uuid4().hex
+    params = {"token": token, "decoy_pid": decoy.pid, **runner_identity(), "secret_name": SECRET_VARIABLE,
+              "targets": [str(p) for p in target.host_paths], **bait}
+    places = host_places(*target.host_paths)
+    try:
+        result = evaluate(target.evaluator, FRONTIER_ATTACK % attack("escape", **params), artifacts_dir=tmp_path)
+    finally:
+        landed = markers(places, token)
+        remove(landed)
+    output = "\n".join(case["stderr"] for case in json.loads((tmp_path / "cases.json").read_text()))
+    assert set(reports(output)) == set(ESCAPES), f"the battery did not run to the end: {result.error}\n{output}"
+    notes = "\n".join(result.notes)
+    if backend == "process" and " uid=0" in reports(output)["capabilities"]:
+        # The judge does not pass the sandbox's notes on, so the program's own report says it ran as root
+        notes += f"\n{ROOT_WITHOUT_UID} (reported by the program: the judge records no note)"
+    expected = unexpected_breaches(output, backend, notes)
+    assert not expected, "\n".join(expected)
+    allowed = allowed_breaches(backend, notes)
+    assert not landed or "write-readonly" in allowed, f"files written on the host: {landed}"
+    assert not leaked(result) and not leaked(output), "the runner's secret reached the evaluation"
+    assert decoy_intact(decoy) or "signal-runner" in allowed, "the runner's stand-in was signalled or traced"
     assert target.not_better_than_honest(result), (result.score, target.honest_score)
 
 

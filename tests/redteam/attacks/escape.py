@@ -21,7 +21,7 @@ def _redteam_escape(params):
     token = params["token"]
 
     def say(name, breach, detail=""):
-        print(f"REDTEAM {name} {'BREACH' if breach else 'held'} {detail}"[:400], flush=True)
+        print(f"REDTEAM {name} {'BREACH' if breach else 'held'} {detail}"[:250], flush=True)
 
     here = os.getcwd()
     places = set(params.get("targets", []))

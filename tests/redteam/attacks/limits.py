@@ -28,7 +28,7 @@ def _redteam_limits(params):
     elif mode == "memory":
         read_end, write_end = os.pipe()
         children = []
-        for _ in range(params["count"]):
+        for number in range(params["count"]):
             pid = os.fork()
             if pid == 0:
                 os.close(read_end)
@@ -36,23 +36,28 @@ def _redteam_limits(params):
                     block = bytearray(params["each"])
                     for offset in range(0, len(block), 4096):  # touch every page: resident, not just reserved
                         block[offset] = 1
-                    os.write(write_end, b"x")
+                    os.write(write_end, bytes([number]))
                     time.sleep(3)  # hold it while the others allocate
                 except MemoryError:
                     pass
                 os._exit(0)
             children.append(pid)
         os.close(write_end)
-        held = 0
+        holding, gone, held = set(), set(), 0
         deadline = time.monotonic() + 20
-        while held < len(children) and time.monotonic() < deadline:
+        while len(holding | gone) < len(children) and time.monotonic() < deadline:
             data = os.read(read_end, 64)
             if not data:
                 break
-            held += len(data)
+            holding.update(children[index] for index in data)
+            for pid in children:  # a child the OOM killer took is gone before another's allocation returns
+                if pid not in gone and os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    gone.add(pid)
+            held = max(held, len(holding - gone))
             print(f"REDTEAM memory-held {held} x {params['each']}", flush=True)
         for pid in children:
-            os.waitpid(pid, 0)
+            if pid not in gone:
+                os.waitpid(pid, 0)
     elif mode == "files":
         total = 0
         folder = {"work": os.getcwd(), "tmp": "/tmp"}.get(params["folder"]) or os.path.expandvars(params["folder"])
