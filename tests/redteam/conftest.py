@@ -14,8 +14,10 @@ end the test session, while a dead or stopped decoy is a clean failure.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 import subprocess
 import threading
 import uuid
@@ -283,11 +285,26 @@ def host_places(*extra: Path) -> list[Path]:
     import sys
 
     places = {Path(sys.prefix), Path("/usr/lib"), Path("/usr/local/lib"), Path("/etc"), Path("/"),
-              *(Path(p) for p in site.getsitepackages()), *extra}
+              *(Path(p) for p in site.getsitepackages()), *_system_python_places(), *extra}
     data = os.environ.get("ENGRAM_DATA_DIR")
     if data:
         places.add(Path(data))
     return sorted(p for p in places if p.is_dir())
+
+
+@functools.cache
+def _system_python_places() -> tuple[Path, ...]:
+    """Prefixes and site directories of the other `python3`s a candidate's shell may start (a C++
+    program's environment may not name Engram's interpreter first)."""
+    places: list[Path] = []
+    script = "import site, sys; print(sys.prefix); print(*site.getsitepackages(), sep=chr(10))"
+    for python in {shutil.which("python3"), "/usr/local/bin/python3", "/usr/bin/python3"} - {None}:
+        if not Path(python).exists():  # type: ignore[arg-type]
+            continue
+        done = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=60,  # type: ignore[list-item]
+                              check=False)
+        places += [Path(line) for line in done.stdout.splitlines() if line.strip()]
+    return tuple(places)
 
 
 def markers(paths: list[Path], token: str) -> list[Path]:
