@@ -23,6 +23,7 @@ class Progress(Protocol):
     def agent_turn(self, agent: int, text: str, tool_calls: list[dict[str, Any]]) -> None: ...
     def agent_finished(self, agent: int, reason: str) -> None: ...
     def note(self, message: str) -> None: ...
+    def seed_finished(self, seed: int, result: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -43,6 +44,9 @@ class QuietProgress:
         pass
 
     def note(self, message: str) -> None:
+        pass
+
+    def seed_finished(self, seed: int, result: dict[str, Any]) -> None:
         pass
 
     def close(self) -> None:
@@ -70,6 +74,9 @@ class JsonProgress(QuietProgress):
 
     def note(self, message: str) -> None:
         self._emit("note", message=message)
+
+    def seed_finished(self, seed: int, result: dict[str, Any]) -> None:
+        self._emit("seed_finished", seed=seed, best_score=result.get("best_score"), dollars=result.get("dollars"))
 
 
 class RichProgress(QuietProgress):
@@ -138,6 +145,13 @@ class RichProgress(QuietProgress):
 
     def note(self, message: str) -> None:
         self.console.print(message)
+
+    def seed_finished(self, seed: int, result: dict[str, Any]) -> None:
+        """The last line shows what the summary will: calls after the last evaluation (summaries, a
+        distillation) cost dollars too."""
+        self.state.update(dollars=float(result.get("dollars") or 0.0),
+                          best=result.get("best_score", self.state["best"]))
+        self._refresh()
 
     def close(self) -> None:
         if not self.shown:

@@ -353,6 +353,7 @@ def _run_seeds(spec: Spec, run_dir: Path, problem: Any, sandbox: Any, progress: 
             repair_archive(archive, evaluator)
             outcomes.append(SeedOutcome(seed, run_seed(spec, run_dir, archive, seed, problem, evaluator, sandbox,
                                                        progress, tracking_uri, shared_budget)))
+            progress.seed_finished(seed, outcomes[-1].result)
     return outcomes
 
 

@@ -423,3 +423,11 @@ def test_verbose_shows_the_replies_of_methods_without_an_agent_loop() -> None:
     reply = LLMResult(generations=[[ChatGeneration(message=AIMessage(content="why", tool_calls=[call]))]])
     _reply_echo(progress, 3).on_llm_end(reply)  # type: ignore[arg-type]
     assert seen == [(3, "why", [call])]
+
+
+def test_the_last_status_line_shows_the_runs_final_dollars(capsys: pytest.CaptureFixture[str]) -> None:
+    progress = RichProgress()
+    progress.seed_started(0, resumed=False)
+    progress.seed_finished(0, {"dollars": 0.1232, "best_score": 0.5})
+    progress.close()
+    assert capsys.readouterr().err.splitlines()[-1].endswith("best 0.5  $0.1232")
