@@ -30,6 +30,18 @@ def command(repo: Path, *args: str) -> str:
     return done.stdout
 
 
+def copy_of_project(repo: Path, relatives: list[str]) -> Path:
+    """The project's files that DVC reads, copied into `repo`, so a test's `dvc repro` touches no real output."""
+    for relative in relatives:
+        source, target = REPO / relative, repo / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+    return repo
+
+
 def set_param(repo: Path, section: str, key: str, value: object) -> None:
     path = repo / "params.yaml"
     text = path.read_text()
@@ -50,14 +62,7 @@ def set_param(repo: Path, section: str, key: str, value: object) -> None:
 def repo(tmp_path: Path) -> Path:
     if shutil.which("dvc", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") is None:
         pytest.fail("dvc is not installed: pip install -e '.[dev]'")
-    repo = tmp_path / "clone"
-    for relative in COPIED:
-        source, target = REPO / relative, repo / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target)
+    repo = copy_of_project(tmp_path / "clone", COPIED)
     command(repo, "git", "init", "-q")
     command(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
     command(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "project")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_dvc import copy_of_project
 
 from engram.spec import Spec, load_spec
 
@@ -105,15 +106,9 @@ def test_dvc_repro_paper_dry_lists_every_stage(tmp_path: Path):
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     if shutil.which("dvc", path=path) is None:
         pytest.fail("dvc is not installed: pip install -e '.[dev]'")
-    repo = tmp_path / "clone"
-    for relative in ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", "specs",
-                     "engram/sandbox/image", "evaluators", "baselines"):
-        source, target = REPO / relative, repo / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, target)
+    repo = copy_of_project(tmp_path / "clone", ["dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore",
+                                                  ".dvcignore", "specs", "engram/sandbox/image", "evaluators",
+                                                  "baselines"])
     (repo / "engram" / "__init__.py").write_text("")
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path}
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
