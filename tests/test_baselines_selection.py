@@ -34,6 +34,7 @@ from baselines.proposals import (
     read_answer,
     request_program,
 )
+from engram.errors import ProviderError
 from engram.llm import BudgetExceeded
 from engram.methods.context import StopRun
 
@@ -188,7 +189,7 @@ def test_malformed_answers_are_sent_back_a_bounded_number_of_times():
     assert failure == ProposalFailure("malformed", failure.message, 3) and len(stubborn.sent) == 3
 
 
-def test_transient_errors_are_retried_and_others_fail_the_proposal():
+def test_transient_errors_are_retried_and_a_refused_request_stops_the_run():
     rate_limit = litellm.RateLimitError("slow down", llm_provider="x", model="x")
     sleeps: list[float] = []
     model = FakeModel([rate_limit, rate_limit, GOOD])
@@ -197,9 +198,10 @@ def test_transient_errors_are_retried_and_others_fail_the_proposal():
 
     exhausted = request_program(FakeModel([rate_limit] * 3), [HumanMessage("t")], NO_WAIT, sleep=sleeps.append)
     assert isinstance(exhausted, ProposalFailure) and exhausted.kind == "model_error" and exhausted.attempts == 3
-    refused = request_program(FakeModel([litellm.BadRequestError("no", model="x", llm_provider="x")]),
-                              [HumanMessage("t")], NO_WAIT)
-    assert isinstance(refused, ProposalFailure) and refused.kind == "model_error" and refused.attempts == 1
+    refusing = FakeModel([litellm.BadRequestError("no", model="x", llm_provider="x"), GOOD])
+    with pytest.raises(ProviderError, match="retrying cannot help"):  # no retry cures a 400: the run stops
+        request_program(refusing, [HumanMessage("t")], NO_WAIT)
+    assert len(refusing.sent) == 1
 
 
 def test_a_spent_budget_stops_the_run_instead_of_failing_the_proposal():

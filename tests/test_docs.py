@@ -207,6 +207,9 @@ def test_console_commands_run_as_documented(page: Path, scratch: Path) -> None:
         "NO_COLOR": "1",
         "COLUMNS": "200",
         "TMPDIR": str(scratch / "tmp"),  # leftovers of other processes' runs are not this page's business
+        # The pages show what a newcomer's machine without Docker prints (`auto` picks bwrap), whether or
+        # not this machine runs an engine (CI does, for the Docker tests).
+        "DOCKER_HOST": f"unix://{scratch / 'no-docker-engine.sock'}",
     }
     (scratch / "tmp").mkdir()
     env.pop("OPENAI_API_KEY", None)

@@ -189,7 +189,9 @@ def test_corrupt_data_is_reported_with_file_and_fix(isolated_copy, initial_sourc
     with pytest.raises(DataError) as caught:
         evaluator.evaluate(initial_source)
     message = str(caught.value)
-    assert "cloudcast/profiles/cost.csv" in message and "corrupt" in message and "Delete it" in message
+    assert "cloudcast/profiles/cost.csv" in message and "does not match the problem's manifest" in message
+    assert "restore it from https://" in message  # how to fix it, with both causes named
+    assert "the manifest's checksum is wrong" in message
 
 
 # -- secrets and reach --------------------------------------------------------------------------------
