@@ -66,7 +66,9 @@ def test_the_host_imports_the_locked_versions():
 
 def test_the_locked_tag_names_the_lock():
     assert locked_tag() == f"engram-sandbox:lock-{lock_digest()[:12]}"
-    assert lock_digest() == hashlib.sha256((REPO / "engram/sandbox/image" / LOCK_FILE).read_bytes()).hexdigest()
+    recipe = REPO / "engram/sandbox/image"
+    expected = hashlib.sha256((recipe / LOCK_FILE).read_bytes() + b"\0" + (recipe / "Dockerfile").read_bytes())
+    assert lock_digest() == expected.hexdigest()  # the Dockerfile is part of the image's identity
 
 
 # -- against a real engine (the image the tests build with `engram sandbox build`'s code) ---------------

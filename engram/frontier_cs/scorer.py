@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,6 +43,17 @@ def case_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
+
+
+def _staged(binary: CachedBinary, root: Path) -> CachedBinary:
+    """A copy of a cached judge binary in a folder of its own under `root`, readable by any uid."""
+    folder = root / binary.path.name
+    folder.mkdir()
+    os.chmod(folder, 0o755)
+    copy = folder / binary.path.name
+    shutil.copyfile(binary.path, copy)
+    os.chmod(copy, 0o755)
+    return CachedBinary(copy, binary.sha256)
 
 
 class FrontierScorer(ProgramJudge):
@@ -74,8 +87,14 @@ class FrontierScorer(ProgramJudge):
             case = by_number[int(scenario.name)]
             cases[case] = CaseFiles(*self.problem.case_files(case.number))
         checker, launcher = self._judge_binaries(sandbox)
-        judge = Judge(sandbox, self.problem.judge_config, checker, launcher, workers=min(case_workers(), len(cases)))
-        verdicts = judge.judge(source, cases, workdir, deadline)
+        # The cache may sit under a closed home (/root) that the sandbox's unprivileged uid cannot enter, so
+        # each evaluation runs copies from a scratch folder it can reach (the judge checks their hashes).
+        with tempfile.TemporaryDirectory(prefix="engram-judge-") as scratch:
+            root = Path(scratch)
+            os.chmod(root, 0o755)
+            judge = Judge(sandbox, self.problem.judge_config, _staged(checker, root), _staged(launcher, root),
+                          workers=min(case_workers(), len(cases)))
+            verdicts = judge.judge(source, cases, workdir, deadline)
         notes = [note] if (note := self.problem.missing_note()) else []
         if verdicts.compile_error is not None:
             return Judgement(failure=(ErrorKind.SYNTAX, f"compilation failed:\n{verdicts.compile_error[-4000:]}"),

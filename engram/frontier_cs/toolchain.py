@@ -126,12 +126,18 @@ def judge_binary(sandbox: Sandbox, source: bytes, role: str, testlib: bytes | No
             return cached
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{key}.", suffix=".part", dir=final.parent))
+    # The compiler runs as the sandbox's unprivileged uid, which cannot reach the cache under a closed
+    # home (/root): it builds in a scratch folder of its own, and only the binary enters the cache.
+    scratch = Path(tempfile.mkdtemp(prefix="engram-judge-build-"))
     try:
-        include = staging / "include"
+        os.chmod(scratch, 0o755)
+        include = scratch / "include"
         include.mkdir()
+        os.chmod(include, 0o755)
         if testlib is not None:
             (include / "testlib.h").write_bytes(testlib)
-        build = staging / "build"
+            os.chmod(include / "testlib.h", 0o644)
+        build = scratch / "build"
         compiled = compile_source(sandbox, source, f"{role}.cc", build, role, include=include,
                                   limits=JUDGE_COMPILE_LIMITS)
         if compiled.binary is None:
@@ -153,6 +159,7 @@ def judge_binary(sandbox: Sandbox, source: bytes, role: str, testlib: bytes | No
         return cached
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _sha256(data: bytes) -> str:

@@ -122,8 +122,14 @@ def image_files() -> Path:
 
 
 def lock_digest() -> str:
-    """The sha256 of the lock file: the identity of the packages a locked image holds."""
-    return hashlib.sha256((image_files() / LOCK_FILE).read_bytes()).hexdigest()
+    """The identity of a locked image: the sha256 of its recipe, the lock file and the Dockerfile.
+
+    The Dockerfile counts too: a step added to it (g++ for C++ candidates) changes what candidates run
+    with as surely as a changed package does, so an image built before it must not pass for current."""
+    recipe = hashlib.sha256((image_files() / LOCK_FILE).read_bytes())
+    recipe.update(b"\0")
+    recipe.update((image_files() / "Dockerfile").read_bytes())
+    return recipe.hexdigest()
 
 
 def locked_tag() -> str:
