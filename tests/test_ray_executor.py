@@ -79,9 +79,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             pytest.fail("Ray must be installed in CI (pip install -e '.[dev]')")
         pytest.skip("Ray is not installed (pip install 'engram[ray]')")
     token = secrets.token_hex(16)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_ADDRESS": ""}
-    port = _free_port()
     temp = tmp_path_factory.mktemp("ray")
+    # These tests are about Ray, not Docker: `auto` resolves to bwrap on every node and the driver even
+    # where an engine runs (CI's, for the Docker tests), as the nodes offer no `engram_docker` resource.
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_ADDRESS": "",
+           "DOCKER_HOST": f"unix://{temp / 'no-docker-engine.sock'}"}
+    port = _free_port()
     groups = [_ray_start(["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false"], env)]
     try:
         groups.append(_ray_start([f"--address=127.0.0.1:{port}"], env))
@@ -93,10 +96,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         time.sleep(1)  # workers exit when their raylet is gone
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
+def _wait_for(condition: Callable[[], bool], timeout: float = 180,
+              driver: subprocess.Popen[str] | None = None) -> None:
+    """Wait for the sweep to reach a point; on a stalled or ended driver, fail with what it said."""
+    deadline = time.monotonic() + float(os.environ.get("ENGRAM_TEST_RAY_WAIT_S", timeout))
     while not condition():
-        assert time.monotonic() < deadline, "the sweep never reached the expected point"
+        ended = driver is not None and driver.poll() is not None
+        if ended or time.monotonic() >= deadline:
+            said = ""
+            if driver is not None:
+                if not ended:
+                    driver.kill()
+                said = "\n".join(part or "" for part in driver.communicate())[-3000:]
+            raise AssertionError(f"the sweep never reached the expected point; the driver said:\n{said}")
         time.sleep(0.1)
 
 
@@ -118,12 +130,12 @@ def test_runs_spread_over_two_nodes_and_survive_losing_one(tmp_path: Path, clust
     try:
         raylet, second_node = cluster.raylet_of(cluster.groups[1])
         runs = tmp_path / "runs" / "t"
-        _wait_for(lambda: len(list(runs.glob("*/seed-*/worker.json"))) == 2)
+        _wait_for(lambda: len(list(runs.glob("*/seed-*/worker.json"))) == 2, driver=driver)
         seeds = sorted(runs.glob("*/seed-*"))
         first_nodes = {s.name: json.loads((s / "worker.json").read_text())["node"] for s in seeds}
         assert len(set(first_nodes.values())) == 2 and second_node in first_nodes.values()  # one run per node
         [lost] = [s for s in seeds if first_nodes[s.name] == second_node]
-        _wait_for(lambda: (lost / "agents/agent-1/experiments/exp-0002/program.py").is_file())
+        _wait_for(lambda: (lost / "agents/agent-1/experiments/exp-0002/program.py").is_file(), driver=driver)
         time.sleep(0.5)  # the evaluation of exp-0002 is under way on the second node
         os.kill(raylet, signal.SIGKILL)
         stdout, stderr = driver.communicate(timeout=300)
@@ -171,7 +183,7 @@ def test_ctrl_c_stops_ray_runs_cleanly(tmp_path: Path, cluster: Cluster):
                               env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         runs = tmp_path / "runs" / "t"
-        _wait_for(lambda: len(_sleeping("sleep 62.5")) == 1)  # the run is inside its shell command
+        _wait_for(lambda: len(_sleeping("sleep 62.5")) == 1, driver=driver)  # the run is inside its shell command
         workers = [json.loads(p.read_text())["pid"] for p in runs.glob("*/seed-*/worker.json")]
         assert len(workers) == 1 and not _signal_blocked(workers[0], signal.SIGINT)
         driver.send_signal(signal.SIGINT)
