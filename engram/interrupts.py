@@ -9,7 +9,10 @@ before recording anything; the experiment stays stored but unscored, and resume 
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
+from collections.abc import Callable, Iterator
 
 _stopping = threading.Event()
 
@@ -31,3 +34,19 @@ def stop_requested() -> bool:
 def reset() -> None:
     """A new run in this process starts with no stop pending."""
     _stopping.clear()
+
+
+@contextlib.contextmanager
+def signal_as_keyboard_interrupt(signum: int, before: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """While inside, `signum` runs `before` (e.g. `request_stop`) and stops the main thread the way
+    Ctrl-C does, so one clean-up path serves Ctrl-C, SIGTERM and a sweep's cancel. Main thread only."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        before()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signum, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)

@@ -323,15 +323,8 @@ def _stop_sandboxes_on_interrupt() -> Iterator[None]:
         yield
         return
 
-    def interrupt(signum: int, frame: object) -> None:
-        interrupts.request_stop()
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, interrupt)
-    try:
+    with interrupts.signal_as_keyboard_interrupt(signal.SIGINT, before=interrupts.request_stop):
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _run_seeds(spec: Spec, run_dir: Path, problem: Any, sandbox: Any, progress: Progress,

@@ -13,7 +13,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+
+from engram.interrupts import signal_as_keyboard_interrupt
 
 STOP_GRACE_S = 10.0
 """How long MLflow gets to exit after SIGTERM before its process group is killed."""
@@ -50,7 +52,7 @@ def serve(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000,
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
                "--host", host, "--port", str(port)]
     process = subprocess.Popen(command, start_new_session=True)
-    with _sigterm_as_interrupt():
+    with signal_as_keyboard_interrupt(signal.SIGTERM):  # a service manager's stop acts as Ctrl-C
         try:
             return process.wait()
         except KeyboardInterrupt:
@@ -75,15 +77,3 @@ def stop_group(process: subprocess.Popen[bytes]) -> int:
     return process.wait() if code is None else code
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a service manager, `kill`) stops the UI the way Ctrl-C does."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
