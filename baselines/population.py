@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engram.archive import SeedArchive
+from engram.runs.archive import SeedArchive
 
 
 @dataclass(frozen=True)

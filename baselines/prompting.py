@@ -16,7 +16,7 @@ from pathlib import Path
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from baselines.population import Individual
-from engram.problem import Problem
+from engram.problems.problem import Problem
 
 PROMPTS_DIR = Path(__file__).with_name("prompts")
 

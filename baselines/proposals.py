@@ -28,8 +28,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from pydantic import BaseModel, Field, ValidationError
 
 from engram.errors import EngramError
-from engram.llm import BudgetExceeded, is_retryable, provider_error
 from engram.methods.context import StopRun
+from engram.models.llm import BudgetExceeded, is_retryable, provider_error
 
 TOOL_NAME = "implement_algorithm"
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from baselines.deadline import Deadline
-from engram.archive import SeedArchive
 from engram.methods.agent_chain import (
     PATHS,
     agent_model,
@@ -37,6 +36,7 @@ from engram.methods.context import MethodContext, MethodResult
 from engram.methods.conversation import REFERENCE_STREAM_ERRORS, AgentOutcome, Conversation, converse
 from engram.methods.digest import experiment_log, prompt, summary_from_log
 from engram.methods.workspace_backend import closing_shells
+from engram.runs.archive import SeedArchive
 
 MIN_EXPERIMENTS_ADVICE = 20
 """The reference asks its single agent for at least 20 simulations."""

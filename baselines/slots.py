@@ -24,9 +24,9 @@ from baselines.deadline import Deadline
 from baselines.population import Individual
 from baselines.prompting import first_sample_messages
 from baselines.proposals import Proposal, ProposalFailure, RetryPolicy, request_program
-from engram.archive import Experiment, SeedArchive
 from engram.evaluation.result import Evaluation
 from engram.methods.context import MethodContext, StopRun
+from engram.runs.archive import Experiment, SeedArchive
 
 FAILED_EVENT = "proposal_failed"
 

@@ -33,7 +33,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from baselines.deadline import Deadline
-from engram.archive import Experiment, write_json
 from engram.errors import EngramError
 from engram.methods.agent_chain import (
     ARCHIVE_OWN,
@@ -51,6 +50,7 @@ from engram.methods.context import MethodContext, MethodResult, StopRun
 from engram.methods.conversation import REFERENCE_STREAM_ERRORS, Conversation, converse
 from engram.methods.digest import prompt, summary_format
 from engram.methods.workspace_backend import closing_shells
+from engram.runs.archive import Experiment, write_json
 
 ROOT_AGENT = 0
 """The root's evaluation is recorded as an experiment of agent 0 (no agent runs under that number)."""

@@ -36,7 +36,7 @@ if not os.environ.get("ENGRAM_DATA_DIR") and SHARED_DATA.is_dir():
 sys.path.insert(0, str(REPO))
 
 from engram.evaluation.evaluator import CandidateEvaluator  # noqa: E402
-from engram.problem import load_problem  # noqa: E402
+from engram.problems.problem import load_problem  # noqa: E402
 from engram.sandbox import get_sandbox  # noqa: E402
 
 REFERENCE_RUNNER = """

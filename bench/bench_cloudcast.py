@@ -60,7 +60,7 @@ from pathlib import Path
 
 from engram.errors import IntegrityError, SandboxError
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import Problem, load_problem
+from engram.problems.problem import Problem, load_problem
 from engram.sandbox import Sandbox, get_sandbox
 
 PROBLEM = "cloudcast"

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from engram.errors import SandboxError
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import load_problem
+from engram.problems.problem import load_problem
 from engram.sandbox import Limits, Sandbox, clean_environment, get_sandbox
 from engram.sandbox.bwrap import BwrapSandbox
 from engram.sandbox.process import ProcessSandbox

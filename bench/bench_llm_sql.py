@@ -36,7 +36,7 @@ from typing import Any
 
 from engram.errors import DataError, SandboxError
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import Problem, load_problem
+from engram.problems.problem import Problem, load_problem
 from engram.sandbox import get_sandbox
 
 PROBLEM = "llm_sql"

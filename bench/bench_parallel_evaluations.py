@@ -35,10 +35,10 @@ import yaml
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from engram.archive import SeedArchive
-from engram.problem import load_problem
-from engram.progress import QuietProgress
-from engram.runner import apply
+from engram.problems.problem import load_problem
+from engram.runs.archive import SeedArchive
+from engram.runs.progress import QuietProgress
+from engram.runs.runner import apply
 from engram.spec import available_cores
 
 

@@ -85,7 +85,7 @@ def main() -> None:
 def problems() -> None:
     """List the built-in problems and the Frontier-CS family (frontier_cs/<id>)."""
     from engram.frontier_cs.family import list_family
-    from engram.problem import list_problems
+    from engram.problems.problem import list_problems
 
     found = list_problems()
     family = list_family()
@@ -101,7 +101,7 @@ def problems() -> None:
 @_reports_errors
 def data(problem: str) -> None:
     """Fetch and verify a problem's data files (they are otherwise fetched on first use)."""
-    from engram.problem import load_problem
+    from engram.problems.problem import load_problem
 
     loaded = load_problem(problem)
     for path in loaded.ensure_data():
@@ -129,7 +129,7 @@ def evaluate(problem: str, program: Path, as_json: bool, sandbox_name: str, scen
     """Score PROGRAM on PROBLEM (a built-in name or a problem directory)."""
     from engram.evaluation.evaluator import CandidateEvaluator
     from engram.evaluation.run_secrets import TrustedSecrets
-    from engram.problem import load_problem
+    from engram.problems.problem import load_problem
     from engram.sandbox import get_sandbox
 
     loaded = load_problem(problem)
@@ -186,9 +186,9 @@ def validate(specs: tuple[Path, ...], overrides: tuple[str, ...]) -> None:
 def apply(specs: tuple[Path, ...], overrides: tuple[str, ...], new: bool, verbose: bool, quiet: bool, as_json: bool,
           jobs: int | None, executor_name: str | None, address: str | None, max_dollars: float | None) -> None:
     """Run the experiment SPEC (or continue its unfinished run); several specs or a grid file run as a sweep."""
-    from engram.progress import make_progress
-    from engram.runner import apply as apply_spec
-    from engram.sweep import apply_sweep, is_sweep
+    from engram.runs.progress import make_progress
+    from engram.runs.runner import apply as apply_spec
+    from engram.runs.sweep import apply_sweep, is_sweep
 
     executor_options = {"name": executor_name, "jobs": jobs, "address": address, "max_dollars": max_dollars}
     if is_sweep(specs, list(overrides), executor_options):
@@ -212,8 +212,8 @@ def apply(specs: tuple[Path, ...], overrides: tuple[str, ...], new: bool, verbos
 @_reports_errors
 def resume(run_dir: Path, verbose: bool, quiet: bool, as_json: bool, accept_changed_problem: bool) -> None:
     """Continue the interrupted run in RUN_DIR."""
-    from engram.progress import make_progress
-    from engram.runner import resume as resume_run
+    from engram.runs.progress import make_progress
+    from engram.runs.runner import resume as resume_run
 
     progress = make_progress(verbose=verbose, quiet=quiet, as_json=as_json)
     try:
@@ -229,7 +229,7 @@ def resume(run_dir: Path, verbose: bool, quiet: bool, as_json: bool, accept_chan
 @_reports_errors
 def status(paths: tuple[Path, ...], as_json: bool) -> None:
     """Show each run under PATHS (run directories, seed folders or folders of runs such as runs/)."""
-    from engram.status import collect, find_seed_dirs, render
+    from engram.runs.status import collect, find_seed_dirs, render
 
     rows = collect(find_seed_dirs(paths))
     if as_json:
@@ -245,8 +245,8 @@ def status(paths: tuple[Path, ...], as_json: bool) -> None:
 @_reports_errors
 def ui(uri: str | None, port: int) -> None:
     """Open the MLflow UI for this project's runs, on 127.0.0.1."""
-    from engram.tracking import default_tracking_uri
-    from engram.ui import serve
+    from engram.results.tracking import default_tracking_uri
+    from engram.results.ui import serve
 
     sys.exit(serve(uri or default_tracking_uri(), port=port, say=click.echo))
 
@@ -261,7 +261,7 @@ def rescore(run_dir: Path, problem: str | None, sandbox_name: str | None, tolera
 
     New evaluations go next to the old ones (exp-<m>/rescores/<stamp>/); exit code 4 when a score moved.
     """
-    from engram.rescore import SCORES_DIFFER_EXIT_CODE, format_comparison, rescore_run
+    from engram.runs.rescore import SCORES_DIFFER_EXIT_CODE, format_comparison, rescore_run
 
     outcome = rescore_run(run_dir, problem_path=problem, sandbox_name=sandbox_name, tolerance=tolerance,
                           accept_changed_problem=accept_changed_problem)
@@ -289,9 +289,9 @@ def replay(run_dir: Path, out: Path | None, problem: str | None, sandbox_name: s
 
     Exit code 4 when a score moved (or, with --strict, a model request differs).
     """
-    from engram.progress import make_progress
-    from engram.replay import replay_run
-    from engram.rescore import SCORES_DIFFER_EXIT_CODE, format_comparison
+    from engram.runs.progress import make_progress
+    from engram.runs.replay import replay_run
+    from engram.runs.rescore import SCORES_DIFFER_EXIT_CODE, format_comparison
 
     progress = make_progress(verbose=verbose, quiet=quiet, as_json=False)
     try:
@@ -325,7 +325,7 @@ def replay(run_dir: Path, out: Path | None, problem: str | None, sandbox_name: s
 def report(run_dirs: tuple[Path, ...], out: Path, group_by: str, band: str, mlflow: bool,
            tracking_uri: str | None) -> None:
     """Compare runs (run directories, or folders of them such as runs/) by problem and method."""
-    from engram.report import build_report, format_table, log_to_mlflow
+    from engram.results.report import build_report, format_table, log_to_mlflow
 
     built = build_report(list(run_dirs), out, group_by=group_by, band=band)  # type: ignore[arg-type]
     click.echo(format_table(built))
@@ -347,7 +347,7 @@ def report(run_dirs: tuple[Path, ...], out: Path, group_by: str, band: str, mlfl
 def metrics(run_dir: Path, metrics_file: Path | None, plot_csv: Path | None) -> None:
     """Summarise RUN_DIR (or the newest run in a folder such as runs/<spec>): best score, evaluations,
     dollars, wall time."""
-    from engram.report import write_run_metrics
+    from engram.results.report import write_run_metrics
 
     click.echo(json.dumps(write_run_metrics(run_dir, metrics_file=metrics_file, plot_file=plot_csv), indent=2))
 
@@ -385,7 +385,7 @@ def _agents_part(result: dict[str, Any]) -> str:
 @_reports_errors
 def new_problem(path: Path) -> None:
     """Write the skeleton of a new problem directory at PATH."""
-    from engram.problem_scaffold import write_skeleton
+    from engram.problems.scaffold import write_skeleton
 
     for written in write_skeleton(path):
         click.echo(f"wrote {written}")
@@ -401,7 +401,7 @@ def new_problem(path: Path) -> None:
 @_reports_errors
 def check_problem(path: Path, sandbox_name: str, scenarios: str | None) -> None:
     """Check that the problem directory PATH (or a family member such as frontier_cs/7) is ready for agents."""
-    from engram.problem_check import check_problem as run_checks
+    from engram.problems.check import check_problem as run_checks
 
     selection = [s.strip() for s in scenarios.split(",") if s.strip()] if scenarios else None
     checks = run_checks(path, sandbox_name=sandbox_name, scenarios=selection)
@@ -424,7 +424,7 @@ def sandbox() -> None:
 def prune(everything: bool) -> None:
     """Remove what killed Engram processes left: sandbox containers and scratch directories."""
     from engram.errors import SandboxError
-    from engram.leftovers import remove_dead_temp_roots
+    from engram.runs.leftovers import remove_dead_temp_roots
     from engram.sandbox.docker import DockerSandbox
     from engram.sandbox.docker import prune as prune_containers
 

@@ -402,7 +402,7 @@ def load_spec(path: Path, overrides: list[str] = ()) -> Spec:
 def check_spec(path: Path, overrides: list[str] = ()) -> str:
     """Everything `engram validate` can check without running: the file, its problem and scenarios,
     the scripted model's script. Errors name the spec file and the field; returns a one-line summary."""
-    from engram.problem import load_problem
+    from engram.problems.problem import load_problem
 
     spec = load_spec(path, list(overrides))
     if spec.problem.members is not None:
@@ -420,7 +420,7 @@ def check_spec(path: Path, overrides: list[str] = ()) -> str:
     except EngramError as exc:
         raise ConfigError(f"{path}: problem.scenarios: {exc}") from None
     if spec.model.id == SCRIPTED_MODEL and spec.model.script is not None:
-        from engram.llm import ScriptedChatModel
+        from engram.models.llm import ScriptedChatModel
 
         try:
             ScriptedChatModel(script=spec.model.script, agent=0)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import Problem, load_problem
+from engram.problems.problem import Problem, load_problem
 from engram.sandbox import Limits, get_sandbox
 from engram.sandbox.base import GiB
 from engram.sandbox.bwrap import BwrapSandbox

@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 from conftest import REPO
 
-from engram.progress import QuietProgress
-from engram.runner import RunOutcome, apply
+from engram.runs.progress import QuietProgress
+from engram.runs.runner import RunOutcome, apply
 
 INITIAL_PROGRAM_CALL = {"name": "run_simulation", "args": {"file_path": "/initial_program.py"}}
 

@@ -155,7 +155,7 @@ class FakeOpenAI:
 
     def billed(self, model: str) -> float:
         """Dollars of every reply served, at litellm's list prices for `model`."""
-        from engram.llm import price_per_token
+        from engram.models.llm import price_per_token
 
         prices = price_per_token(model)
         assert prices is not None

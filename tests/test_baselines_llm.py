@@ -13,11 +13,11 @@ import yaml
 from conftest import REPO
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, kill_when, make_spec, run, start_cli
 
-from engram.archive import SeedArchive
 from engram.errors import ProviderError
-from engram.llm import transcript_requests
-from engram.progress import QuietProgress
-from engram.runner import resume
+from engram.models.llm import transcript_requests
+from engram.runs.archive import SeedArchive
+from engram.runs.progress import QuietProgress
+from engram.runs.runner import resume
 
 SPECS = REPO / "specs"
 

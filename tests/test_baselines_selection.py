@@ -35,8 +35,8 @@ from baselines.proposals import (
     request_program,
 )
 from engram.errors import ProviderError
-from engram.llm import BudgetExceeded
 from engram.methods.context import StopRun
+from engram.models.llm import BudgetExceeded
 
 
 def individual(experiment: int, score: float, code: str = "") -> Individual:

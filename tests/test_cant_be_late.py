@@ -22,11 +22,11 @@ import pytest
 from conftest import BACKENDS, REPO, evaluator_on
 from engram_runs import run
 
-from engram import data as data_files
 from engram.errors import DataError
 from engram.evaluation import ErrorKind, InvalidAnswer
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import Problem, load_problem
+from engram.problems import data as data_files
+from engram.problems.problem import Problem, load_problem
 from engram.sandbox import get_sandbox
 
 QUICK_INITIAL = -98.26710795416716

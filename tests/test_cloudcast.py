@@ -8,7 +8,7 @@ import pytest
 from conftest import INITIAL_SCORE, INITIAL_TOTAL_COST
 
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import Problem
+from engram.problems.problem import Problem
 from engram.sandbox import get_sandbox
 
 # Measured with the reference evaluator (mit-nms/Engram, SystemBench/ADRS/cloudcast).

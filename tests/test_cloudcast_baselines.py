@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import load_problem
+from engram.problems.problem import load_problem
 from engram.sandbox import get_sandbox
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

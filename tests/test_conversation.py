@@ -9,7 +9,7 @@ from conftest import BACKENDS, evaluator_on
 
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import load_problem
+from engram.problems.problem import load_problem
 from engram.sandbox import Limits
 
 EVALUATOR = '''

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engram import data
 from engram.errors import DataError
+from engram.problems import data
 
 
 def _entry(source: Path, **overrides: str) -> data.DataFile:

@@ -20,7 +20,7 @@ from conftest import INITIAL_SCORE, TIGHT, require_backend
 from engram.errors import SandboxError
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import Problem
+from engram.problems.problem import Problem
 from engram.sandbox import Limits, Mount, clean_environment, get_sandbox
 from engram.sandbox.base import MiB
 from engram.sandbox.docker import LABEL, OWNER_LABEL, DockerSandbox, DockerShell, Pruned
@@ -70,7 +70,7 @@ def _made_here() -> set[str]:
     """Labelled containers this test process made (other runs may share the engine)."""
     import docker
 
-    from engram.leftovers import current_owner
+    from engram.runs.leftovers import current_owner
 
     client = docker.from_env()
     try:
@@ -220,7 +220,7 @@ def test_prune_keeps_the_containers_of_a_live_run_unless_all(docker_sandbox: Doc
     """The owner label names a process by pid and start time: alive, its container stays."""
     import docker
 
-    from engram.leftovers import current_owner
+    from engram.runs.leftovers import current_owner
 
     owner = subprocess.Popen(["sleep", "600"])
     client = docker.from_env()
@@ -250,7 +250,7 @@ def test_prune_keeps_the_containers_of_a_live_run_unless_all(docker_sandbox: Doc
 
 
 def test_containers_carry_their_owner(docker_sandbox: DockerSandbox, tmp_path: Path):
-    from engram.leftovers import current_owner
+    from engram.runs.leftovers import current_owner
 
     options = docker_sandbox._create_options(["true"], tmp_path, (), Limits(), {})
     assert options["labels"][OWNER_LABEL] == current_owner().label and options["labels"][LABEL] == "1"
@@ -465,7 +465,7 @@ def test_the_images_packages_are_the_pinned_ones(docker_sandbox: DockerSandbox, 
 
 
 def _scratch_roots() -> set[Path]:
-    from engram.leftovers import TEMP_PREFIX, temp_base
+    from engram.runs.leftovers import TEMP_PREFIX, temp_base
 
     return set(temp_base().glob(f"{TEMP_PREFIX}*"))
 

@@ -14,7 +14,7 @@ import yaml
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec
 
 from engram.errors import ConfigError
-from engram.sweep import load_grid
+from engram.runs.sweep import load_grid
 
 REPO = Path(__file__).resolve().parents[1]
 

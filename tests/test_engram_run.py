@@ -11,9 +11,9 @@ import pytest
 from conftest import INITIAL_SCORE, REPO
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate, write_program
 
-from engram.archive import read_jsonl
-from engram.llm import transcript_requests
-from engram.runner import RunOutcome
+from engram.models.llm import transcript_requests
+from engram.runs.archive import read_jsonl
+from engram.runs.runner import RunOutcome
 
 SLEEPY = "import time\n\ndef search_algorithm(src, dsts, G, num_partitions):\n    time.sleep(60)\n"
 
@@ -68,7 +68,7 @@ def test_missing_api_key_stops_at_once(tmp_path: Path, monkeypatch: pytest.Monke
     """"At once" means before any work: no problem loaded, no data fetched, no run directory, no agent."""
     from click.testing import CliRunner
 
-    import engram.problem
+    import engram.problems.problem
     from engram.cli import main
 
     for name in [k for k in os.environ if k.endswith("_API_KEY")]:
@@ -77,7 +77,7 @@ def test_missing_api_key_stops_at_once(tmp_path: Path, monkeypatch: pytest.Monke
     def too_late(*args: object, **kwargs: object) -> None:
         raise AssertionError("the problem was loaded before the key was checked")
 
-    monkeypatch.setattr(engram.problem, "load_problem", too_late)
+    monkeypatch.setattr(engram.problems.problem, "load_problem", too_late)
     done = CliRunner().invoke(main, ["apply", str(REPO / "specs" / "cloudcast_o3.yaml"),
                                      "--set", f"output.dir={tmp_path}"])
     assert done.exit_code == 2, done.output

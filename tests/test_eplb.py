@@ -23,10 +23,10 @@ from engram_runs import run
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.evaluation.run_secrets import TrustedSecrets
-from engram.problem import Problem, list_problems, load_problem
-from engram.progress import QuietProgress
-from engram.replay import replay_run
-from engram.rescore import rescore_run
+from engram.problems.problem import Problem, list_problems, load_problem
+from engram.runs.progress import QuietProgress
+from engram.runs.replay import replay_run
+from engram.runs.rescore import rescore_run
 from engram.sandbox import get_sandbox
 
 PINNED = {"eplb/steady": 1, "eplb/shifting": 2}

@@ -14,9 +14,9 @@ import yaml
 from click.testing import CliRunner
 
 from engram.cli import _report_run, main
-from engram.progress import RichProgress
-from engram.runner import RESOLVED_SPEC
-from engram.status import planned_agents, seed_status
+from engram.runs.progress import RichProgress
+from engram.runs.runner import RESOLVED_SPEC
+from engram.runs.status import planned_agents, seed_status
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_a_failed_start_leaves_no_run_directory(smoke_copy: Path, override: str,
     monkeypatch.chdir(smoke_copy.parent)
     if message is None:
         # The control run is stopped right after its run directory exists: it must stay.
-        import engram.runner as runner
+        import engram.runs.runner as runner
 
         def stop(*args: object, **kwargs: object) -> None:
             raise KeyboardInterrupt
@@ -263,7 +263,7 @@ def test_evaluate_timeout_must_be_a_positive_finite_number(value: str) -> None:
 
 def test_problem_limits_are_bounded(tmp_path: Path) -> None:
     from engram.errors import ConfigError
-    from engram.problem import load_problem
+    from engram.problems.problem import load_problem
 
     problem = tmp_path / "p"
     CliRunner().invoke(main, ["new-problem", str(problem)])
@@ -275,8 +275,8 @@ def test_problem_limits_are_bounded(tmp_path: Path) -> None:
 
 def test_wrong_manifest_checksum_is_not_blamed_on_the_file_alone(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from engram.data import DataFile, resolve
     from engram.errors import DataError
+    from engram.problems.data import DataFile, resolve
 
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "f.csv").write_text("a,b\n")
@@ -293,7 +293,7 @@ def test_a_run_that_stops_on_an_error_records_it_for_status(tmp_path: Path, monk
     """The error is in the event log, so `engram status` shows it instead of "interrupted; resumable"."""
     import engram.methods.registry as registry
     from engram.errors import IntegrityError
-    from engram.status import collect, find_seed_dirs
+    from engram.runs.status import collect, find_seed_dirs
 
     def broken(ctx: Any) -> None:
         (ctx.archive.root / "agents" / "agent-1" / "experiments" / "exp-0001").mkdir(parents=True)  # work done
@@ -316,9 +316,9 @@ def test_resume_repairs_what_it_can_of_a_damaged_archive(tmp_path: Path, capsys:
     sys.path.insert(0, str(REPO / "tests"))
     from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run
 
-    from engram.archive import read_jsonl
-    from engram.progress import QuietProgress
-    from engram.runner import resume
+    from engram.runs.archive import read_jsonl
+    from engram.runs.progress import QuietProgress
+    from engram.runs.runner import resume
 
     spec = make_spec(tmp_path, [[{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"tool_calls": [INITIAL_PROGRAM_CALL]},
                                  {"content": SUMMARY}], [{"content": SUMMARY}]])
@@ -348,7 +348,7 @@ def test_written_results_follow_the_umask(tmp_path: Path) -> None:
     import os
     import stat
 
-    from engram.archive import write_atomic
+    from engram.runs.archive import write_atomic
 
     previous = os.umask(0o027)
     try:
@@ -363,8 +363,8 @@ def test_written_results_follow_the_umask(tmp_path: Path) -> None:
 def test_a_planned_sweep_is_on_disk_before_any_run_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The resolved spec is written at planning: `engram status` lists pending runs, and planning again
     (a driver killed before its runs started, then re-launched) reuses the same run directories."""
-    from engram.status import collect, find_seed_dirs
-    from engram.sweep import load_specs, plan, read_entries
+    from engram.runs.status import collect, find_seed_dirs
+    from engram.runs.sweep import load_specs, plan, read_entries
 
     monkeypatch.chdir(tmp_path)
     spec = _write(tmp_path, "s.yaml", (REPO / "specs" / "smoke.yaml").read_text().replace(
@@ -415,7 +415,7 @@ def test_verbose_shows_the_replies_of_methods_without_an_agent_loop() -> None:
     from langchain_core.messages import AIMessage
     from langchain_core.outputs import ChatGeneration, LLMResult
 
-    from engram.runner import _reply_echo
+    from engram.runs.runner import _reply_echo
 
     seen: list[tuple[int, str, list[dict[str, Any]]]] = []
     progress = SimpleNamespace(agent_turn=lambda agent, text, calls: seen.append((agent, text, calls)))

@@ -13,7 +13,7 @@ from conftest import INITIAL_SCORE, TIGHT
 
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import Problem
+from engram.problems.problem import Problem
 
 ENTRY = "def search_algorithm(src, dsts, G, num_partitions):\n"
 

@@ -15,9 +15,9 @@ import yaml
 from conftest import BACKENDS, REPO, require_backend
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate
 
-from engram.llm import transcript_requests
 from engram.methods.digest import has_summary_sections
 from engram.methods.workspace_backend import SandboxedWorkspace, workspace_paths
+from engram.models.llm import transcript_requests
 from engram.sandbox import get_sandbox
 from engram.spec import (
     BestShotMethod,
@@ -77,7 +77,7 @@ def test_method_dollar_cap_and_budget_cap_take_the_lower():
 
 def test_openevolve_config_evaluates_with_the_reference_timeout_and_parallelism(tmp_path: Path):
     pytest.importorskip("openevolve")
-    from baselines.openevolve_config import Connection, SessionPaths, build_config
+    from baselines.openevolve.config import Connection, SessionPaths, build_config
 
     config = build_config(OpenEvolveMethod(), paths=SessionPaths(tmp_path),
                           connection=Connection("http://127.0.0.1:1/v1", "k", "m", 60),
@@ -342,7 +342,7 @@ def test_a_run_stored_under_another_output_path_is_still_the_same_experiment(tmp
                                                                              monkeypatch: pytest.MonkeyPatch):
     """`output.dir` is absolute once resolved; a run recorded under another path (an older relative
     `runs`, or a checkout moved elsewhere) is still found and resumed."""
-    from engram.runner import RESOLVED_SPEC, find_run, new_run_dir
+    from engram.runs.runner import RESOLVED_SPEC, find_run, new_run_dir
 
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"problem": {"name": "cloudcast"}, "model": {"id": "openai/o3"}}))
@@ -356,7 +356,7 @@ def test_a_run_stored_under_another_output_path_is_still_the_same_experiment(tmp
 
 def test_llm_call_methods_see_known_solutions_only_when_the_spec_asks():
     from baselines.prompting import best_shot_messages, evolution_messages, first_sample_messages
-    from engram.problem import load_problem
+    from engram.problems.problem import load_problem
 
     problem = load_problem("cloudcast")
     marker = "# Known reference algorithms for this problem"

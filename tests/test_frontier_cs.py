@@ -17,7 +17,7 @@ from engram.evaluation.evaluator import CandidateEvaluator
 from engram.frontier_cs.config import parse_config
 from engram.frontier_cs.family import FrontierProblem, list_family, load, load_folder
 from engram.frontier_cs.protocol import read_verdict
-from engram.problem import load_problem
+from engram.problems.problem import load_problem
 from engram.sandbox import get_sandbox
 from tests.conftest import require_backend
 

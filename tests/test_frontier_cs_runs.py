@@ -12,11 +12,11 @@ import pytest
 import yaml
 from engram_runs import SUMMARY, make_spec, run, simulate, write_program
 
-from engram.archive import SeedArchive
 from engram.errors import ConfigError
 from engram.frontier_cs.selection import family_summary, member_names
-from engram.rescore import rescore_run
-from engram.sweep import is_sweep, read_entries
+from engram.runs.archive import SeedArchive
+from engram.runs.rescore import rescore_run
+from engram.runs.sweep import is_sweep, read_entries
 
 PROBLEMS = Path(__file__).parent / "frontier_cs" / "problems"
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is required (installed by .ci/run)")

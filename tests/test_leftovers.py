@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engram.leftovers import (
+from engram.runs.leftovers import (
     TEMP_PREFIX,
     Owner,
     current_owner,
@@ -24,7 +24,7 @@ from engram.leftovers import (
 _HOLD_A_ROOT = """
 import sys, tempfile, time
 from pathlib import Path
-from engram.leftovers import owned_temp_root
+from engram.runs.leftovers import owned_temp_root
 with owned_temp_root() as root:
     Path(tempfile.mkdtemp(prefix="engram-session-")).joinpath("child.py").write_text("x")
     print(root, flush=True)

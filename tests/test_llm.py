@@ -19,7 +19,7 @@ from langchain_core.tools import tool
 from langchain_litellm import ChatLiteLLM
 
 from engram.errors import ConfigError, EngramError, ProviderError
-from engram.llm import (
+from engram.models.llm import (
     BudgetExceeded,
     ScriptedChatModel,
     UsageCallback,

@@ -23,7 +23,7 @@ from conftest import BACKENDS, evaluator_on, private_data_mirror, require_backen
 
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import Problem, load_problem
+from engram.problems.problem import Problem, load_problem
 from engram.sandbox import Limits, get_sandbox
 
 RATES = ["sharegpt_6qps", "sharegpt_7.5qps", "sharegpt_9qps"]

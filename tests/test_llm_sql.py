@@ -23,7 +23,7 @@ from engram.errors import DataError
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.evaluation.scoring import ScenarioScore
-from engram.problem import Problem, load_problem
+from engram.problems.problem import Problem, load_problem
 from engram.sandbox import get_sandbox
 
 SAMPLES = ["movies_sample", "beer_sample", "BIRD_sample", "PDMX_sample", "products_sample"]

@@ -22,10 +22,10 @@ import yaml
 from conftest import REPO
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec
 
-from engram.archive import SeedArchive, read_jsonl
 from engram.errors import ProviderError
-from engram.progress import QuietProgress
-from engram.runner import apply, load_run_spec, resume, run_is_finished
+from engram.runs.archive import SeedArchive, read_jsonl
+from engram.runs.progress import QuietProgress
+from engram.runs.runner import apply, load_run_spec, resume, run_is_finished
 
 pytest.importorskip("openevolve", reason="the dev extra installs openevolve; pip install -e '.[dev]'")
 
@@ -223,7 +223,7 @@ def test_the_endpoint_needs_its_token_and_answers_refusals_with_402():
     import urllib.error
     import urllib.request
 
-    from baselines.openevolve_endpoint import CHAT_PATH, EVALUATE_PATH, ChatReply, LocalEndpoint, Refused
+    from baselines.openevolve.endpoint import CHAT_PATH, EVALUATE_PATH, ChatReply, LocalEndpoint, Refused
 
     class Handlers:
         def chat(self, messages: list[dict[str, str]]) -> ChatReply:
@@ -258,7 +258,7 @@ def test_the_endpoint_needs_its_token_and_answers_refusals_with_402():
 
 
 def test_a_missing_openevolve_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch):
-    from baselines.openevolve_method import OpenEvolveMissing, run_openevolve
+    from baselines.openevolve.method import OpenEvolveMissing, run_openevolve
 
     monkeypatch.setitem(sys.modules, "openevolve", None)  # what `import openevolve` sees when it is absent
     with pytest.raises(OpenEvolveMissing, match=r"pip install 'engram\[openevolve\]'") as raised:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from engram.archive import SeedArchive
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.llm import UsageLedger
 from engram.methods.context import MethodContext, StopRun
-from engram.progress import QuietProgress
+from engram.models.llm import UsageLedger
+from engram.results.tracking import Tracker
+from engram.runs.archive import SeedArchive
+from engram.runs.progress import QuietProgress
 from engram.sandbox import get_sandbox
 from engram.spec import Spec
-from engram.tracking import Tracker
 
 DIRECT = """def search_algorithm(src, dsts, G, num_partitions):
     return {dst: {str(p): [[src, dst, G[src][dst]]] for p in range(num_partitions)} for dst in dsts}

@@ -19,7 +19,7 @@ from engram_runs import run
 
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import Problem, list_problems, load_problem
+from engram.problems.problem import Problem, list_problems, load_problem
 from engram.sandbox import get_sandbox
 
 # The reference evaluator's combined_score for these files (initial, its best program, its naive one).

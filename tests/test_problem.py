@@ -10,7 +10,7 @@ import yaml
 
 from engram.errors import ConfigError, ProblemNotFoundError
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import Problem, list_problems, load_problem, load_problem_module
+from engram.problems.problem import Problem, list_problems, load_problem, load_problem_module
 from engram.sandbox import get_sandbox
 
 
@@ -186,7 +186,7 @@ def test_new_problem_skeleton_is_checked_until_written(tmp_path: Path):
 
 def test_check_problem_reports_a_missing_data_file(tmp_path: Path, cloudcast: Problem,
                                                    monkeypatch: pytest.MonkeyPatch):
-    from engram.problem_check import check_problem
+    from engram.problems.check import check_problem
 
     monkeypatch.setenv("ENGRAM_DATA_DIR", str(tmp_path))
     checks = check_problem(cloudcast.root)

@@ -24,9 +24,9 @@ from langchain_core.tools import tool
 from openai_server import EMPTY_CHOICES, HANG, MALFORMED, FakeOpenAI, Reply, ToolCall, status
 
 from engram.errors import ProviderError
-from engram.llm import UsageCallback, UsageLedger, create_chat_model, price_per_token
-from engram.model_api import register_capabilities, uses_responses_api
-from engram.model_calls import AgentStop, ModelCallMiddleware, RetryPolicy
+from engram.models.api import register_capabilities, uses_responses_api
+from engram.models.calls import AgentStop, ModelCallMiddleware, RetryPolicy
+from engram.models.llm import UsageCallback, UsageLedger, create_chat_model, price_per_token
 
 
 @pytest.fixture
@@ -165,7 +165,7 @@ def test_rate_limits_wait_as_long_as_the_provider_asks(server: FakeOpenAI, tmp_p
 def test_transient_statuses_are_retried_whatever_class_litellm_gives_them(code: int):
     import litellm
 
-    from engram.model_calls import is_retryable, provider_error
+    from engram.models.calls import is_retryable, provider_error
 
     # litellm's Responses API bridge raised BadRequestError for a 429 and a 500 whose error object
     # said invalid_request_error: the status decides.
@@ -293,14 +293,14 @@ def engram_spec(tmp_path: Path, server: FakeOpenAI, **budget: Any) -> Path:
 
 
 def run_engram(spec: Path) -> Any:
-    from engram.progress import QuietProgress
-    from engram.runner import apply
+    from engram.runs.progress import QuietProgress
+    from engram.runs.runner import apply
 
     return apply(spec, [], QuietProgress())
 
 
 def seed_archive(tmp_path: Path) -> Any:
-    from engram.archive import SeedArchive
+    from engram.runs.archive import SeedArchive
 
     [seed] = (tmp_path / "runs").glob("*/*/seed-0")
     return SeedArchive(seed)
@@ -340,8 +340,8 @@ def test_an_error_no_retry_can_cure_stops_the_run_without_using_up_agents(server
     assert archive.started_agents() == [] and archive.events("provider_error")[0]["status_code"] == 401
 
     # With the key fixed, the run resumes with the same agent: the failed start cost nothing.
-    from engram.progress import QuietProgress
-    from engram.runner import resume
+    from engram.runs.progress import QuietProgress
+    from engram.runs.runner import resume
 
     server.default = Reply(content="## Summary for Next Agent\nNothing to report.")
     resume(archive.root.parent, QuietProgress())
@@ -376,7 +376,7 @@ class _Limited(Exception):
 def test_retry_after_in_seconds_milliseconds_or_as_a_date():
     from email.utils import formatdate
 
-    from engram.model_calls import retry_after
+    from engram.models.calls import retry_after
 
     assert retry_after(_Limited({"retry-after": "7"})) == 7.0
     assert retry_after(_Limited({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
@@ -394,8 +394,8 @@ def test_a_wait_past_the_deadline_ends_the_agent_instead(server: FakeOpenAI, tmp
 
 
 def test_a_run_recorded_against_the_provider_replays_with_the_same_dollars(server: FakeOpenAI, tmp_path: Path):
-    from engram.progress import QuietProgress
-    from engram.replay import replay_run
+    from engram.runs.progress import QuietProgress
+    from engram.runs.replay import replay_run
 
     server.script(
         status(429, "slow down", Retry_After="0"),
@@ -415,7 +415,7 @@ def test_mlflows_parent_run_ends_with_the_runs_final_dollars(server: FakeOpenAI,
     import yaml
     from mlflow import MlflowClient
 
-    from engram.tracking import RUN_ID_FILE
+    from engram.results.tracking import RUN_ID_FILE
 
     server.script(
         Reply(content="Scoring.", tool_calls=(ToolCall.of("run_simulation", file_path="/initial_program.py"),)),
@@ -438,7 +438,7 @@ def test_mlflows_parent_run_ends_with_the_runs_final_dollars(server: FakeOpenAI,
 
 
 def test_one_off_calls_outside_an_agent_loop_are_retried_too(server: FakeOpenAI, tmp_path: Path, api: str):
-    from engram.model_calls import invoke_with_retries
+    from engram.models.calls import invoke_with_retries
 
     server.script(status(503), MALFORMED, Reply(content="the summary"))
     model = create_chat_model("openai/o3", api_base=server.api_base, api=api)  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ import yaml
 from conftest import REPO
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, simulate, write_program
 
-from engram.archive import read_jsonl
+from engram.runs.archive import read_jsonl
 
 pytestmark = pytest.mark.ray
 

@@ -18,12 +18,12 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.outputs import ChatGeneration, LLMResult
 
 from engram.cli import main
-from engram.llm import UsageCallback, UsageLedger, is_retryable
-from engram.model_calls import MalformedReply
-from engram.playback import RecordedModelError, _Player, recorded_calls, recorded_error, split_conversations
-from engram.progress import QuietProgress
-from engram.replay import replay_run
-from engram.rescore import SCORES_DIFFER_EXIT_CODE, recorded_scores
+from engram.models.calls import MalformedReply
+from engram.models.llm import UsageCallback, UsageLedger, is_retryable
+from engram.models.playback import RecordedModelError, _Player, recorded_calls, recorded_error, split_conversations
+from engram.runs.progress import QuietProgress
+from engram.runs.replay import replay_run
+from engram.runs.rescore import SCORES_DIFFER_EXIT_CODE, recorded_scores
 
 DIRECT = (REPO / "evaluators" / "cloudcast" / "baselines" / "direct.py").read_text()
 BROKEN = "def search_algorithm(src, dsts, G, num_partitions):\n    return {'not': 'a topology'}\n"
@@ -151,7 +151,7 @@ def reply(text: str, call_id: str | None = None) -> AIMessage:
 
 
 def records(messages: list) -> list[dict]:
-    from engram.llm import message_record
+    from engram.models.llm import message_record
 
     return [message_record(m) for m in messages]
 
@@ -199,7 +199,7 @@ def test_recorded_errors_come_back_as_the_same_kind() -> None:
     bridged = recorded_error({"error_type": "litellm.exceptions.BadRequestError", "error": "slow down",
                               "status_code": 429})
     assert isinstance(bridged, litellm.BadRequestError) and is_retryable(bridged)
-    empty = recorded_error({"error_type": "engram.model_calls.MalformedReply", "error": "no choices",
+    empty = recorded_error({"error_type": "engram.models.calls.MalformedReply", "error": "no choices",
                             "usage": {"input_tokens": 100, "output_tokens": 20}})
     assert isinstance(empty, MalformedReply) and is_retryable(empty) and empty.tokens() == (100, 20)
 

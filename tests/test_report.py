@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate, write_program
 
 from engram.cli import main
-from engram.plots import spread_apart
-from engram.problem import load_problem
-from engram.report import (
+from engram.problems.problem import load_problem
+from engram.results.plots import spread_apart
+from engram.results.report import (
     RunInfo,
     bootstrap_median_band,
     build_report,
@@ -174,7 +174,7 @@ def test_reference_labels_are_spread_apart_and_kept_inside() -> None:
 
 
 def _info(spec: dict, name: str = "cloudcast_o3") -> RunInfo:
-    from engram.report import _settings
+    from engram.results.report import _settings
     from engram.spec import Spec
 
     resolved = Spec.model_validate({"name": name, "problem": {"name": "cloudcast"}, **spec}).to_plain()

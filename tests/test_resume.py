@@ -22,7 +22,7 @@ from engram_runs import (
     write_program,
 )
 
-from engram.archive import read_jsonl
+from engram.runs.archive import read_jsonl
 
 SLEEPY = "import time\n\ndef search_algorithm(src, dsts, G, num_partitions):\n    time.sleep(60)\n"
 

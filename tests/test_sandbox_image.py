@@ -83,7 +83,7 @@ def locked_sandbox():
 
 
 def test_the_built_image_holds_exactly_the_lock(locked_sandbox, tmp_path: Path):
-    from engram.runner import _image_record
+    from engram.runs.runner import _image_record
     from engram.sandbox import Limits, clean_environment
 
     resolved = locked_sandbox.resolved
@@ -103,8 +103,8 @@ def test_the_built_image_holds_exactly_the_lock(locked_sandbox, tmp_path: Path):
 
 def test_a_missing_locked_image_stops_the_run_before_anything_is_created(locked_sandbox, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch):
-    from engram.progress import QuietProgress
-    from engram.runner import apply
+    from engram.runs.progress import QuietProgress
+    from engram.runs.runner import apply
 
     monkeypatch.setattr(images, "lock_digest", lambda: "0" * 64)  # a lock no image was built from
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used")

@@ -13,7 +13,7 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from engram.errors import ConfigError
-from engram.llm import ScriptedChatModel
+from engram.models.llm import ScriptedChatModel
 
 KEYED = """\
 agents:

@@ -21,10 +21,10 @@ from engram_runs import (
     write_program,
 )
 
-from engram.archive import read_jsonl
-from engram.llm import transcript_requests
 from engram.methods.digest import prompt
-from engram.runner import RunOutcome
+from engram.models.llm import transcript_requests
+from engram.runs.archive import read_jsonl
+from engram.runs.runner import RunOutcome
 
 SHARED_TREE = (REPO / "specs" / "scripts" / "single_agent.yaml").read_text()
 KEEP_GOING = prompt("keep_going").strip()

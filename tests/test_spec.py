@@ -69,7 +69,7 @@ def test_relative_paths_are_relative_to_the_spec(tmp_path: Path):
 @pytest.mark.parametrize("path", sorted((REPO / "specs").glob("*.yaml")), ids=lambda path: path.name)
 def test_shipped_specs_are_valid(path: Path):
     """Every shipped spec validates, names a built-in problem, and a scripted one has its script."""
-    from engram.problem import list_problems
+    from engram.problems.problem import list_problems
 
     spec = load_spec(path)
     assert Path(spec.problem.name).name in {problem.name for problem in list_problems()}

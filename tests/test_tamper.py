@@ -19,7 +19,7 @@ from conftest import BACKENDS, INITIAL_SCORE, REPO, TIGHT, require_backend
 from engram.errors import DataError, IntegrityError
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import Problem, load_problem
+from engram.problems.problem import Problem, load_problem
 from engram.sandbox import get_sandbox
 
 DIRECT_SCORE = 1 / (1 + 1199.168994)

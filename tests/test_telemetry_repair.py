@@ -23,7 +23,7 @@ from engram_runs import run
 from engram.errors import SandboxError
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import Problem, load_problem
+from engram.problems.problem import Problem, load_problem
 from engram.sandbox import get_sandbox
 
 DATA_FILE = "adrs/telemetry_repair/evaluation_data.csv"

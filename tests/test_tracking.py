@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import mlflow_state_restored
 
-from engram.tracking import (
+from engram.results.tracking import (
     RUN_ID_FILE,
     TAG_RUN_DIR,
     Tracker,

@@ -25,8 +25,8 @@ from engram_runs import (
 )
 
 from baselines.tree_search import Node, ancestor_summaries, round_rng, select_node
-from engram.archive import read_jsonl
-from engram.llm import transcript_requests
+from engram.models.llm import transcript_requests
+from engram.runs.archive import read_jsonl
 
 PROBLEM = {"scenarios": ["intra_azure"], "time_limit_s": 20}
 SCRIPTED_SPEC = REPO / "specs" / "cloudcast_tree_search_scripted.yaml"

@@ -23,7 +23,7 @@ from engram.evaluation import ErrorKind, InvalidAnswer
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.evaluation.plain_data import check_plain, parse_untrusted
 from engram.evaluation.safe_read import UnsafeFile, read_untrusted, write_beneath
-from engram.problem import Problem, load_problem
+from engram.problems.problem import Problem, load_problem
 
 # -- the file reader on its own ------------------------------------------------------------------
 
@@ -307,8 +307,8 @@ def test_a_run_goes_on_past_a_hostile_candidate_and_resume_checks_the_problem(tm
     import yaml
     from click.testing import CliRunner
 
-    from engram.archive import SeedArchive
     from engram.cli import main
+    from engram.runs.archive import SeedArchive
 
     run_dir = _hostile_run(tmp_path)
     archive = SeedArchive(run_dir / "seed-0")
@@ -418,7 +418,7 @@ def test_a_fifo_in_place_of_a_trusted_or_data_file_does_not_hang_the_runner(tmp_
     os.mkfifo(problem.root / "extra.py")
     assert problem.fingerprint() not in (before, with_extra)
 
-    from engram import data as data_files
+    from engram.problems import data as data_files
 
     fifo = tmp_path / "data.csv"
     os.mkfifo(fifo)

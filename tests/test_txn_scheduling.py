@@ -22,7 +22,7 @@ from engram_runs import run
 
 from engram.evaluation import ErrorKind
 from engram.evaluation.evaluator import CandidateEvaluator
-from engram.problem import Problem, list_problems, load_problem
+from engram.problems.problem import Problem, list_problems, load_problem
 from engram.sandbox import get_sandbox
 
 INITIAL_MAKESPANS = {"workload_1": 256, "workload_2": 56, "workload_3": 56}  # seed 0

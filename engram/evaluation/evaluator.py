@@ -35,7 +35,7 @@ from engram.evaluation.result import ErrorKind, Evaluation, ScenarioResult, Timi
 from engram.evaluation.run_secrets import TrustedSecrets
 from engram.evaluation.safe_read import UnsafeFile, read_untrusted
 from engram.evaluation.scoring import InvalidAnswer, Judgement, ProgramJudge, ScenarioScore, scoring_fault
-from engram.problem import Problem, ScenarioSpec
+from engram.problems.problem import Problem, ScenarioSpec
 from engram.sandbox import Limits, Mount, Sandbox, SandboxResult, clean_environment
 from engram.sandbox.base import KiB, MiB
 

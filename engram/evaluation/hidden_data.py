@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from engram.errors import SandboxError
-from engram.problem import Problem, ScenarioSpec
+from engram.problems.problem import Problem, ScenarioSpec
 from engram.sandbox import identity
 
 

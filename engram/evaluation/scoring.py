@@ -19,7 +19,7 @@ from engram.evaluation.run_secrets import TrustedSecrets
 
 if TYPE_CHECKING:
     from engram.evaluation.channel import CandidateChannel
-    from engram.problem import Problem, ScenarioSpec
+    from engram.problems.problem import Problem, ScenarioSpec
     from engram.sandbox import Limits, Sandbox
 
 

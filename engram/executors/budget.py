@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engram.archive import write_json
+from engram.runs.archive import write_json
 
 USAGE_FILE = "usage.json"
 _REREAD_S = 1.0
@@ -35,7 +35,7 @@ def read_usage(seed_dir: Path) -> dict[str, Any] | None:
 
 
 class SweepBudget:
-    """Implements `engram.llm.SharedBudget` for one run (`own`) of a sweep of `seed_dirs`."""
+    """Implements `engram.models.llm.SharedBudget` for one run (`own`) of a sweep of `seed_dirs`."""
 
     def __init__(self, max_dollars: float, seed_dirs: Sequence[str | Path], own: Path) -> None:
         self.max_dollars = max_dollars
@@ -61,7 +61,7 @@ class SweepBudget:
         return self._others
 
     def check(self, own_dollars: float, own_calls: int) -> None:
-        from engram.llm import BudgetExceeded  # importing litellm is slow; `engram status` reads usage only
+        from engram.models.llm import BudgetExceeded  # importing litellm is slow; `engram status` reads usage only
 
         dollars, calls = self.others_spent()
         if own_dollars + dollars > self.max_dollars:

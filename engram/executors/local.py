@@ -142,7 +142,7 @@ def remove_containers(units: Sequence[RunUnit]) -> int:
     """Remove Docker containers labelled with these runs' directories, if an engine answers."""
     if not any(unit.uses_docker() or (unit.spec.get("sandbox") or {}).get("backend") == "auto" for unit in units):
         return 0
-    from engram.runner import RUN_DIR_LABEL
+    from engram.runs.runner import RUN_DIR_LABEL
     from engram.sandbox.docker import DockerSandbox
 
     if DockerSandbox.availability() is not None:

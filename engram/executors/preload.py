@@ -5,8 +5,8 @@ Only imports: no thread may be running when the server forks (none of these modu
 
 from importlib import import_module
 
-HEAVY_MODULES = ("engram.llm", "engram.methods.agent_chain", "engram.evaluation.evaluator", "engram.runner",
-                 "engram.tracking", "mlflow")
+HEAVY_MODULES = ("engram.models.llm", "engram.methods.agent_chain", "engram.evaluation.evaluator", "engram.runs.runner",
+                 "engram.results.tracking", "mlflow")
 
 for _name in HEAVY_MODULES:
     import_module(_name)

@@ -36,7 +36,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from engram.archive import append_jsonl, write_json
 from engram.errors import EngramError, Interrupted
 from engram.executors.base import (
     WORKER_EXIT_BAD_INPUT,
@@ -45,6 +44,7 @@ from engram.executors.base import (
     WORKER_EXIT_INTERRUPTED,
     RunUnit,
 )
+from engram.runs.archive import append_jsonl, write_json
 
 LEASE_FILE = "worker.json"
 ATTEMPTS_FILE = "attempts.jsonl"
@@ -131,8 +131,8 @@ def run_unit(unit: RunUnit) -> int:
 
 def _run(unit: RunUnit) -> None:
     from engram.executors.budget import SweepBudget
-    from engram.progress import QuietProgress
-    from engram.runner import execute
+    from engram.runs.progress import QuietProgress
+    from engram.runs.runner import execute
     from engram.spec import parse_spec
 
     run_dir = Path(unit.run_dir)

@@ -21,7 +21,7 @@ from engram.errors import ConfigError, DataError, ProblemNotFoundError
 from engram.frontier_cs.config import JudgeConfig, parse_config
 from engram.frontier_cs.manifest import TESTLIB, upstream_manifest
 from engram.frontier_cs.sources import FolderSource, ProblemSource, UpstreamSource
-from engram.problem import Problem, ProblemConfig, ScenarioSpec, ScoreSpec, builtin_problems_dir
+from engram.problems.problem import Problem, ProblemConfig, ScenarioSpec, ScoreSpec, builtin_problems_dir
 
 if TYPE_CHECKING:
     from engram.evaluation.scoring import Scorer

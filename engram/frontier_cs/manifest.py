@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from engram.data import DataFile
+from engram.problems.data import DataFile
 
 COMMIT = "4d508c1954766e0dda0347e1f14946978ef6b761"
 DATA_PREFIX = "frontier-cs"

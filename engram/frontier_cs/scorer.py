@@ -29,7 +29,7 @@ from engram.sandbox.base import MiB
 
 if TYPE_CHECKING:
     from engram.frontier_cs.family import FrontierProblem
-    from engram.problem import ScenarioSpec
+    from engram.problems.problem import ScenarioSpec
     from engram.sandbox import Limits, Sandbox
 
 _ERROR_KINDS = {"WA": ErrorKind.INVALID_OUTPUT, "TLE": ErrorKind.TIMEOUT, "NR": ErrorKind.TIMEOUT,

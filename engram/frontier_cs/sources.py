@@ -15,10 +15,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from engram import data as data_files
-from engram.data import DataFile
 from engram.errors import DataError
 from engram.frontier_cs.manifest import TESTLIB, upstream_manifest
+from engram.problems import data as data_files
+from engram.problems.data import DataFile
 
 
 class ProblemSource(ABC):

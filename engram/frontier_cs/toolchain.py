@@ -19,8 +19,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from engram.data import cache_root
 from engram.errors import SandboxError
+from engram.problems.data import cache_root
 from engram.sandbox import Limits, Mount, Sandbox, clean_environment
 from engram.sandbox.base import KiB, MiB
 

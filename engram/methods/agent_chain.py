@@ -24,7 +24,6 @@ from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware
 
-from engram.archive import write_atomic
 from engram.methods.context import MethodContext, MethodResult
 from engram.methods.conversation import AgentOutcome, Conversation, converse
 from engram.methods.digest import (
@@ -37,7 +36,8 @@ from engram.methods.digest import (
     summary_request,
 )
 from engram.methods.workspace_backend import closing_shells
-from engram.model_calls import AgentStop
+from engram.models.calls import AgentStop
+from engram.runs.archive import write_atomic
 
 __all__ = ["AgentOutcome", "AgentStop", "run_chain"]
 
@@ -169,8 +169,8 @@ def build_agent_graph(ctx: MethodContext, agent: int, model: Any, deadline: floa
     from deepagents import create_deep_agent
     from langchain.agents.middleware import TodoListMiddleware
 
-    from engram.llm import retry_middleware
     from engram.methods.workspace_backend import build_backend
+    from engram.models.llm import retry_middleware
 
     def remaining() -> float:
         return deadline - time.monotonic()

@@ -21,20 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engram.archive import Experiment, SeedArchive
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.evaluation.result import Evaluation
-from engram.interrupts import stop_requested
+from engram.runs.archive import Experiment, SeedArchive
+from engram.runs.interrupts import stop_requested
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
-    from engram.llm import UsageLedger
-    from engram.problem import Problem
-    from engram.progress import Progress
+    from engram.models.llm import UsageLedger
+    from engram.problems.problem import Problem
+    from engram.results.tracking import Tracker
+    from engram.runs.progress import Progress
     from engram.sandbox import Sandbox
     from engram.spec import Spec
-    from engram.tracking import Tracker
 
 
 class StopRun(Exception):

@@ -19,7 +19,7 @@ from typing import Any
 from engram.errors import EngramError
 from engram.methods.context import MethodContext, StopRun
 from engram.methods.digest import has_summary_sections, message_text
-from engram.model_calls import AgentStop
+from engram.models.calls import AgentStop
 
 REFERENCE_STREAM_ERRORS = 5
 """Failed streams in a row that end an agent in the reference (it rebuilds the agent after each earlier one)."""
@@ -149,6 +149,6 @@ def _history(graph: Any, config: dict[str, Any]) -> list[Any]:
 
 
 def _is_budget_error(exc: BaseException) -> bool:
-    from engram.llm import BudgetExceeded
+    from engram.models.llm import BudgetExceeded
 
     return isinstance(exc, BudgetExceeded)

@@ -16,15 +16,15 @@ import re
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from engram.archive import Experiment, SeedArchive, write_json
-from engram.model_calls import invoke_with_retries
+from engram.models.calls import invoke_with_retries
+from engram.runs.archive import Experiment, SeedArchive, write_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from langchain_core.language_models import BaseChatModel
 
-    from engram.llm import UsageLedger
+    from engram.models.llm import UsageLedger
 
 REQUIRED_SECTIONS = ("Best Result", "What I Tried", "Key Insights")
 """The headings whose presence makes a message the agent's summary (the reference's check)."""

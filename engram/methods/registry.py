@@ -20,7 +20,7 @@ METHOD_RUNNERS: dict[str, str] = {
     "evolution": "baselines.evolution:run_evolution",
     "single_agent": "baselines.single_agent:run_single_agent",
     "tree_search": "baselines.tree_search:run_tree_search",
-    "openevolve": "baselines.openevolve_method:run_openevolve",
+    "openevolve": "baselines.openevolve.method:run_openevolve",
 }
 
 

@@ -12,7 +12,7 @@ One container per evaluation keeps evaluations independent: nothing a candidate 
 between commands on purpose, as a terminal does. The wall-clock limit is enforced from outside (the
 engine is asked to wait with a timeout, then to kill), since a process cannot be trusted to time
 itself out. Every container carries the label `engram.sandbox=1` and its owner (`engram.owner`:
-host, boot, pid and start time of the Engram process that made it, see `engram.leftovers`), so
+host, boot, pid and start time of the Engram process that made it, see `engram.runs.leftovers`), so
 that `engram sandbox prune` can remove what a crash left behind without touching a live run's.
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from engram.errors import SandboxError
-from engram.leftovers import current_owner, is_dead
+from engram.runs.leftovers import current_owner, is_dead
 from engram.sandbox import identity
 from engram.sandbox import workdir as workdirs
 from engram.sandbox.base import Limits, Mount, Sandbox, SandboxResult, Shell, StreamCapture

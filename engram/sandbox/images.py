@@ -283,7 +283,7 @@ def _host_version(distribution: str) -> str:
 
 
 def _default_wheel_cache() -> Path:
-    from engram.data import cache_root
+    from engram.problems.data import cache_root
 
     return cache_root().parent / "sandbox-wheels"
 

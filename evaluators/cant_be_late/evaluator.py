@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from engram import data as data_files
 from engram.evaluation import InvalidAnswer, ScenarioScore, Scorer
-from engram.problem import Problem, ScenarioSpec, load_problem_module
+from engram.problems import data as data_files
+from engram.problems.problem import Problem, ScenarioSpec, load_problem_module
 
 ARCHIVE = "adrs/cant-be-late/real_traces.tar.gz"
 ON_DEMAND_PRICE = 3.06

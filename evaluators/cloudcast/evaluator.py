@@ -22,7 +22,7 @@ from typing import Any
 import networkx as nx
 
 from engram.evaluation import InvalidAnswer, ScenarioScore, Scorer
-from engram.problem import Problem, ScenarioSpec
+from engram.problems.problem import Problem, ScenarioSpec
 
 NUM_VMS = 2
 """VMs per region, as in the reference evaluator: it scales throughput and the in/egress limits."""

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from engram.evaluation import InvalidAnswer, ScenarioScore, Scorer
-from engram.problem import Problem, ScenarioSpec, load_problem_module
+from engram.problems.problem import Problem, ScenarioSpec, load_problem_module
 
 # The reference's cluster: 256 logical experts in 8 groups, 288 replicas on 4 nodes of 8 GPUs.
 NUM_REPLICAS = 288

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from engram.evaluation import InvalidAnswer, ScenarioScore, Scorer
-from engram.problem import Problem, ScenarioSpec, load_problem_module
+from engram.problems.problem import Problem, ScenarioSpec, load_problem_module
 
 SCORE_NUMERATOR_S = 20.0
 """The reference's score is 20 / mean latency in seconds: about 0.37 for its initial program."""

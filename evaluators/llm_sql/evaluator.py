@@ -43,7 +43,7 @@ from engram.evaluation import InvalidAnswer, ScenarioScore, Scorer
 
 if TYPE_CHECKING:
     from engram.evaluation.channel import CandidateChannel
-    from engram.problem import Problem, ScenarioSpec
+    from engram.problems.problem import Problem, ScenarioSpec
 
 HIT_RATE_WEIGHT = 0.95
 RUNTIME_WEIGHT = 0.05

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from engram.evaluation import InvalidAnswer, ScenarioScore, Scorer
-from engram.problem import ScenarioSpec
+from engram.problems.problem import ScenarioSpec
 
 GPU_MEM_GB = 80
 FULL_GPU_PRESSURE = 1_000_000.0

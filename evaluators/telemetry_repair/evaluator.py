@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engram.evaluation import InvalidAnswer, ScenarioScore, Scorer
-from engram.problem import Problem, ScenarioSpec, load_problem_module
+from engram.problems.problem import Problem, ScenarioSpec, load_problem_module
 
 DATA_FILE = "adrs/telemetry_repair/evaluation_data.csv"
 COUNTERS = ("rx_rate", "tx_rate")

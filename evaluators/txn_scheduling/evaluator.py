@@ -18,7 +18,7 @@ import json
 from typing import Any
 
 from engram.evaluation import InvalidAnswer, ScenarioScore, Scorer
-from engram.problem import Problem, ScenarioSpec, load_problem_module
+from engram.problems.problem import Problem, ScenarioSpec, load_problem_module
 
 SCORE_NUMERATOR = 1_000_000.0
 

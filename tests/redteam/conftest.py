@@ -33,7 +33,7 @@ from engram.errors import SandboxError
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.evaluation.result import Evaluation
 from engram.evaluation.run_secrets import TrustedSecrets
-from engram.problem import Problem, load_problem
+from engram.problems.problem import Problem, load_problem
 from engram.sandbox import Sandbox, get_sandbox
 
 ATTACKS = Path(__file__).with_name("attacks")

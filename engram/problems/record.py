@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from engram.archive import SeedArchive, write_atomic
 from engram.errors import EngramError
+from engram.runs.archive import SeedArchive, write_atomic
 
 if TYPE_CHECKING:
-    from engram.problem import Problem
+    from engram.problems.problem import Problem
 
 RESOLVED_SPEC = "spec.resolved.yaml"
 ACCEPT_FLAG = "--accept-changed-problem"

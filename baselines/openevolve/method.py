@@ -8,7 +8,7 @@ them, evaluates the child and files it in the grid; islands exchange programs ev
 What Engram changes around it (settings: `engram.spec.OpenEvolveMethod`):
 
 * Model calls and evaluations are answered by the runner through a local endpoint
-  (`baselines.openevolve_endpoint`), so the usage ledger, dollar budget, transcript
+  (`baselines.openevolve.endpoint`), so the usage ledger, dollar budget, transcript
   (`agents/agent-1/transcript.jsonl`), retries and the scripted model are Engram's, and every
   program OpenEvolve evaluates becomes one experiment of agent 1 through `MethodContext.evaluate`
   (sandbox, archive, MLflow metrics, evaluation budget) -- exactly once, as OpenEvolve never
@@ -49,13 +49,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from baselines.deadline import Deadline
-from baselines.openevolve_config import Connection, SessionPaths, build_config, worker_count
-from baselines.openevolve_endpoint import ChatReply, LocalEndpoint, Refused, Unavailable
+from baselines.openevolve.config import Connection, SessionPaths, build_config, worker_count
+from baselines.openevolve.endpoint import ChatReply, LocalEndpoint, Refused, Unavailable
 from baselines.prompting import known_solutions
-from engram.archive import append_jsonl, read_jsonl, write_atomic
 from engram.errors import EngramError
 from engram.evaluation.result import Evaluation
 from engram.methods.context import MethodContext, MethodResult, StopRun
+from engram.runs.archive import append_jsonl, read_jsonl, write_atomic
 
 if TYPE_CHECKING:
     from openevolve import OpenEvolve
@@ -249,7 +249,7 @@ class Bridge:
 
     def _invoke(self, messages: list[Any]) -> ChatReply:
         """One model call through the model layer, retrying transient provider errors with backoff."""
-        from engram.llm import BudgetExceeded, is_retryable, provider_error
+        from engram.models.llm import BudgetExceeded, is_retryable, provider_error
 
         for attempt in itertools.count():
             try:
@@ -402,7 +402,7 @@ def _system_message(ctx: MethodContext) -> str:
 def _evaluation_file(paths: SessionPaths) -> str:
     return (
         '"""OpenEvolve\'s evaluation file for an Engram run: the runner scores and records every program."""\n\n'
-        "from baselines.openevolve_endpoint import log_worker_to_file, remote_evaluate\n\n"
+        "from baselines.openevolve.endpoint import log_worker_to_file, remote_evaluate\n\n"
         f"log_worker_to_file({str(paths.worker_log)!r}, runner_pid={os.getpid()})\n\n\n"
         "def evaluate(program_path):\n"
         "    return remote_evaluate(program_path)\n"

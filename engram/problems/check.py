@@ -24,7 +24,7 @@ class Check:
 
 def check_problem(path: Path, *, sandbox_name: str = "auto", scenarios: list[str] | None = None) -> list[Check]:
     """Run every check in order; later checks are skipped once an earlier one makes them meaningless."""
-    from engram.problem import load_problem
+    from engram.problems.problem import load_problem
 
     checks: list[Check] = []
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engram.archive import Experiment, SeedArchive, write_atomic, write_json
+from engram.runs.archive import Experiment, SeedArchive, write_atomic, write_json
 from engram.evaluation.result import Evaluation
 
 SCORES_DIFFER_EXIT_CODE = 4
@@ -219,9 +219,9 @@ def rescore_run(run_dir: Path, *, problem_path: str | None = None, sandbox_name:
     whose trusted files differ from the run's is refused unless `accept_changed_problem`."""
     from engram.evaluation.evaluator import CandidateEvaluator
     from engram.evaluation.run_secrets import TrustedSecrets
-    from engram.problem import load_problem
-    from engram.problem_record import check_problem, record_acceptance
-    from engram.runner import load_run_spec
+    from engram.problems.problem import load_problem
+    from engram.problems.record import check_problem, record_acceptance
+    from engram.runs.runner import load_run_spec
     from engram.sandbox import get_sandbox
 
     spec = load_run_spec(run_dir)
@@ -271,7 +271,7 @@ def fingerprint_notes(run_dir: Path, fingerprint: str) -> list[str]:
     """Say whether the problem's trusted files are the ones the run was scored with."""
     import yaml
 
-    from engram.runner import RESOLVED_SPEC
+    from engram.runs.runner import RESOLVED_SPEC
 
     stored = yaml.safe_load((run_dir / RESOLVED_SPEC).read_text(encoding="utf-8")) or {}
     recorded = (stored.get("meta") or {}).get("problem_fingerprint")

@@ -18,11 +18,11 @@ from typing import Any
 
 import yaml
 
-from engram.archive import read_jsonl
+from engram.runs.archive import read_jsonl
 from engram.errors import ConfigError
 from engram.executors.budget import read_usage
 from engram.executors.worker import read_lease
-from engram.runner import RESOLVED_SPEC
+from engram.runs.runner import RESOLVED_SPEC
 
 STALE_HEARTBEAT_S = 30.0
 """A lease not renewed for this long belongs to a worker that died (lost node, SIGKILL)."""

@@ -12,7 +12,7 @@ A provider fails in three ways, and each needs a different answer:
   tool error back and can try again, instead of the loop taking the reply for a final answer.
 
 Retries happen here and nowhere else: the OpenAI SDK and litellm are told not to retry
-(`engram.llm.create_chat_model`), so every attempt is one HTTP request and one transcript entry.
+(`engram.models.llm.create_chat_model`), so every attempt is one HTTP request and one transcript entry.
 The deadline holds during a call, too: each attempt is given only the time left as its HTTP
 timeout, and the agent stops waiting for an attempt that outlives the deadline anyway.
 """

@@ -257,7 +257,7 @@ class SeedArchive:
 
     def started_agents(self) -> list[int]:
         """Agents started so far. One that a provider error stopped before its first experiment is left
-        out (see `engram.runner`): it did nothing, so resume starts it again rather than closing it."""
+        out (see `engram.runs.runner`): it did nothing, so resume starts it again rather than closing it."""
         started: list[int] = []
         for event in self.events():
             if event.get("type") == "agent_start" and int(event["agent"]) not in started:

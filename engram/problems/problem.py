@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-from engram import data as data_files
 from engram.config_files import load_model
 from engram.errors import ConfigError, DataError, ProblemNotFoundError
+from engram.problems import data as data_files
 
 if TYPE_CHECKING:
     from engram.evaluation.scoring import Scorer

@@ -42,8 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from engram.config_files import load_model
 from engram.errors import ConfigError, EngramError, ProviderError
-from engram.model_api import ModelApi, responses_kwargs, uses_responses_api
-from engram.model_calls import (
+from engram.models.api import ModelApi, responses_kwargs, uses_responses_api
+from engram.models.calls import (
     RETRYABLE_ERRORS,
     MalformedReply,
     ModelCallMiddleware,
@@ -520,14 +520,14 @@ def create_chat_model(
 
     Retries belong to `retry_middleware` alone: `max_retries=0` goes both to langchain-litellm and,
     through litellm, to the OpenAI SDK, which would otherwise retry each call twice more out of sight
-    of the transcript. `api` picks Chat Completions or the Responses API (see `engram.model_api`).
+    of the transcript. `api` picks Chat Completions or the Responses API (see `engram.models.api`).
     `price_as` only reaches the scripted model; for real models the caller passes it to
     `UsageCallback` as `price_model`.
     """
     if model_id == SCRIPTED:
         if script is None:
             raise ConfigError("model 'scripted' needs a script file (the spec's script: field)")
-        from engram.playback import playback_model  # `engram replay`: a recorded run's transcripts
+        from engram.models.playback import playback_model  # `engram replay`: a recorded run's transcripts
 
         replayed = playback_model(script, agent, price_as=price_as, callbacks=callbacks)
         if replayed is not None:
@@ -613,7 +613,7 @@ def retry_middleware(
     timeout_s: float = 600.0,
     model: str | None = None,
 ) -> AgentMiddleware:
-    """The one retry layer around an agent's model calls (see `engram.model_calls`): transient errors
+    """The one retry layer around an agent's model calls (see `engram.models.calls`): transient errors
     are retried with backoff (or as long as the provider asks), never past `deadline`; errors no
     retry can cure stop the run with `ProviderError`; tool calls with unparsable arguments are
     answered with a tool error."""

@@ -1,6 +1,6 @@
 """Playing a recorded run's model calls back: the scripted model fed from transcripts.
 
-Every model call of a run is in a transcript (`engram.llm.UsageCallback`): the request's messages,
+Every model call of a run is in a transcript (`engram.models.llm.UsageCallback`): the request's messages,
 the reply with its tool calls, ids, reasoning and token usage, or the error. `engram replay` runs a
 recorded run again with model id `scripted` and a *playback script*, a small YAML file::
 
@@ -231,7 +231,7 @@ class PlaybackScript:
 def write_playback_script(path: Path, *, source: Path, target: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {PLAYBACK_KEY: {"source": str(source.resolve()), "target": str(target.resolve())}}
-    path.write_text("# Played back by the scripted model: see engram/playback.py\n"
+    path.write_text("# Played back by the scripted model: see engram/models/playback.py\n"
                     + yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
 
 
@@ -288,7 +288,7 @@ class PlaybackChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        from engram.llm import message_record
+        from engram.models.llm import message_record
 
         player = _player(self.source.resolve(), self._transcript_path())
         call = player.next_call([message_record(m) for m in messages])
@@ -349,13 +349,13 @@ class RecordedModelError(Exception):
 def recorded_error(record: dict[str, Any]) -> Exception:
     """The error a recorded call ended with, rebuilt as the same litellm exception with the same message.
 
-    The type decides what happens next -- `engram.llm.is_retryable` retries transient errors, a
+    The type decides what happens next -- `engram.models.llm.is_retryable` retries transient errors, a
     method may treat a bad request as a failed proposal -- so the replay takes the same path as the
     recording. An error of another kind becomes `RecordedModelError`, which nothing retries.
     """
     import litellm
 
-    from engram.model_calls import MalformedReply
+    from engram.models.calls import MalformedReply
 
     name = str(record.get("error_type") or "").rsplit(".", 1)[-1]
     text = str(record.get("error") or "")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from engram.report import Curve, Group
+    from engram.results.report import Curve, Group
 
 _MIN_LABEL_GAP = 0.05  # axes fraction between two reference labels
 _MARKED_POINTS = 40  # evaluation curves up to this length get a marker per evaluation
@@ -31,7 +31,7 @@ _MARKS_PER_LINE = 12
 def plot_problem(problem_name: str, groups: list[Group], references: list[Any], out_dir: Path, *,
                  scenarios: list[str] | None, band: str = "ci", stem: str | None = None) -> list[Path]:
     """Write this problem's figures to `out_dir` and return their paths (figures without data are skipped)."""
-    from engram.report import dollar_curve, evaluation_curve
+    from engram.results.report import dollar_curve, evaluation_curve
 
     problem = next((g.problem for g in groups if g.problem is not None), None)
     colors = {group.label: _PALETTE[i % len(_PALETTE)] for i, group in enumerate(groups)}

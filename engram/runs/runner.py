@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from engram import __version__
-from engram.archive import SeedArchive, read_jsonl, write_atomic, write_json
+from engram.runs.archive import SeedArchive, read_jsonl, write_atomic, write_json
 from engram.errors import ConfigError, EngramError, Interrupted, ProviderError
-from engram.leftovers import owned_temp_root, remove_dead_temp_roots
-from engram.progress import Progress
+from engram.runs.leftovers import owned_temp_root, remove_dead_temp_roots
+from engram.runs.progress import Progress
 from engram.spec import SCRIPTED_MODEL, Spec, load_spec, parse_spec
 
 if TYPE_CHECKING:
-    from engram.llm import SharedBudget
+    from engram.models.llm import SharedBudget
 
 RESOLVED_SPEC = "spec.resolved.yaml"
 RUN_DIR_LABEL = "engram.run_dir"
@@ -57,7 +57,7 @@ class RunOutcome:
 
 def check_credentials(spec: Spec) -> None:
     """Fail before any agent starts when the model's API key is missing, naming the variable."""
-    from engram.llm import missing_api_keys
+    from engram.models.llm import missing_api_keys
 
     missing = missing_api_keys(spec.model.id, spec.model.api_key_env, spec.model.api_base)
     if missing:
@@ -131,7 +131,7 @@ def new_run_dir(spec: Spec) -> Path:
 
 def write_resolved_spec(run_dir: Path, spec: Spec, *, source: Path | None, overrides: list[str],
                         problem_fingerprint: str, sandbox: str, sandbox_image: dict[str, Any] | None = None) -> None:
-    from engram.llm import price_snapshot
+    from engram.models.llm import price_snapshot
     from engram.sandbox import isolation_warning
 
     meta = {
@@ -189,7 +189,7 @@ def check_preconditions(spec: Spec) -> None:
     check_credentials(spec)
     check_sandbox_image(spec)
     if spec.model.id == SCRIPTED_MODEL and spec.model.script is not None:
-        from engram.llm import ScriptedChatModel
+        from engram.models.llm import ScriptedChatModel
 
         ScriptedChatModel(script=spec.model.script, agent=0)  # parses and validates the whole file
 
@@ -201,11 +201,11 @@ def execute(spec: Spec, run_dir: Path | None, progress: Progress, *, source: Pat
     the problem, its data and the sandbox are ready. A sweep runs one seed per worker process, with
     the driver's tracking URI (a worker's cwd may differ) and the sweep's shared dollar budget. A
     resumed run goes on only with the problem it was scored with, unless `accept_changed_problem`
-    (see `engram.problem_record`)."""
-    from engram.problem import load_problem
-    from engram.problem_record import check_problem, record_acceptance
+    (see `engram.problems.record`)."""
+    from engram.problems.problem import load_problem
+    from engram.problems.record import check_problem, record_acceptance
     from engram.sandbox import get_sandbox
-    from engram.tracking import default_tracking_uri
+    from engram.results.tracking import default_tracking_uri
 
     problem = load_problem(spec.problem.name)
     if resumed:
@@ -252,7 +252,7 @@ def prepare_run_dir(spec: Spec, run_dir: Path | None, *, source: Path | None, ov
     """A sweep's planning: the run directory with its resolved spec written now, so that a driver
     killed before the run starts leaves a run that `engram status` lists as pending and a re-run
     reuses. Returns the directory and the sandbox backend the spec resolves to on this machine."""
-    from engram.problem import load_problem
+    from engram.problems.problem import load_problem
     from engram.sandbox import get_sandbox
 
     if run_dir is not None and (run_dir / RESOLVED_SPEC).is_file():
@@ -316,7 +316,7 @@ def _image_record(sandbox: Any) -> dict[str, Any] | None:
 def _stop_sandboxes_on_interrupt() -> Iterator[None]:
     """On Ctrl-C, kill running candidates and shell commands first: tools run in worker threads,
     and the agent loop would otherwise wait for them to time out before it could stop."""
-    from engram import interrupts
+    from engram.runs import interrupts
 
     interrupts.reset()
     if threading.current_thread() is not threading.main_thread():
@@ -385,11 +385,11 @@ def repair_archive(archive: SeedArchive, evaluator: Any) -> None:
 def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem: Any, evaluator: Any,
              sandbox: Any, progress: Progress, tracking_uri: str | None,
              shared_budget: SharedBudget | None = None) -> dict[str, Any]:
-    from engram.llm import UsageLedger
+    from engram.models.llm import UsageLedger
     from engram.methods.context import MethodContext, MethodResult
     from engram.methods.registry import run_method
     from engram.methods.workspace_backend import closing_shells
-    from engram.tracking import Tracker, flatten_params
+    from engram.results.tracking import Tracker, flatten_params
 
     started = time.time()
     ledger = UsageLedger(max_dollars=spec.max_dollars)
@@ -455,7 +455,7 @@ _TURN_REPORTING_METHODS = ("engram", "single_agent", "tree_search")
 
 
 def _model_factory(spec: Spec, archive: SeedArchive, ledger: Any, progress: Progress | None = None) -> Any:
-    from engram.llm import UsageCallback, create_chat_model
+    from engram.models.llm import UsageCallback, create_chat_model
 
     model = spec.model
     timeout = min(model.timeout_s, spec.budget.minutes_per_agent * 60)
@@ -495,7 +495,7 @@ def _reply_echo(progress: Progress, agent: int) -> Any:
 
 def restore_usage(ledger: Any, archive: SeedArchive, model_id: str) -> None:
     """On resume, the dollars already spent are read back from the transcripts: the cap stays exact."""
-    from engram.llm import BudgetExceeded
+    from engram.models.llm import BudgetExceeded
 
     transcripts = list(archive.agents_dir.glob("agent-*/transcript.jsonl")) if archive.agents_dir.is_dir() else []
     transcripts += list((archive.root / "digests").glob("transcript.jsonl"))

@@ -13,7 +13,7 @@ Per group, over seeds: the best score, the median and interquartile range of eac
 best, and the evaluations and dollars a seed needed to reach 95% of its own final best (the first
 evaluation whose best so far is within 5% of the final best score: at least 0.95 x final when
 higher is better, at most final / 0.95 when lower is; for scores that are not positive, 95% of the
-way from the first valid score to the final one). Plots (`engram.plots`) show the best so far
+way from the first valid score to the final one). Plots (`engram.results.plots`) show the best so far
 against evaluations and against dollars, median over seeds with a 95% bootstrap confidence band of
 the median, in the problem's natural unit when it declares one (`score.natural_metric`), with the
 problem's declared reference solutions (`references:` in problem.yaml) as horizontal lines.
@@ -38,9 +38,9 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from engram.archive import SeedArchive, write_atomic, write_json
 from engram.errors import ConfigError, EngramError
-from engram.rescore import seed_dirs
+from engram.runs.archive import SeedArchive, write_atomic, write_json
+from engram.runs.rescore import seed_dirs
 
 GroupBy = Literal["method", "spec"]
 REACH_FRACTION = 0.95
@@ -95,7 +95,7 @@ class RunInfo:
     run_dir: Path
     spec_name: str
     problem_name: str
-    problem: Any  # engram.problem.Problem, or None when its directory is gone
+    problem: Any  # engram.problems.problem.Problem, or None when its directory is gone
     method: str
     model: str
     scenarios: list[str] | None
@@ -110,7 +110,7 @@ class RunInfo:
 
 def load_run(run_dir: Path) -> RunInfo:
     """Read one run directory (finished or not) for reporting."""
-    from engram.runner import RESOLVED_SPEC
+    from engram.runs.runner import RESOLVED_SPEC
 
     resolved = run_dir / RESOLVED_SPEC
     if not resolved.is_file():
@@ -147,7 +147,7 @@ def _settings(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_problem(reference: str) -> Any:
-    from engram.problem import load_problem
+    from engram.problems.problem import load_problem
 
     try:
         return load_problem(reference)
@@ -495,7 +495,7 @@ class Report:
 def build_report(run_dirs: list[Path], out_dir: Path, *, group_by: GroupBy = "method",
                  band: str = "ci") -> Report:
     """Read the runs, write the table (CSV, Markdown, JSON), the figures and the HTML page to `out_dir`."""
-    from engram.plots import plot_problem
+    from engram.results.plots import plot_problem
 
     runs = [load_run(path.resolve()) for path in _expand(run_dirs)]
     if not runs:
@@ -539,7 +539,7 @@ def _isolation_notes(runs: list[RunInfo]) -> list[str]:
 
 def _expand(paths: list[Path]) -> list[Path]:
     """Run directories as given, or every run directory below a folder such as runs/<spec>/."""
-    from engram.runner import RESOLVED_SPEC
+    from engram.runs.runner import RESOLVED_SPEC
 
     found: list[Path] = []
     for path in paths:
@@ -705,7 +705,7 @@ def log_to_mlflow(report: Report, tracking_uri: str | None = None) -> list[str]:
 def _log_problem(report: Report, problem: ProblemReport, tracking_uri: str | None) -> None:
     import mlflow
 
-    from engram.tracking import _quiet_mlflow_logging, default_tracking_uri
+    from engram.results.tracking import _quiet_mlflow_logging, default_tracking_uri
 
     _quiet_mlflow_logging()
     uri = tracking_uri or problem.tracking_uri or default_tracking_uri()
@@ -780,7 +780,7 @@ def write_run_metrics(run_dir: Path, *, metrics_file: Path | None, plot_file: Pa
 def _newest_run(path: Path) -> Path:
     """`path` itself when it is a run directory, else the newest run directory directly below it
     (`runs/<spec name>/`, where a DVC stage finds the run it just made)."""
-    from engram.runner import RESOLVED_SPEC
+    from engram.runs.runner import RESOLVED_SPEC
 
     if (path / RESOLVED_SPEC).is_file():
         return path

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from engram.interrupts import signal_as_keyboard_interrupt
+from engram.runs.interrupts import signal_as_keyboard_interrupt
 
 STOP_GRACE_S = 10.0
 """How long MLflow gets to exit after SIGTERM before its process group is killed."""

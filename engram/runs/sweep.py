@@ -10,7 +10,7 @@ overrides for all of them and the executor settings:
     executor: {name: local, jobs: 4, max_dollars: 200}
 
 (a bare YAML list of entries is a grid too; so is `dvc.yaml`, or `{dvc: dvc.yaml, stages: [offline]}`:
-see `engram.dvc_grid`). Each (spec, seed) is a run unit with its own seed
+see `engram.results.dvc_grid`). Each (spec, seed) is a run unit with its own seed
 directory; `plan` finds each spec's run directory -- for a sweep the newest one of the same
 resolved spec, finished or not, so re-launching a sweep finishes only what is unfinished -- and
 `run_sweep` hands the unfinished units to an executor while it shows one line per run.
@@ -29,11 +29,11 @@ import yaml
 from pydantic import ValidationError
 
 from engram.config_files import format_validation_error
-from engram.dvc_grid import dvc_runs, is_dvc_pipeline
+from engram.results.dvc_grid import dvc_runs, is_dvc_pipeline
 from engram.errors import ConfigError, EngramError, Interrupted
 from engram.executors.base import Executor, RunUnit, SweepCap, UnitOutcome
 from engram.spec import SCRIPTED_MODEL, ExecutorSettings, Spec, load_spec
-from engram.status import RunStatus, collect, planned_agents, render
+from engram.runs.status import RunStatus, collect, planned_agents, render
 
 BUDGET_GRACE_S = 60.0
 """After the sweep's dollar cap is reached, runs get this long to stop by themselves before they are
@@ -177,7 +177,7 @@ def make_executor(settings: ExecutorSettings) -> Executor:
 
 
 def load_specs(entries: Sequence[SweepEntry]) -> list[Spec]:
-    from engram.runner import check_credentials, run_identity
+    from engram.runs.runner import check_credentials, run_identity
 
     specs = [load_spec(entry.path, list(entry.overrides)) for entry in entries]
     seen: dict[str, int] = {}
@@ -195,9 +195,9 @@ def load_specs(entries: Sequence[SweepEntry]) -> list[Spec]:
 def plan(entries: Sequence[SweepEntry], specs: Sequence[Spec], *, new: bool, reuse_finished: bool,
          max_dollars: float | None) -> list[PlannedRun]:
     """One unit per (spec, seed) in a run directory found or created for each spec."""
-    from engram.archive import SeedArchive
-    from engram.runner import find_run, prepare_run_dir
-    from engram.tracking import default_tracking_uri
+    from engram.runs.archive import SeedArchive
+    from engram.runs.runner import find_run, prepare_run_dir
+    from engram.results.tracking import default_tracking_uri
 
     units: list[tuple[RunUnit, bool, int | None]] = []
     for entry, spec in zip(entries, specs, strict=True):
@@ -221,8 +221,8 @@ def _with_cap(unit: RunUnit, cap: SweepCap | None) -> RunUnit:
 def prepare_tracking(specs: Sequence[Spec], runs: Sequence[PlannedRun]) -> None:
     """Create each MLflow store and experiment once, before runs start side by side: two runs that
     create the same experiment (or a fresh SQLite store) at the same moment would collide."""
-    from engram.problem import load_problem
-    from engram.tracking import prepare_experiment
+    from engram.problems.problem import load_problem
+    from engram.results.tracking import prepare_experiment
 
     wanted: set[tuple[str, str]] = set()
     by_name = {spec.name: spec for spec in specs}

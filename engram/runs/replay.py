@@ -2,12 +2,12 @@
 
 The replay is an ordinary run of the recorded spec through the ordinary runner -- same method, same
 budgets, same seeds, every candidate evaluated again in the sandbox by the problem's evaluator as
-it is now -- except that the model is `scripted` with a playback script (see `engram.playback`):
+it is now -- except that the model is `scripted` with a playback script (see `engram.models.playback`):
 each model call gets the reply recorded for it, with its tool calls, ids and token counts. No API
 key is needed and nothing is spent; dollars come out as recorded because the token counts do.
 
 Afterwards each experiment of the replay is paired with the recorded one (same seed, agent and
-program; see `engram.rescore.compare_by_program`) and their scores compared; the transcripts are
+program; see `engram.runs.rescore.compare_by_program`) and their scores compared; the transcripts are
 compared too, as a diagnosis of where a replay went its own way. The run directory of the replay
 holds `replay.json` with both comparisons.
 """
@@ -22,11 +22,11 @@ from typing import Any
 
 import yaml
 
-from engram.archive import write_json
+from engram.runs.archive import write_json
 from engram.errors import ConfigError
-from engram.playback import RecordedCall, forget_players, recorded_calls, split_conversations, write_playback_script
-from engram.progress import Progress
-from engram.rescore import (
+from engram.models.playback import RecordedCall, forget_players, recorded_calls, split_conversations, write_playback_script
+from engram.runs.progress import Progress
+from engram.runs.rescore import (
     ScoreComparison,
     compare_by_program,
     fingerprint_notes,
@@ -56,9 +56,9 @@ def replay_run(source: Path, progress: Progress, *, out: Path | None = None, pro
     """Replay `source` into a fresh run directory and compare; see the module docstring. A problem
     whose trusted files differ from the recorded run's is refused unless `accept_changed_problem`."""
     from engram.evaluation.run_secrets import TrustedSecrets
-    from engram.problem import load_problem
-    from engram.problem_record import check_problem, record_acceptance
-    from engram.runner import execute, load_run_spec
+    from engram.problems.problem import load_problem
+    from engram.problems.record import check_problem, record_acceptance
+    from engram.runs.runner import execute, load_run_spec
 
     source = source.resolve()
     seeds = seed_dirs(source)
@@ -93,7 +93,7 @@ def replay_run(source: Path, progress: Progress, *, out: Path | None = None, pro
 def replay_spec(source: Path, replay_dir: Path, *, seeds: list[int], problem: str | None, mlflow: bool,
                 sandbox: str | None) -> Any:
     """The recorded spec with the playback model in place of the recorded one (priced like it)."""
-    from engram.runner import RESOLVED_SPEC
+    from engram.runs.runner import RESOLVED_SPEC
     from engram.spec import parse_spec
 
     stored = yaml.safe_load((source / RESOLVED_SPEC).read_text(encoding="utf-8")) or {}
@@ -122,7 +122,7 @@ def _fresh_dir(path: Path) -> Path:
 
 
 def _fingerprint(run_dir: Path) -> str:
-    from engram.runner import RESOLVED_SPEC
+    from engram.runs.runner import RESOLVED_SPEC
 
     stored = yaml.safe_load((run_dir / RESOLVED_SPEC).read_text(encoding="utf-8")) or {}
     return str((stored.get("meta") or {}).get("problem_fingerprint") or "")
