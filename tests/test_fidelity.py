@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import BACKENDS, REPO, require_backend
-from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate
+from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate, write_program
 
 from engram.methods.digest import has_summary_sections
 from engram.methods.workspace_backend import SandboxedWorkspace, workspace_paths
@@ -301,6 +301,26 @@ def test_shell_reports_failures_and_agrees_with_the_file_tools(backend: str, tmp
         assert (workspace / "digest.md").read_text() == "# Research Digest\n"
     finally:
         files.close()
+
+
+def test_candidate_errors_name_the_agents_file_not_the_sandboxs_copy(backend: str, tmp_path: Path):
+    """Issue 16: a syntax error or a traceback points at the file the agent wrote, by its workspace
+    path, on every backend; no scratch or host path reaches the agent."""
+    raising = "def helper():\n    raise ValueError('boom')\n\ndef search_algorithm(*args):\n    return helper()\n"
+    spec = make_spec(tmp_path, [[{"tool_calls": [write_program("/new_algorithm.py", "def search_algorithm(:\n")]},
+                                 {"tool_calls": [simulate("/new_algorithm.py")]},
+                                 {"tool_calls": [write_program("/sub/raising.py", raising)]},
+                                 {"tool_calls": [simulate("/sub/raising.py")]},
+                                 {"content": SUMMARY}]],
+                     problem={"scenarios": ["intra_azure"]}, sandbox={"backend": backend})
+    seed = _seed(run(spec).run_dir)
+    results = _tool_results(_requests(seed, 1)[-1])
+    syntax, traceback = results[1], results[3]
+    assert 'File "/new_algorithm.py", line 1' in syntax and "SyntaxError" in syntax
+    assert 'File "/sub/raising.py", line 2, in helper' in traceback
+    assert "raise ValueError('boom')" in traceback  # the source line is shown too
+    for text in (syntax, traceback):
+        assert "<workdir>" not in text and "engram-eval" not in text and str(tmp_path) not in text
 
 
 def test_default_output_dir_run_has_a_working_archive_and_replays_identically(backend: str, tmp_path: Path):

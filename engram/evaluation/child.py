@@ -14,6 +14,7 @@ from __future__ import annotations
 import faulthandler
 import importlib.util
 import json
+import linecache
 import os
 import sys
 import time
@@ -57,11 +58,16 @@ def _load_module(name: str, path: str) -> ModuleType:
     return module
 
 
-def _load_candidate(path: str, namespace: dict[str, Any]) -> ModuleType:
+def _load_candidate(path: str, namespace: dict[str, Any], name: str | None = None) -> ModuleType:
+    """The candidate as a module. `name` is the file its author knows (the agent's workspace path,
+    the user's file): syntax errors and tracebacks name it instead of this scratch copy."""
     with open(path, encoding="utf-8") as handle:
         source = handle.read()
+    name = name or path
+    if name != path:  # traceback lines are looked up by file name: give them the source under its name
+        linecache.cache[name] = (len(source), None, source.splitlines(keepends=True), name)
     try:
-        code = compile(source, path, "exec")
+        code = compile(source, name, "exec")
     except (SyntaxError, ValueError) as error:
         raise _Failure("syntax", _describe(error)) from None
     module = type(sys)("candidate")
@@ -137,7 +143,7 @@ def main(request_path: str) -> int:
     namespace = adapter.namespace(context) if hasattr(adapter, "namespace") else {}
     loaded_at = time.perf_counter()
     try:
-        candidate = _load_candidate(request["program"], namespace)
+        candidate = _load_candidate(request["program"], namespace, request.get("program_name"))
         entry = getattr(candidate, request["entry_point"], None)
         if not callable(entry):
             raise _Failure("missing_entry_point",

@@ -87,12 +87,18 @@ class CandidateEvaluator:
     # -- public ---------------------------------------------------------------------------------
 
     def evaluate(
-        self, program: str | Path, *, artifacts_dir: Path | None = None, time_limit_s: float | None = None
+        self, program: str | Path, *, artifacts_dir: Path | None = None, time_limit_s: float | None = None,
+        program_name: str | None = None,
     ) -> Evaluation:
         """Score one program (its source text or a path to it). Never raises for candidate faults.
 
         `time_limit_s` shortens the wall-clock limit for this call only, e.g. to what is left of an
         agent's time, so that no evaluation can outlast the agent that asked for it.
+
+        `program_name`: the file the program's author knows it by (an agent's workspace path, the
+        user's file), named in its syntax errors and tracebacks instead of the sandbox's scratch copy.
+        The candidate sees it, so it must not be a path of the trusted side (an archive's, say);
+        default: the scratch copy, written `<workdir>/program.py`.
         """
         source = program.read_text(encoding="utf-8") if isinstance(program, Path) else program
         self._check_integrity()
@@ -102,7 +108,7 @@ class CandidateEvaluator:
         # The sandbox's own directory: for host backends a tmpfs capping the total the candidate writes.
         session = self._session
         with self.sandbox.workdir(prefix="engram-eval-", parent=self._work_root) as workdir, self._scorer_errors():
-            evaluation = self._evaluate_in(workdir, source, artifacts_dir, limits)
+            evaluation = self._evaluate_in(workdir, source, artifacts_dir, limits, program_name)
         return stable_paths(evaluation, {session: "<session>", self._session: "<session>", workdir: "<workdir>"})
 
     @contextlib.contextmanager
@@ -170,7 +176,8 @@ class CandidateEvaluator:
 
     # -- one evaluation -------------------------------------------------------------------------
 
-    def _evaluate_in(self, workdir: Path, source: str, artifacts_dir: Path | None, limits: Limits) -> Evaluation:
+    def _evaluate_in(self, workdir: Path, source: str, artifacts_dir: Path | None, limits: Limits,
+                     program_name: str | None = None) -> Evaluation:
         started = time.monotonic()
         if isinstance(self.scorer, ProgramJudge):
             return self._judge_program(self.scorer, workdir, source, artifacts_dir, limits)
@@ -180,6 +187,7 @@ class CandidateEvaluator:
         answers_path = workdir / "answers.jsonl"
         request = {
             "program": str(program_path),
+            "program_name": program_name,
             "adapter": str(self._session / _PROBLEM_FILES / self.problem.adapter_path.name),
             "entry_point": self.problem.config.entry_point,
             "shared_input": str(self._session / "shared.json")

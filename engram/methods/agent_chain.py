@@ -308,35 +308,38 @@ def make_run_simulation(ctx: MethodContext, agent: int, remaining: Any, archive_
         """Score the program in `file_path` (a workspace path such as /new_algorithm.py) on the problem's
         scenarios. Records it as a new experiment and returns the score, per-scenario metrics and the
         end of the program's output."""
-        path = _workspace_file(workspace, file_path, archive_view)
-        if path is None:
+        found = _workspace_file(workspace, file_path, archive_view)
+        if found is None:
             return f"Error: {file_path!r} is not a file in your workspace. Write the program first, then pass its path."
+        path, name = found
         left = remaining()
         if left <= 1:
             return "Not run: your time is up. Write your summary now."
         # A StopRun raised here (budget spent) propagates and ends the agent and the run.
         experiment, evaluation = ctx.evaluate(path.read_text(encoding="utf-8", errors="replace"), agent=agent,
-                                              time_limit_s=left)
+                                              time_limit_s=left, program_name=name)
         return describe_evaluation(ctx, experiment, evaluation, archive_view)
 
     return StructuredTool.from_function(run_simulation, name="run_simulation")
 
 
-def _workspace_file(workspace: Path, file_path: str, archive_view: Path) -> Path | None:
+def _workspace_file(workspace: Path, file_path: str, archive_view: Path) -> tuple[Path, str] | None:
     """The file named by a file-tool path (`/x.py`, `/archive/...`) or by its real path (what the
-    shell sees), if it is in the workspace or the agent's view of the archive."""
+    shell sees), if it is in the workspace or the agent's view of the archive; with its file-tool
+    path, the name the agent knows it by (never the host's path to the workspace)."""
     real = f"{workspace.resolve()}/"
     name = file_path.strip()
     relative = (name[len(real):] if name.startswith(real) else name).lstrip("/")
     if not relative:
         return None
+    shown = "/" + relative
     root = workspace.resolve()
     if relative == "archive" or relative.startswith("archive/"):  # a mount point or link to the archive
         root, relative = archive_view.resolve(), relative.removeprefix("archive").lstrip("/")
     candidate = (root / relative).resolve()
     if not candidate.is_relative_to(root) or not candidate.is_file():
         return None
-    return candidate
+    return candidate, shown
 
 
 def describe_evaluation(ctx: MethodContext, experiment: Any, evaluation: Any, archive_view: Path) -> str:

@@ -103,26 +103,30 @@ class MethodContext:
     # -- evaluation -----------------------------------------------------------------------------
 
     def evaluate(self, code: str, *, agent: int, time_limit_s: float | None = None,
-                 proposal: dict[str, Any] | None = None) -> tuple[Experiment, Evaluation]:
+                 proposal: dict[str, Any] | None = None, program_name: str | None = None,
+                 ) -> tuple[Experiment, Evaluation]:
         """Score `code` as a new experiment of `agent`; the only way methods evaluate anything.
 
         `proposal` is the method's record of the program's origin, stored with the experiment.
+        `program_name`: the file the agent wrote it to, named in its syntax errors and tracebacks.
         """
         with self._lock:
             self.check_budget()
             experiment = self.archive.new_experiment(agent, code, proposal)
             self._pending.add(experiment.number)
         try:
-            return experiment, self.complete(experiment, time_limit_s=time_limit_s)
+            return experiment, self.complete(experiment, time_limit_s=time_limit_s, program_name=program_name)
         finally:
             with self._lock:
                 self._pending.discard(experiment.number)
 
-    def complete(self, experiment: Experiment, *, time_limit_s: float | None = None) -> Evaluation:
+    def complete(self, experiment: Experiment, *, time_limit_s: float | None = None,
+                 program_name: str | None = None) -> Evaluation:
         """Evaluate a stored experiment and record it (also used by resume for interrupted ones)."""
         scratch = Path(tempfile.mkdtemp(prefix="engram-results-"))
         try:
-            evaluation = self.evaluator.evaluate(experiment.program, artifacts_dir=scratch, time_limit_s=time_limit_s)
+            evaluation = self.evaluator.evaluate(experiment.program, artifacts_dir=scratch, time_limit_s=time_limit_s,
+                                                 program_name=program_name)
             if stop_requested():  # Ctrl-C killed the candidate: no result; resume scores it again
                 raise KeyboardInterrupt
             self.archive.record_evaluation(experiment, evaluation, scratch)
