@@ -57,7 +57,16 @@ class _MethodBase(_Strict):
                                       "never does (it has separate, named variants for that)")
 
 
-class EngramMethod(_MethodBase):
+class _AgentMethod(_MethodBase):
+    """Settings of the methods whose agents score programs with the `run_simulation` tool."""
+
+    simulation_output: Literal["head", "tail"] = Field(
+        default="head", description="Which part of a long program output run_simulation shows the agent (2,000 "
+        "characters of stdout, 1,000 of stderr): its start, as in the reference, or its end (tracebacks and "
+        "final totals are there)")
+
+
+class EngramMethod(_AgentMethod):
     """The Engram method: a chain of agents handing on a Research Digest and an Archive. Defaults: the
     reference's (mit-nms/Engram): first message = the task, the digest a file the agent opens,
     summaries appended raw."""
@@ -80,7 +89,7 @@ class EngramMethod(_MethodBase):
                                            "earlier one the agent is rebuilt and continues its conversation")
 
 
-class SingleAgentMethod(_MethodBase):
+class SingleAgentMethod(_AgentMethod):
     """One agent alone (the paper's "Glia"): Engram's tools and sandbox, no digest, no other agents'
     archive; continued with "keep going" messages. budget.max_agents and minutes_per_agent do not apply."""
 
@@ -95,7 +104,7 @@ class SingleAgentMethod(_MethodBase):
                                             "cut (the reference's 1000); a cut stream rebuilds the agent")
 
 
-class TreeSearchMethod(_MethodBase):
+class TreeSearchMethod(_AgentMethod):
     """A tree of programs: each round expands the best node with a short agent (budget.minutes_per_agent)
     whose prompt carries its ancestors' summaries; the agent's best program becomes a child.
     budget.max_agents does not apply (rounds does)."""

@@ -177,6 +177,31 @@ def test_the_reference_digest_is_never_distilled(tmp_path: Path):
     assert (seed / "digest.md").read_text().count("insight") >= 4000
 
 
+# -- what run_simulation tells the agent ----------------------------------------------------------------------
+
+LOUD = ('import sys\nprint("OUT-START" + "x" * 3000 + "OUT-END")\n'
+        'print("ERR-START" + "y" * 2000 + "ERR-END", file=sys.stderr)\n')
+
+
+def _loud_simulation(tmp_path: Path, **method: object) -> str:
+    spec = make_spec(tmp_path, [[{"tool_calls": [write_program("/new_algorithm.py", LOUD)]},
+                                 {"tool_calls": [simulate("/new_algorithm.py")]}, {"content": SUMMARY}]],
+                     problem={"scenarios": ["intra_azure"]}, method=method)
+    return _tool_results(_requests(_seed(run(spec).run_dir), 1)[-1])[1]
+
+
+def test_simulation_output_is_cut_after_its_start_as_in_the_reference(tmp_path: Path):
+    result = _loud_simulation(tmp_path)
+    assert "OUT-START" + "x" * 1991 + "..." in result and "OUT-END" not in result  # 2,000 characters of stdout
+    assert "ERR-START" + "y" * 991 + "..." in result and "ERR-END" not in result  # 1,000 of stderr
+
+
+def test_the_end_of_the_output_is_a_named_setting(tmp_path: Path):
+    result = _loud_simulation(tmp_path, simulation_output="tail")
+    assert "..." + "x" * 1992 + "OUT-END\n" in result and "OUT-START" not in result  # the newline counts
+    assert "..." + "y" * 992 + "ERR-END\n" in result and "ERR-START" not in result
+
+
 # -- the summary protocol -----------------------------------------------------------------------------------
 
 

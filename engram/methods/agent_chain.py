@@ -307,7 +307,7 @@ def make_run_simulation(ctx: MethodContext, agent: int, remaining: Any, archive_
     def run_simulation(file_path: str) -> str:
         """Score the program in `file_path` (a workspace path such as /new_algorithm.py) on the problem's
         scenarios. Records it as a new experiment and returns the score, per-scenario metrics and the
-        end of the program's output."""
+        program's output (cut when long)."""
         found = _workspace_file(workspace, file_path, archive_view)
         if found is None:
             return f"Error: {file_path!r} is not a file in your workspace. Write the program first, then pass its path."
@@ -358,11 +358,22 @@ def describe_evaluation(ctx: MethodContext, experiment: Any, evaluation: Any, ar
     for key, value in evaluation.metrics.items():
         lines.append(f"{key}: {value}")
     lines.append(f"saved in {where}/ (program.py, evaluation.json, results/)")
-    if evaluation.stdout.strip():
-        lines.append("stdout (end):\n" + evaluation.stdout[-_TOOL_OUTPUT_CHARS:])
-    if evaluation.stderr.strip():
-        lines.append("stderr (end):\n" + evaluation.stderr[-_TOOL_STDERR_CHARS:])
+    tail = ctx.spec.method.simulation_output == "tail"
+    for name, text, limit in (("stdout", evaluation.stdout, _TOOL_OUTPUT_CHARS),
+                              ("stderr", evaluation.stderr, _TOOL_STDERR_CHARS)):
+        if text.strip():
+            lines.append(f"{name} (end):\n{clip_tail(text, limit)}" if tail else f"{name}:\n{clip_head(text, limit)}")
     return "\n".join(lines)
+
+
+def clip_head(text: str, limit: int) -> str:
+    """The first `limit` characters, with "..." after them if more were cut (the reference's cut)."""
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def clip_tail(text: str, limit: int) -> str:
+    """The last `limit` characters, with "..." before them if more were cut."""
+    return ("..." if len(text) > limit else "") + text[-limit:]
 
 
 class LimitsMiddleware(AgentMiddleware):
