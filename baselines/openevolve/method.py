@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from baselines.deadline import Deadline
 from baselines.openevolve.config import Connection, SessionPaths, build_config, worker_count
 from baselines.openevolve.endpoint import ChatReply, LocalEndpoint, Refused, Unavailable
+from baselines.openevolve.ordering import make_population_order_reproducible
 from baselines.prompting import known_solutions
 from engram.errors import EngramError
 from engram.evaluation.result import Evaluation
@@ -390,6 +391,7 @@ def _open(ctx: MethodContext, paths: SessionPaths, bridge: Bridge, endpoint: Loc
                         evaluation_file=str(paths.evaluation_file), config=config, output_dir=str(paths.output_dir),
                         population_strategy=PopulationStrategy(admit=bridge.admit))
     take_over_logging()
+    make_population_order_reproducible(oe.database)
     return oe
 
 
