@@ -9,7 +9,9 @@ Nodes are programs with their scores. The root is the problem's initial program,
    node instead. Nodes without a score rank below every scored node;
 2. run agent r — Engram's agent machinery, tools and sandbox, but no digest and only its own
    experiments in /archive/ — from that node's program (`/parent_program.py`), with the summaries
-   of the node and its nearest ancestors (`ancestor_summaries`, default 3) in its first message;
+   of the node and its nearest ancestors (`ancestor_summaries`, default 3) in its first message,
+   before the task, as in the reference (`parent_in_first_message`: the task first, then the
+   summaries and the parent's code);
 3. add the agent's best-scoring program as a child of the node, carrying the agent's summary. An
    agent that scored nothing valid adds a copy of its parent (same program and score), so that
    its summary — what failed — still reaches the agents that later expand that branch.
@@ -317,7 +319,40 @@ def system_prompt(ctx: MethodContext) -> str:
 
 
 def first_message(ctx: MethodContext, nodes: dict[int, Node], parent: Node) -> str:
+    """The round agent's first message. By default the reference's: the carried summaries (after the
+    tree's best score), the task, then how to use the summaries; the parent's code is only a file
+    (`/parent_program.py`). `parent_in_first_message` puts the task first and the code in the message."""
     carried = ancestor_summaries(nodes, parent.id, ctx.spec.method.ancestor_summaries)
+    if ctx.spec.method.parent_in_first_message:
+        return _message_with_parent(ctx, carried, parent)
+    if carried:
+        ancestors = "\n\n---\n\n".join(f"### Researcher of round {node.id} (score: {_six_decimals(node.score)})\n\n"
+                                        + node.summary for node in carried)
+    else:  # the root: the reference's fallback advice, read off the expanded node's score
+        ancestors = "### Recommended Next Steps\n\n" + "\n".join(f"- {hint}" for hint in root_hints(parent.score))
+    scores = [node.score for node in nodes.values() if node.score is not None]
+    return prompt("tree_first_message").format(best=_six_decimals(max(scores) if scores else None),
+                                               ancestors=ancestors, task=ctx.problem.task_prompt.strip())
+
+
+def root_hints(score: float | None) -> list[str]:
+    """The reference's advice when no summary exists yet, chosen by fixed score thresholds (0.001 and
+    0.002, on the scale of cloudcast's scores; other problems get the same thresholds, as there)."""
+    if score is None or score < 0.001:
+        return ["The score is still low: try a fundamentally different approach."]
+    if score < 0.002:
+        return ["The score is improving: keep refining the current approach.",
+                "Try a smaller problem size so that the optimisation runs faster."]
+    return ["The score is close to the target: fine-tune.",
+            "Find the configurations that score worst and work on them."]
+
+
+def _six_decimals(score: float | None) -> str:
+    return "none (it failed)" if score is None else f"{score:.6f}"
+
+
+def _message_with_parent(ctx: MethodContext, carried: list[Node], parent: Node) -> str:
+    """Engram's variant: the task, the summaries under headings of their own, the parent's code."""
     if carried:
         ancestors = "\n\n".join(f"## Round {node.id} ({_outcome(node)})\n\n" + _nested(node.summary)
                                   for node in carried)
@@ -333,8 +368,8 @@ def first_message(ctx: MethodContext, nodes: dict[int, Node], parent: Node) -> s
         where = f"the best program of round {parent.id}"
     parent_text = (f"Node {parent.id} ({where}), score {_score_text(parent.score)}, also at "
                    f"`/{ctx.problem.workspace_name('parent_program')}`:\n\n```{ctx.problem.language}\n{code}\n```")
-    return prompt("tree_first_message").format(task=ctx.problem.task_prompt.strip(), ancestors=ancestors,
-                                               parent=parent_text)
+    return prompt("tree_first_message_with_parent").format(task=ctx.problem.task_prompt.strip(),
+                                                           ancestors=ancestors, parent=parent_text)
 
 
 def _outcome(node: Node) -> str:

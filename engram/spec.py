@@ -115,6 +115,9 @@ class TreeSearchMethod(_AgentMethod):
                                                                       "nearest ancestors given to the agent")
     epsilon: float = Field(default=0.0, ge=0, le=1, description="Probability of expanding a uniformly random node "
                                                                 "instead of the best one (0: always the best)")
+    parent_in_first_message: bool = Field(default=False, description="Engram's richer first message: the task "
+                                          "first, then the summaries, then the expanded node's code (the "
+                                          "reference's: the summaries, then the task; the code only as a file)")
     max_steps_per_agent: PositiveInt = Field(default=1000, description="Model/tool steps of one turn of an agent "
                                                                        "before the turn is cut")
     max_turns: PositiveInt = Field(default=40, description="Turns of a round's agent: after a turn that ends without "

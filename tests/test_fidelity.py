@@ -284,6 +284,37 @@ def test_tree_search_agent_stops_when_simulations_stop_improving(tmp_path: Path)
     assert not any("Keep working on the task" in h for h in humans)  # 2 simulations brought no new best
 
 
+def _tree_first_message(tmp_path: Path, **method: object) -> str:
+    """Round 2's first message: round 1 scored the initial program and left its summary."""
+    spec = make_spec(tmp_path, [[{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"content": SUMMARY}],
+                                [{"content": SUMMARY}]],
+                     method={"name": "tree_search", "rounds": 2, **method}, problem={"scenarios": ["intra_azure"]})
+    first = _requests(_seed(run(spec).run_dir), 2)[0]
+    assert [m["type"] for m in first] == ["system", "human"]
+    return str(first[1]["content"])
+
+
+def test_tree_search_first_message_is_the_references(tmp_path: Path):
+    """The summaries first (after the tree's best score), then the task, then how to use them; the
+    parent's code is a file in the workspace, not part of the message."""
+    message = _tree_first_message(tmp_path)
+    summaries, task, closing = message.split("\n\n---\n\n")
+    assert summaries.startswith("## What the researchers before you learned\n\n**Best score in the tree so far**: 0.")
+    assert "### Researcher of round 1 (score: 0." in summaries and "### Key Insights" in summaries
+    assert task == TASK.strip()
+    assert "Recommended Next Steps" in closing and "summary for the next researcher" in closing
+    assert "Starting point for cloudcast" not in message  # the initial program's docstring
+
+
+def test_tree_search_parent_code_in_the_first_message_is_a_named_setting(tmp_path: Path):
+    message = _tree_first_message(tmp_path, parent_in_first_message=True)
+    assert message.startswith("# Task\n\n" + TASK.strip())
+    assert message.index("## Round 1 (its best program scored") < message.index("# Your starting program")
+    assert "Starting point for cloudcast" in message
+    spec = load_spec(REPO / "specs/cloudcast_tree_search_o3_parent_in_prompt.yaml")
+    assert spec.method.name == "tree_search" and spec.method.parent_in_first_message
+
+
 # -- the agent's world on every backend ---------------------------------------------------------------------
 
 

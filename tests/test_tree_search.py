@@ -120,9 +120,11 @@ def test_scripted_spec_grows_a_tree(tmp_path: Path):
     assert tree[3]["parent"] == expected
     assert [(e["round"], e["node"]) for e in _events(seed, "tree_select")] == [(1, 0), (2, 1), (3, expected)]
     # Each agent starts from its node's program, with the summaries of the rounds that led to it.
-    assert "Nothing yet: your program is the initial program" in _first_request(seed, 1)
+    first = _first_request(seed, 1)
+    assert "### Recommended Next Steps" in first and "Researcher of round" not in first
     second = _first_request(seed, 2)
-    assert "## Round 1 (its best program scored" in second and "Egress dominates the cost" in second
+    assert f"### Researcher of round 1 (score: {tree[1]['score']:.6f})" in second
+    assert "Egress dominates the cost" in second
     third = _first_request(seed, 3)
     assert ("Faking edge attributes" in third) == (expected == 2)
     assert "Egress dominates the cost" in third
@@ -144,7 +146,7 @@ def test_only_the_nearest_ancestors_summaries_are_carried(tmp_path: Path):
     assert all(tree[i]["copied"] for i in (1, 2, 3, 4))
     fourth = _first_request(seed, 4)
     assert [mark for mark in marks if mark in fourth] == ["MARK-2", "MARK-3"]
-    assert fourth.index("## Round 2") < fourth.index("## Round 3")  # oldest first
+    assert fourth.index("Researcher of round 2") < fourth.index("Researcher of round 3")  # oldest first
 
 
 def test_evaluation_budget_stops_mid_round_and_keeps_the_child(tmp_path: Path):
