@@ -431,6 +431,12 @@ def check_spec(path: Path, overrides: list[str] = ()) -> str:
         problem.select_scenarios(spec.problem.scenarios)
     except EngramError as exc:
         raise ConfigError(f"{path}: problem.scenarios: {exc}") from None
+    if spec.model.id != SCRIPTED_MODEL:
+        from engram.models.llm import unknown_model
+
+        unknown = unknown_model(spec.model.id, spec.model.api_base)
+        if unknown:
+            raise ConfigError(f"{path}: {unknown}")
     if spec.model.id == SCRIPTED_MODEL and spec.model.script is not None:
         from engram.models.llm import ScriptedChatModel
 

@@ -431,3 +431,17 @@ def test_the_last_status_line_shows_the_runs_final_dollars(capsys: pytest.Captur
     progress.seed_finished(0, {"dollars": 0.1232, "best_score": 0.5})
     progress.close()
     assert capsys.readouterr().err.splitlines()[-1].endswith("best 0.5  $0.1232")
+
+
+@pytest.mark.parametrize("model_id, hint", [("opneai/o3", "did you mean openai/...?"), ("mymodel", "PROVIDER/MODEL")])
+def test_a_model_id_litellm_cannot_place_is_refused_before_a_run(smoke_copy: Path, model_id: str, hint: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """litellm itself refuses such an id only at the first call, after a run directory and an agent exist."""
+    monkeypatch.chdir(smoke_copy.parent)
+    overrides = ["--set", f"model.id={model_id}", "--set", "model.script=null"]
+    checked = CliRunner().invoke(main, ["validate", str(smoke_copy), *overrides])
+    assert checked.exit_code == 2 and hint in checked.output and "smoke.yaml: model.id" in checked.output
+    started = CliRunner().invoke(main, ["apply", str(smoke_copy), *overrides, "-q"])
+    assert started.exit_code == 2, started.output
+    assert hint in started.output and started.output.count("\n") == 1, started.output
+    assert not (smoke_copy.parent / "runs").exists()

@@ -20,6 +20,7 @@ import os
 # for prices, and a run's costs must not depend on when it started.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import difflib
 import json
 import re
 import threading
@@ -303,6 +304,27 @@ def missing_api_keys(model_id: str, api_key_env: str | None = None, api_base: st
     )
     missing.extend(name for name in checked.get("missing_keys", []) if name not in missing)
     return missing
+
+
+def unknown_model(model_id: str, api_base: str | None = None) -> str | None:
+    """Why litellm cannot call this model id, or None when it can tell the provider.
+
+    litellm refuses an id without a provider only at the first call: checked before a run starts,
+    the mistake costs no run directory, no agent and no resume that can never succeed."""
+    if model_id == SCRIPTED:
+        return None
+    try:
+        litellm.get_llm_provider(model_id, api_base=api_base)
+        return None
+    except Exception:  # litellm raises its BadRequestError (and on odd input others): all mean "unknown"
+        pass
+    prefix, slash, _ = model_id.partition("/")
+    providers = sorted(str(getattr(p, "value", p)) for p in litellm.provider_list)
+    close = difflib.get_close_matches(prefix, providers, n=1, cutoff=0.7) if slash else []
+    hint = f" (did you mean {close[0]}/...?)" if close else ""
+    return (f"model.id {model_id!r}: litellm knows no provider for it{hint}; write PROVIDER/MODEL, e.g. "
+            "openai/o3, anthropic/claude-sonnet-4-5, ollama/llama3, or openai/<served name> with "
+            "model.api_base for an OpenAI-compatible server")
 
 
 def _provider_of(model_id: str) -> str | None:

@@ -56,9 +56,13 @@ class RunOutcome:
 
 
 def check_credentials(spec: Spec) -> None:
-    """Fail before any agent starts when the model's API key is missing, naming the variable."""
-    from engram.models.llm import missing_api_keys
+    """Fail before any agent starts when litellm cannot tell the model's provider or its API key is
+    missing, naming what to write or set."""
+    from engram.models.llm import missing_api_keys, unknown_model
 
+    unknown = unknown_model(spec.model.id, spec.model.api_base)
+    if unknown:
+        raise ConfigError(unknown)
     missing = missing_api_keys(spec.model.id, spec.model.api_key_env, spec.model.api_base)
     if missing:
         names = " and ".join(missing)
