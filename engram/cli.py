@@ -74,6 +74,24 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     return value
 
 
+class _SpecPath(click.Path):
+    """An existing spec file (or, where `dir_okay`, folder); a mistyped one names the spec it most likely meant."""
+
+    def __init__(self, dir_okay: bool = False) -> None:
+        super().__init__(exists=True, dir_okay=dir_okay, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            from engram.spec_files import nearest_spec
+
+            near = None if Path(value).exists() else nearest_spec(Path(value))
+            if near is None:
+                raise
+            self.fail(f"{exc.message.rstrip('.')}; did you mean {near}?", param, ctx)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="engram")
 def main() -> None:
@@ -147,28 +165,37 @@ def evaluate(problem: str, program: Path, as_json: bool, sandbox_name: str, scen
 
 
 @main.command()
-@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("specs", nargs=-1, required=True, type=_SpecPath(dir_okay=True))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a spec field, e.g. budget.max_agents=5.")
 @_reports_errors
 def validate(specs: tuple[Path, ...], overrides: tuple[str, ...]) -> None:
-    """Check spec files without running anything (every file, also after one fails)."""
+    """Check specs, grid files or folders of specs without running anything (all, also after one fails)."""
     from engram.spec import check_spec
+    from engram.spec_files import specs_to_check
 
-    failed = 0
+    failed = checked = 0
     for path in specs:
         try:
-            click.echo(f"{path}: ok ({check_spec(path, list(overrides))})")
+            targets = specs_to_check(path, overrides)
         except EngramError as exc:
-            failed += 1
+            failed, checked = failed + 1, checked + 1
             click.echo(f"engram: error: {exc}", err=True)
+            continue
+        for target in targets:
+            checked += 1
+            try:
+                click.echo(f"{target.label}: ok ({check_spec(target.path, list(target.overrides))})")
+            except EngramError as exc:
+                failed += 1
+                click.echo(f"engram: error: {target.grid}: {exc}" if target.grid else f"engram: error: {exc}", err=True)
     if failed:
-        click.echo(f"engram: {failed} of {len(specs)} spec(s) have errors", err=True)
+        click.echo(f"engram: {failed} of {checked} spec(s) have errors", err=True)
         sys.exit(2)
 
 
 @main.command()
-@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("specs", nargs=-1, required=True, type=_SpecPath())
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a spec field (validated, recorded in the resolved spec). Repeatable.")
 @click.option("--new", is_flag=True, help="Start a new run even if an unfinished one of this spec exists.")

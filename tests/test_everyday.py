@@ -445,3 +445,31 @@ def test_a_model_id_litellm_cannot_place_is_refused_before_a_run(smoke_copy: Pat
     assert started.exit_code == 2, started.output
     assert hint in started.output and started.output.count("\n") == 1, started.output
     assert not (smoke_copy.parent / "runs").exists()
+
+
+def test_validate_takes_a_folder_of_specs_and_a_grid_as_apply_would_run_it(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()  # a subfolder of scripts is not a folder of specs
+    (tmp_path / "scripts" / "smoke.yaml").write_text((REPO / "specs" / "scripts" / "smoke.yaml").read_text())
+    _write(tmp_path, "smoke.yaml", (REPO / "specs" / "smoke.yaml").read_text())
+    _write(tmp_path, "typo.yaml", "problem: {name: cloudcast}\nmodel: {id: openai/o3}\nbudgte: {}\n")
+    (tmp_path / "grids").mkdir()
+    grid = _write(tmp_path / "grids", "grid.yml", "specs:\n  - ../smoke.yaml\n"
+                                                   "  - {spec: ../smoke.yaml, set: {method.digset: false}}\n")
+    result = CliRunner().invoke(main, ["validate", str(tmp_path), str(grid)])
+    assert result.exit_code == 2, result.output
+    assert f"{tmp_path / 'smoke.yaml'}: ok" in result.output
+    assert "budgte: unknown key" in result.output
+    assert f"{grid}: ../smoke.yaml: ok" in result.output, "a grid's entries are checked, with their overrides"
+    assert f"engram: error: {grid}: " in result.output and "method.digset: unknown key" in result.output
+    assert "2 of 4 spec(s) have errors" in result.output
+    assert "agents: unknown key" not in result.output, "the scripts subfolder is not read as specs"
+
+
+@pytest.mark.parametrize("typed, meant", [("specs/smok.yaml", "specs/smoke.yaml"), ("smoke", "specs/smoke.yaml"),
+                                          ("specs/cloudcast_o3_quik.yaml", "specs/cloudcast_o3_quick.yaml")])
+def test_a_mistyped_spec_path_names_the_spec_it_meant(typed: str, meant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    for command in ("apply", "validate"):
+        result = CliRunner().invoke(main, [command, typed])
+        assert result.exit_code == 2
+        assert f"does not exist; did you mean {meant}?" in result.output, result.output
