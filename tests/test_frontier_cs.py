@@ -68,6 +68,46 @@ int main() {  // leaves a link to the answer where its output was, hoping the ch
   unlink("out.txt"); if (link("ANS/1.ans", "out.txt") != 0) symlink("ANS/1.ans", "out.txt"); return 0;
 }
 """.replace("ANS", str(ANSWER_PATH))
+_LEFTOVER_COMMON = r"""#include <cstdio>
+#include <cstring>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+static sockaddr_un helper_address() {  // an abstract socket: no file, only a live process holds it
+  sockaddr_un address{}; address.sun_family = AF_UNIX; memcpy(address.sun_path + 1, "engram-leftover", 15);
+  return address;
+}
+static const socklen_t HELPER_LENGTH = sizeof(sa_family_t) + 16;
+"""
+LEFTOVER_PROCESS = _LEFTOVER_COMMON + r"""
+int main() {  // right only when a helper left by an earlier case answers; then leaves one for the next
+  long long a, b; scanf("%lld %lld", &a, &b);
+  int s = socket(AF_UNIX, SOCK_STREAM, 0); sockaddr_un address = helper_address();
+  bool helped = connect(s, (sockaddr*)&address, HELPER_LENGTH) == 0; close(s);
+  printf("%lld\n", helped ? a + b : -1); fflush(stdout);
+  if (fork() == 0) { setsid(); if (fork() == 0) {  // outside the program's process group and session
+      close(0); close(1); close(2);
+      int server = socket(AF_UNIX, SOCK_STREAM, 0);
+      if (bind(server, (sockaddr*)&address, HELPER_LENGTH) != 0 || listen(server, 8) != 0) _exit(0);
+      for (;;) { int c = accept(server, 0, 0); if (c >= 0) close(c); } }
+    _exit(0); }
+  usleep(200000);  // the helper is listening before this case ends
+  return 0;
+}
+"""
+LEFTOVER_FILES = r"""#include <cstdio>
+#include <unistd.h>
+int main() {  // right only when an earlier case left a file it can find; leaves them for the next
+  long long a, b; scanf("%lld %lld", &a, &b);
+  const char* places[] = {"/tmp/engram-leftover", "../engram-leftover", "/dev/shm/engram-leftover",
+                          "/dev/mqueue/engram-leftover"};
+  bool helped = false;
+  for (const char* place : places) helped = helped || access(place, F_OK) == 0;
+  printf("%lld\n", helped ? a + b : -1);
+  for (const char* place : places) { FILE* f = fopen(place, "w"); if (f) fclose(f); }
+  return 0;
+}
+"""
 NO_COMPILE = "int main( {"
 BINARY_SEARCH = r"""#include <cstdio>
 int main() {
@@ -209,6 +249,48 @@ def test_a_link_left_in_place_of_the_output_is_not_followed(sum_evaluator: Candi
     assert result.score == 0.0
     assert _verdicts(result) == ["WA", "WA"]
     assert "not a regular file" in str(result.scenarios["1"].error)
+
+
+@pytest.fixture
+def one_case_at_a_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+    """Cases judged one after another (so a case can find what the one before left), and the docker
+    backend's long-lived containers, to count how often each was started."""
+    from engram.frontier_cs import scorer
+    from engram.sandbox.docker import ExecContainer
+
+    monkeypatch.setattr(scorer, "case_workers", lambda: 1)
+    containers: list[object] = []
+    original = ExecContainer.__init__
+
+    def remember(self: ExecContainer, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+        containers.append(self)
+
+    monkeypatch.setattr(ExecContainer, "__init__", remember)
+    yield containers
+
+
+@pytest.mark.parametrize("source", [LEFTOVER_PROCESS, LEFTOVER_FILES], ids=["process", "files"])
+def test_nothing_a_case_leaves_behind_reaches_the_next_case(sum_evaluator: CandidateEvaluator, backend: str,
+                                                            source: str, one_case_at_a_time: list[object]) -> None:
+    if backend == "process":
+        pytest.skip("the process backend isolates nothing, not even one case from the next (see the docs)")
+    result = sum_evaluator.evaluate(source)
+    assert _verdicts(result) == ["WA", "WA"], result.scenarios
+    if backend == "docker":  # one container for the program's runs, one for the checker's
+        program_container, checker_container = one_case_at_a_time
+        # A killed helper leaves the container clean for case 2; a file left in /tmp gets it replaced.
+        assert program_container.starts == (1 if source is LEFTOVER_PROCESS else 2)  # type: ignore[attr-defined]
+        assert checker_container.starts == 1  # type: ignore[attr-defined]
+
+
+def test_docker_judges_every_case_in_the_same_two_containers(sum_evaluator: CandidateEvaluator, backend: str,
+                                                             one_case_at_a_time: list[object]) -> None:
+    if backend != "docker":
+        pytest.skip("only the docker backend keeps containers from case to case")
+    result = sum_evaluator.evaluate(SUM)
+    assert _verdicts(result) == ["AC", "AC"]
+    assert [c.starts for c in one_case_at_a_time] == [1, 1]  # type: ignore[attr-defined]
 
 
 def test_compile_error_fails_the_evaluation(sum_evaluator: CandidateEvaluator) -> None:

@@ -12,13 +12,15 @@ What differs on purpose: a case whose program failed (time, memory, output, cras
 scores 0 whatever the program printed -- its stderr is shown, never parsed; the checker and the
 interactor run sandboxed as well, each in its own sandbox, and see only their case's files, while
 the program sees only its input (or its pipes) and its own binary. Cases run in parallel, up to
-`workers` at once.
+`workers` at once. Where the runs happen -- a fresh sandbox each, or under Docker two containers per
+case judged at once, reused from case to case -- is `engram.frontier_cs.slots`'s business.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -29,9 +31,10 @@ from pathlib import Path
 from engram.errors import IntegrityError
 from engram.frontier_cs.config import JudgeConfig, TestCase
 from engram.frontier_cs.protocol import MESSAGE_LIMIT, message_of, read_verdict
-from engram.frontier_cs.runs import ProgramRun, RunLimits, Stream, copy_regular, launch, read_capped
+from engram.frontier_cs.runs import ProgramRun, RunLimits, Stream, backstop, copy_regular, launch, read_capped
+from engram.frontier_cs.slots import CasePlace, open_places, widest
 from engram.frontier_cs.toolchain import CachedBinary, compile_source
-from engram.sandbox import Mount, Sandbox
+from engram.sandbox import Sandbox
 from engram.sandbox.base import MiB
 
 STDOUT_LIMIT = 128 * MiB
@@ -107,15 +110,17 @@ class Judge:
                 raise IntegrityError(f"the compiled {binary.path.name} in {binary.path.parent} changed since it was "
                                      f"built; scores from it would not be comparable. Delete that folder and start "
                                      f"again.")
-        lock = threading.Lock()
+        ordered = sorted(cases, key=lambda c: c.number)
+        limits = (widest([backstop(self._program_limits(c)) for c in ordered] or [backstop(CHECKER_LIMITS)]),
+                  widest([backstop(self._judge_limits(c)) for c in ordered] or [backstop(CHECKER_LIMITS)]))
+        places = open_places(self.sandbox, workdir, program, self.checker.path.parent, self.launcher.path.parent,
+                             limits, deadline)
 
         def attempt(case: TestCase, name: str) -> CaseResult:
-            with lock:
-                case_dir = workdir / "cases" / name
-                case_dir.mkdir(parents=True)
-            if self.config.interactive:
-                return self._interactive_case(case, cases[case], program, case_dir)
-            return self._batch_case(case, cases[case], program, case_dir)
+            with places.case(name) as place:
+                if self.config.interactive:
+                    return self._interactive_case(case, cases[case], program, place)
+                return self._batch_case(case, cases[case], program, place)
 
         def one(case: TestCase) -> CaseResult:
             if time.monotonic() >= deadline:
@@ -131,10 +136,12 @@ class Judge:
                 return retried
             return result
 
-        ordered = sorted(cases, key=lambda c: c.number)
-        with ThreadPoolExecutor(max_workers=min(self.workers, len(ordered) or 1),
-                                thread_name_prefix="engram-frontier-case") as pool:
-            results = list(pool.map(one, ordered))
+        try:
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(ordered) or 1),
+                                    thread_name_prefix="engram-frontier-case") as pool:
+                results = list(pool.map(one, ordered))
+        finally:
+            places.close()
         return Verdicts(results, compile_s=compiled.seconds)
 
     # -- one case -------------------------------------------------------------------------------
@@ -145,15 +152,22 @@ class Judge:
                          address_space=None if self.config.interactive else memory, data=memory, stack=memory,
                          file_size=STDOUT_LIMIT)
 
-    def _batch_case(self, case: TestCase, files: CaseFiles, program: Path, case_dir: Path) -> CaseResult:
-        run_dir, check_dir = case_dir / "run", case_dir / "check"
-        run_dir.mkdir()
-        check_dir.mkdir()
+    def _judge_limits(self, case: TestCase) -> RunLimits:
+        if not self.config.interactive:
+            return CHECKER_LIMITS
+        return RunLimits(cpu_s=4 * case.time_s, wall_s=8 * case.time_s, memory_bytes=4 * case.memory_bytes,
+                         address_space=None, data=4 * case.memory_bytes, stack=4 * case.memory_bytes,
+                         file_size=STDOUT_LIMIT)
+
+    def _batch_case(self, case: TestCase, files: CaseFiles, program: Path, place: CasePlace) -> CaseResult:
+        run_dir, check_dir = place.run_dir, place.check_dir
         limits = self._program_limits(case)
+        # Each side gets copies of its case's files in its own folder: nothing else of the problem is mounted.
+        program_input = _copy(files.input, run_dir / "input.txt")
         output, errors = run_dir / "out.txt", run_dir / "stderr.txt"
-        run = launch(self.sandbox, self.launcher.path, [str(program / "a")], workdir=run_dir,
-                     streams=[Stream(files.input, "r", 0), Stream(output, "w", 1), Stream(errors, "w", 2)],
-                     mounts=[Mount(program), Mount(files.input)], limits=limits)
+        run = launch(place.program, self.launcher.path, [str(program / "a")], workdir=run_dir,
+                     streams=[Stream(program_input, "r", 0), Stream(output, "w", 1), Stream(errors, "w", 2)],
+                     mounts=place.program_mounts, limits=limits)
         stderr = _text(read_capped(errors, STDERR_SHOWN))
         failure = program_failure(run, limits, stderr)
         if failure is not None:
@@ -164,30 +178,29 @@ class Judge:
         if not copy_regular(output, checked_output):
             return CaseResult(case.number, "WA", 0.0, 0.0, run.cpu_s, run.rss_bytes,
                               "the program's output is not a regular file", stderr)
+        checker_input = _copy(files.input, check_dir / "input.txt")
+        answer = _copy(files.answer, check_dir / "answer.txt")
         checker_out, checker_err = check_dir / "checker.stdout", check_dir / "checker.stderr"
-        checker = launch(self.sandbox, self.launcher.path,
-                         [str(self.checker.path), str(files.input), str(checked_output), str(files.answer)],
+        checker = launch(place.judge, self.launcher.path,
+                         [str(self.checker.path), str(checker_input), str(checked_output), str(answer)],
                          workdir=check_dir,
                          streams=[Stream(checker_out, "w", 1), Stream(checker_err, "w", 2)],
-                         mounts=[Mount(self.checker.path.parent), Mount(files.input), Mount(files.answer)],
-                         limits=CHECKER_LIMITS)
+                         mounts=place.judge_mounts, limits=CHECKER_LIMITS)
         message = message_of(_text(read_capped(checker_out, MESSAGE_LIMIT)),
                              _text(read_capped(checker_err, MESSAGE_LIMIT)))
         return _scored(case.number, checker, message, run, stderr)
 
-    def _interactive_case(self, case: TestCase, files: CaseFiles, program: Path, case_dir: Path) -> CaseResult:
-        run_dir, judge_dir, pipes = case_dir / "run", case_dir / "interactor", case_dir / "pipes"
-        for directory in (run_dir, judge_dir, pipes):
-            directory.mkdir()
+    def _interactive_case(self, case: TestCase, files: CaseFiles, program: Path, place: CasePlace) -> CaseResult:
+        run_dir, judge_dir, pipes = place.run_dir, place.check_dir, place.pipes_dir
         to_judge, to_program = pipes / "to_interactor", pipes / "to_program"
         for fifo in (to_judge, to_program):
             os.mkfifo(fifo, 0o666)
             # Whatever the umask: program and interactor may run as two different unprivileged uids.
             os.chmod(fifo, 0o666)
         limits = self._program_limits(case)
-        judge_limits = RunLimits(cpu_s=4 * case.time_s, wall_s=8 * case.time_s, memory_bytes=4 * case.memory_bytes,
-                                 address_space=None, data=4 * case.memory_bytes, stack=4 * case.memory_bytes,
-                                 file_size=STDOUT_LIMIT)
+        judge_limits = self._judge_limits(case)
+        judge_input = _copy(files.input, judge_dir / "input.txt")
+        answer = _copy(files.answer, judge_dir / "answer.txt")
         errors, judge_errors = run_dir / "stderr.txt", judge_dir / "interactor.stderr"
         interactor_run: dict[str, ProgramRun] = {}
         interactor_error: list[BaseException] = []
@@ -201,18 +214,17 @@ class Judge:
         def _run_interactor() -> None:
             # Both launchers open the pipe towards the interactor first, so neither waits for the other.
             interactor_run["run"] = launch(
-                self.sandbox, self.launcher.path,
-                [str(self.checker.path), str(files.input), str(judge_dir / "tout.txt"), str(files.answer)],
+                place.judge, self.launcher.path,
+                [str(self.checker.path), str(judge_input), str(judge_dir / "tout.txt"), str(answer)],
                 workdir=judge_dir,
                 streams=[Stream(to_judge, "r", 0), Stream(to_program, "w", 1), Stream(judge_errors, "w", 2)],
-                mounts=[Mount(self.checker.path.parent), Mount(files.input), Mount(files.answer), Mount(pipes)],
-                limits=judge_limits)
+                mounts=place.judge_mounts, limits=judge_limits)
 
         thread = threading.Thread(target=run_interactor, name="engram-frontier-interactor", daemon=True)
         thread.start()
-        run = launch(self.sandbox, self.launcher.path, [str(program / "a")], workdir=run_dir,
+        run = launch(place.program, self.launcher.path, [str(program / "a")], workdir=run_dir,
                      streams=[Stream(to_judge, "w", 1), Stream(to_program, "r", 0), Stream(errors, "w", 2)],
-                     mounts=[Mount(program), Mount(pipes)], limits=limits)
+                     mounts=place.program_mounts, limits=limits)
         thread.join()
         if interactor_error:
             raise interactor_error[0]
@@ -223,6 +235,12 @@ class Judge:
                               starved=_starved(run, limits))
         message = _text(read_capped(judge_errors, MESSAGE_LIMIT))
         return _scored(case.number, interactor_run["run"], message, run, stderr)
+
+
+def _copy(source: Path, destination: Path) -> Path:
+    shutil.copyfile(source, destination)
+    os.chmod(destination, 0o644)
+    return destination
 
 
 def _scored(number: int, judge_run: ProgramRun, message: str, run: ProgramRun, stderr: str) -> CaseResult:
