@@ -12,7 +12,10 @@ and run the checker on its output -- no sandbox, no limits, sequential.
 
 Printed: median wall times, the plain loop's time per case (wall minus compilation, over the cases)
 and the judge's overhead per case: (judge one case at a time - plain loop) / cases, so it includes
-compiling in the sandbox and starting the sandbox twice per case (program, checker). Nothing is asserted.
+compiling in the sandbox and starting the sandbox twice per case (program, checker) -- under Docker,
+two execs per case in the slot's two long-lived containers instead. The backend name
+``docker-per-run`` judges under Docker the old way, with a fresh container for every run, so that both
+are measured in the same run. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engram.evaluation.evaluator import CandidateEvaluator  # noqa: E402
+from engram.frontier_cs import judge as judge_module  # noqa: E402
 from engram.frontier_cs import scorer  # noqa: E402
 from engram.frontier_cs.config import parse_config  # noqa: E402
 from engram.frontier_cs.family import load_folder  # noqa: E402
+from engram.frontier_cs.slots import PerRunPlaces  # noqa: E402
 from engram.sandbox import get_sandbox  # noqa: E402
 
 SUM_PROBLEM = REPO / "tests" / "frontier_cs" / "problems" / "sum"
@@ -62,7 +67,11 @@ def judge(problem_dir: Path, program: str, backend: str, repeat: int, *, sequent
         scorer.case_workers = lambda: 1  # type: ignore[assignment]
     problem = load_folder(problem_dir)
     walls = []
-    with CandidateEvaluator(problem, get_sandbox(backend, quiet=True)) as evaluator:
+    per_run = backend == "docker-per-run"
+    if per_run:  # every run in a fresh container, as before the slots
+        judge_module.open_places = lambda sandbox, workdir, program, checker, *_: PerRunPlaces(  # type: ignore
+            sandbox, workdir, program, checker)
+    with CandidateEvaluator(problem, get_sandbox("docker" if per_run else backend, quiet=True)) as evaluator:
         first = evaluator.evaluate(program)  # warm-up: compiles and caches the checker
         if not first.ok:
             raise SystemExit(f"the program failed on {backend}: {first.error}")
@@ -71,6 +80,7 @@ def judge(problem_dir: Path, program: str, backend: str, repeat: int, *, sequent
             evaluator.evaluate(program)
             walls.append(time.perf_counter() - started)
     scorer.case_workers = _workers
+    judge_module.open_places = _open_places
     return walls
 
 
@@ -100,6 +110,7 @@ def plain_loop(problem_dir: Path, program: str, repeat: int) -> tuple[list[float
 
 
 _workers = scorer.case_workers
+_open_places = judge_module.open_places
 
 
 def main() -> None:
@@ -107,7 +118,8 @@ def main() -> None:
     parser.add_argument("--problem", type=Path, help="a Frontier-CS-style problem folder (default: generated sum)")
     parser.add_argument("--program", type=Path, help="the C++ program to judge (default: the sum solution)")
     parser.add_argument("--cases", type=int, default=20, help="test cases of the generated problem")
-    parser.add_argument("--backends", default="process,bwrap", help="comma-separated sandbox backends")
+    parser.add_argument("--backends", default="process,bwrap",
+                        help="comma-separated sandbox backends (docker-per-run: docker with a container per run)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("ENGRAM_CACHE_DIR", tempfile.mkdtemp(prefix="bench-frontier-cache-"))
@@ -124,7 +136,7 @@ def main() -> None:
             parallel = statistics.median(judge(problem_dir, program, backend, args.repeat, sequential=False))
             sequential = statistics.median(judge(problem_dir, program, backend, args.repeat, sequential=True))
             overhead = (sequential - statistics.median(plain)) / cases
-            print(f"{backend:8s} judge: {parallel:.3f} s in parallel, {sequential:.3f} s one case at a time; "
+            print(f"{backend:14s} judge: {parallel:.3f} s in parallel, {sequential:.3f} s one case at a time; "
                   f"overhead per case vs the plain loop (one case at a time, compilation included): "
                   f"{overhead * 1000:.1f} ms")
 

@@ -24,6 +24,7 @@ free is checked instead, case by case:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import shutil
@@ -141,10 +142,13 @@ class _Slot:
                                                (judge_root, checker_dir, limits[1])):
             uid = identity.uid_for(own_root) if identity.running_as_root() else None
             user = f"{uid}:{uid}" if uid is not None else f"{os.getuid()}:{os.getgid()}"
+            # One process more than a run's own sandbox allows: the container's idle init.
+            processes = own_limits.max_processes + 1 if own_limits.max_processes is not None else None
             container = ExecContainer(sandbox, mounts=[Mount(launcher_dir), Mount(binaries),
                                                        Mount(own_root, writable=True),
                                                        Mount(pipes_root, writable=True)],
-                                      limits=own_limits, user=user, lifetime_s=lifetime_s)
+                                      limits=dataclasses.replace(own_limits, max_processes=processes), user=user,
+                                      lifetime_s=lifetime_s)
             runners.append(ContainerRunner(container, uid))
         self.program, self.judge = runners
         self._program_dir, self._checker_dir = program_dir, checker_dir
