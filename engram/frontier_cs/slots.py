@@ -183,9 +183,10 @@ class Slots:
 
     def __init__(self, sandbox: DockerSandbox, workdir: Path, program_dir: Path, checker_dir: Path,
                  launcher_dir: Path, limits: tuple[Limits, Limits], deadline: float) -> None:
-        self._make = lambda root: _Slot(sandbox, root, program_dir, checker_dir, launcher_dir, limits,
-                                        max(deadline - time.monotonic(), 0) + limits[0].wall_seconds
-                                        + _LIFETIME_SLACK_S)
+        self._sandbox = sandbox
+        self._folders = (program_dir, checker_dir, launcher_dir)
+        self._limits = limits
+        self._deadline = deadline
         self._root = workdir / "slots"
         self._numbers = itertools.count()
         self._free: list[_Slot] = []
@@ -198,7 +199,9 @@ class Slots:
             if self._free:
                 slot = self._free.pop()
             else:
-                slot = self._make(self._root / str(next(self._numbers)))
+                lifetime = max(self._deadline - time.monotonic(), 0) + self._limits[0].wall_seconds + _LIFETIME_SLACK_S
+                slot = _Slot(self._sandbox, self._root / str(next(self._numbers)), *self._folders, self._limits,
+                             lifetime)
                 self._all.append(slot)
         try:
             yield slot.place(name)
