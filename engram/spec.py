@@ -64,6 +64,10 @@ class _AgentMethod(_MethodBase):
         default="head", description="Which part of a long program output run_simulation shows the agent (2,000 "
         "characters of stdout, 1,000 of stderr): its start, as in the reference, or its end (tracebacks and "
         "final totals are there)")
+    simulation_details: bool = Field(
+        default=False, description="run_simulation also reports the kind of error, the best score so far, each "
+        "scenario's status and metrics, and the totals (the reference: the score or the error alone; all of it is "
+        "in the experiment's evaluation.json)")
 
 
 class EngramMethod(_AgentMethod):

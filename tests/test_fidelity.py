@@ -202,6 +202,19 @@ def test_the_end_of_the_output_is_a_named_setting(tmp_path: Path):
     assert "..." + "y" * 992 + "ERR-END\n" in result and "ERR-START" not in result
 
 
+def test_simulation_reports_the_score_alone_as_in_the_reference(tmp_path: Path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    turns = [{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"content": SUMMARY}]
+    plain = make_spec(tmp_path / "a", [turns], problem={"scenarios": ["intra_azure"]})
+    [result] = _tool_results(_requests(_seed(run(plain).run_dir), 1)[-1])
+    assert "0.00" in result and "best so far" not in result and "intra_azure" not in result
+    detailed = make_spec(tmp_path / "b", [turns], problem={"scenarios": ["intra_azure"]},
+                         method={"simulation_details": True})
+    [result] = _tool_results(_requests(_seed(run(detailed).run_dir), 1)[-1])
+    assert "best so far: 0.00" in result and "- intra_azure: ok (" in result and "total_cost" in result
+
+
 # -- the summary protocol -----------------------------------------------------------------------------------
 
 

@@ -306,8 +306,8 @@ def make_run_simulation(ctx: MethodContext, agent: int, remaining: Any, archive_
 
     def run_simulation(file_path: str) -> str:
         """Score the program in `file_path` (a workspace path such as /new_algorithm.py) on the problem's
-        scenarios. Records it as a new experiment and returns the score, per-scenario metrics and the
-        program's output (cut when long)."""
+        scenarios. Records it as a new experiment and returns its score (or its error), where it is
+        stored and the program's output (cut when long)."""
         found = _workspace_file(workspace, file_path, archive_view)
         if found is None:
             return f"Error: {file_path!r} is not a file in your workspace. Write the program first, then pass its path."
@@ -343,20 +343,20 @@ def _workspace_file(workspace: Path, file_path: str, archive_view: Path) -> tupl
 
 
 def describe_evaluation(ctx: MethodContext, experiment: Any, evaluation: Any, archive_view: Path) -> str:
+    """run_simulation's reply. As the reference's: the score or the error, where the experiment is
+    stored and the program's output; `simulation_details` adds the error's kind, the best score so
+    far, each scenario's status and metrics, and the totals (all also in evaluation.json)."""
+    details = ctx.spec.method.simulation_details
     best = ctx.archive.best()
     where = "/archive/" + str(experiment.path.resolve().relative_to(archive_view.resolve()))
-    lines = [f"exp-{experiment.number:04d}: " + (f"score {evaluation.score}" if evaluation.ok
-                                                 else f"FAILED ({evaluation.error_kind})")]
-    if best is not None:
+    failed = f"FAILED ({evaluation.error_kind})" if details else "FAILED"
+    lines = [f"exp-{experiment.number:04d}: " + (f"score {evaluation.score}" if evaluation.ok else failed)]
+    if details and best is not None:
         lines.append(f"best so far: {best[0]} (exp-{best[1].number:04d})")
     if not evaluation.ok:
         lines.append(f"error: {evaluation.error}")
-    for name, scenario in evaluation.scenarios.items():
-        metrics = ", ".join(f"{k}={v}" for k, v in scenario.metrics.items())
-        status = "ok" if scenario.ok else f"{scenario.error_kind}"
-        lines.append(f"- {name}: {status}" + (f" ({metrics})" if metrics else ""))
-    for key, value in evaluation.metrics.items():
-        lines.append(f"{key}: {value}")
+    if details:
+        lines += scenario_lines(evaluation)
     lines.append(f"saved in {where}/ (program.py, evaluation.json, results/)")
     tail = ctx.spec.method.simulation_output == "tail"
     for name, text, limit in (("stdout", evaluation.stdout, _TOOL_OUTPUT_CHARS),
@@ -364,6 +364,16 @@ def describe_evaluation(ctx: MethodContext, experiment: Any, evaluation: Any, ar
         if text.strip():
             lines.append(f"{name} (end):\n{clip_tail(text, limit)}" if tail else f"{name}:\n{clip_head(text, limit)}")
     return "\n".join(lines)
+
+
+def scenario_lines(evaluation: Any) -> list[str]:
+    """Each scenario's status and metrics, then the totals."""
+    lines = []
+    for name, scenario in evaluation.scenarios.items():
+        metrics = ", ".join(f"{k}={v}" for k, v in scenario.metrics.items())
+        status = "ok" if scenario.ok else f"{scenario.error_kind}"
+        lines.append(f"- {name}: {status}" + (f" ({metrics})" if metrics else ""))
+    return lines + [f"{key}: {value}" for key, value in evaluation.metrics.items()]
 
 
 def clip_head(text: str, limit: int) -> str:
