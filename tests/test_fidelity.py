@@ -212,7 +212,26 @@ def test_simulation_reports_the_score_alone_as_in_the_reference(tmp_path: Path):
     detailed = make_spec(tmp_path / "b", [turns], problem={"scenarios": ["intra_azure"]},
                          method={"simulation_details": True})
     [result] = _tool_results(_requests(_seed(run(detailed).run_dir), 1)[-1])
-    assert "best so far: 0.00" in result and "- intra_azure: ok (" in result and "total_cost" in result
+    assert "Best so far: 0.00" in result and "- intra_azure: ok (" in result and "total_cost" in result
+
+
+def test_simulation_reply_is_laid_out_as_the_references(tmp_path: Path):
+    """The experiment and its score to six decimals, where it is stored, the output under a title,
+    and a reminder to keep the result for the summary; a failure: its error and where it is stored."""
+    import re
+
+    spec = make_spec(tmp_path, [[{"tool_calls": [INITIAL_PROGRAM_CALL]},
+                                 {"tool_calls": [write_program("/new_algorithm.py", "print('hi')\n")]},
+                                 {"tool_calls": [simulate("/new_algorithm.py")]}, {"content": SUMMARY}]],
+                     problem={"scenarios": ["intra_azure"]})
+    results = _tool_results(_requests(_seed(run(spec).run_dir), 1)[-1])
+    stored = "Stored in /archive/agent-1/experiments/exp-0002/"
+    assert re.fullmatch(r"Experiment exp-0001 finished\.\nScore: 0\.\d{6}\n"
+                        r"Stored in /archive/agent-1/experiments/exp-0001/\n"
+                        r"  - program\.py .*\n  - evaluation\.json .*\n  - results/ .*\n\n"
+                        r"Remember this result for your final summary\.", results[0])
+    assert results[2] == ("Experiment exp-0002 failed.\nError: the program defines no function named "
+                          f"'search_algorithm'\n{stored}\n\n--- program output (stdout) ---\nhi\n")
 
 
 # -- the summary protocol -----------------------------------------------------------------------------------

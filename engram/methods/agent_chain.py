@@ -343,26 +343,37 @@ def _workspace_file(workspace: Path, file_path: str, archive_view: Path) -> tupl
 
 
 def describe_evaluation(ctx: MethodContext, experiment: Any, evaluation: Any, archive_view: Path) -> str:
-    """run_simulation's reply. As the reference's: the score or the error, where the experiment is
-    stored and the program's output; `simulation_details` adds the error's kind, the best score so
-    far, each scenario's status and metrics, and the totals (all also in evaluation.json)."""
-    details = ctx.spec.method.simulation_details
-    best = ctx.archive.best()
-    where = "/archive/" + str(experiment.path.resolve().relative_to(archive_view.resolve()))
-    failed = f"FAILED ({evaluation.error_kind})" if details else "FAILED"
-    lines = [f"exp-{experiment.number:04d}: " + (f"score {evaluation.score}" if evaluation.ok else failed)]
-    if details and best is not None:
-        lines.append(f"best so far: {best[0]} (exp-{best[1].number:04d})")
-    if not evaluation.ok:
-        lines.append(f"error: {evaluation.error}")
+    """run_simulation's reply, laid out as the reference's: the experiment and its score (six
+    decimals) or its error, where it is stored, the program's output, and for Engram's agents a
+    reminder to keep the result for the summary. `simulation_details` adds the error's kind, the
+    best score so far, each scenario's status and metrics, and the totals (all also in
+    evaluation.json), with the score at full precision."""
+    settings = ctx.spec.method
+    details = settings.simulation_details
+    where = "/archive/" + str(experiment.path.resolve().relative_to(archive_view.resolve())) + "/"
+    name = f"exp-{experiment.number:04d}"
+    if evaluation.ok:
+        lines = [f"Experiment {name} finished.", f"Score: {evaluation.score if details else f'{evaluation.score:.6f}'}"]
+    else:
+        kind = f" ({evaluation.error_kind})" if details else ""
+        lines = [f"Experiment {name} failed{kind}.", f"Error: {evaluation.error}"]
     if details:
+        best = ctx.archive.best()
+        if best is not None:
+            lines.append(f"Best so far: {best[0]} (exp-{best[1].number:04d})")
         lines += scenario_lines(evaluation)
-    lines.append(f"saved in {where}/ (program.py, evaluation.json, results/)")
-    tail = ctx.spec.method.simulation_output == "tail"
-    for name, text, limit in (("stdout", evaluation.stdout, _TOOL_OUTPUT_CHARS),
-                              ("stderr", evaluation.stderr, _TOOL_STDERR_CHARS)):
+    lines.append(f"Stored in {where}")
+    if evaluation.ok:
+        lines += ["  - program.py (the code you ran)", "  - evaluation.json (score, errors, per-scenario metrics)",
+                  "  - results/ (the scenarios' result files)"]
+    tail = settings.simulation_output == "tail"
+    for title, text, limit in (("program output (stdout)", evaluation.stdout, _TOOL_OUTPUT_CHARS),
+                               ("program log (stderr)", evaluation.stderr, _TOOL_STDERR_CHARS)):
         if text.strip():
-            lines.append(f"{name} (end):\n{clip_tail(text, limit)}" if tail else f"{name}:\n{clip_head(text, limit)}")
+            shown = clip_tail(text, limit) if tail else clip_head(text, limit)
+            lines += ["", f"--- {title}{', end' if tail else ''} ---", shown]
+    if evaluation.ok and settings.name == "engram":
+        lines += ["", "Remember this result for your final summary."]
     return "\n".join(lines)
 
 
