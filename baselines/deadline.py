@@ -48,11 +48,18 @@ class Deadline:
         in_this_session = max(0.0, time.time() - start) if start is not None else 0.0
         return cls(minutes, already_spent_s=time_spent_before(events) + in_this_session)
 
+    @property
+    def instant(self) -> float | None:
+        """The end as a `time.monotonic()` value, as the model-call retry layer takes deadlines."""
+        return self._end
+
+    @property
+    def reason(self) -> str:
+        return f"time budget reached ({self.minutes:g} min)"
+
     def remaining(self) -> float | None:
         return None if self._end is None else self._end - time.monotonic()
 
     def stop_reason(self) -> str | None:
         left = self.remaining()
-        if left is not None and left <= 0:
-            return f"time budget reached ({self.minutes:g} min)"
-        return None
+        return self.reason if left is not None and left <= 0 else None

@@ -30,15 +30,16 @@ def run_parallel(
 ) -> str | None:
     """Run `jobs` until they run out (returns None) or the run must stop (returns why).
 
-    No job starts once `stop_reason()` gives a reason or a job raised `StopRun`; jobs in flight are
-    waited for, so everything they evaluated is recorded before the method returns. Any other
-    exception from a job is raised at once.
+    No job starts once `stop_reason()` gives a reason or a job raised an exception; jobs in flight
+    are waited for, so everything they evaluated is recorded before the method returns. Then the
+    first exception other than `StopRun` (a provider refusing the key, a broken scorer) is raised.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     finished: queue.Queue[tuple[T | None, BaseException | None]] = queue.Queue()
     in_flight = 0
     stopped: str | None = None
+    failure: BaseException | None = None
     exhausted = False
 
     def work(job: Callable[[], T]) -> None:
@@ -59,13 +60,16 @@ def run_parallel(
             threading.Thread(target=work, args=(job,), name="engram-proposal", daemon=True).start()
             in_flight += 1
         if in_flight == 0:
+            if failure is not None:
+                raise failure
             return stopped
         result, error = _next_finished(finished)
         in_flight -= 1
         if isinstance(error, StopRun):
             stopped = stopped or error.reason
         elif error is not None:
-            raise error
+            failure = failure or error
+            stopped = stopped or f"{type(error).__name__}: {error}"
         else:
             on_done(result)  # type: ignore[arg-type]
 

@@ -1,24 +1,24 @@
-"""Asking a model for one program through a forced tool call, with bounded retries.
+"""Asking a model for one program through a forced tool call.
 
 The LLM-call baselines (one-shot, best-shot, evolution) all ask the model the same thing: write a
 whole program. The model answers by calling `implement_algorithm(code, reasoning)`, so the code
 needs no fishing out of a Markdown reply. Two kinds of trouble are handled differently:
 
-* a provider error that is transient (rate limit, 5xx, timeout) is retried with exponential
-  backoff, up to the spec's `model.max_retries`;
+* a provider error goes through the agents' retry layer (`engram.models.calls.call_model`): a
+  transient one (rate limit, 5xx, timeout, an empty or unreadable reply) is retried up to the
+  spec's `model.max_retries`, waiting as long as `Retry-After` asks, never past the run's time
+  budget; one that no retry can cure (a bad key) stops the run with `ProviderError`;
 * an answer without one usable call is sent back with what was wrong, up to `answer_retries`
   times, in the same conversation.
 
 What is still wrong after that is a `ProposalFailure`: an error, never a score (the reference
-scored model errors 0.0, which could outrank a valid negative score). A spent dollar budget stops
-the run (`StopRun`) instead of failing the proposal.
+scored model errors 0.0, which could outrank a valid negative score). A spent dollar budget or the
+end of the time budget stops the run (`StopRun`) instead of failing the proposal.
 """
 
 from __future__ import annotations
 
-import random
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,9 +27,11 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from pydantic import BaseModel, Field, ValidationError
 
+from baselines.deadline import Deadline
 from engram.errors import EngramError
 from engram.methods.context import StopRun
-from engram.models.llm import BudgetExceeded, is_retryable, provider_error
+from engram.models.calls import AgentStop, RetryPolicy, call_model
+from engram.models.llm import BudgetExceeded
 
 TOOL_NAME = "implement_algorithm"
 
@@ -71,47 +73,35 @@ class ProposalFailure:
     attempts: int
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    answer_retries: int = 2
-    transient_retries: int = 6
-    initial_delay_s: float = 1.0
-    max_delay_s: float = 60.0
-
-    def delay(self, attempt: int) -> float:
-        """Exponential backoff with jitter, so parallel workers do not retry in lockstep."""
-        return min(self.max_delay_s, self.initial_delay_s * 2 ** attempt) * random.uniform(0.5, 1.0)
-
-
-class _ModelCallFailed(Exception):
-    def __init__(self, error: Exception, attempts: int) -> None:
-        super().__init__(f"{type(error).__name__}: {error}")
-        self.attempts = attempts
-
-
 def request_program(
     model: BaseChatModel,
     messages: Sequence[BaseMessage],
     policy: RetryPolicy,
     *,
+    answer_retries: int,
+    deadline: Deadline | None = None,
     before_call: Callable[[], None] = lambda: None,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> Proposal | ProposalFailure:
     """Ask `model` for a program until it answers usably or the retries run out.
 
-    `before_call` runs before every model call and raises `StopRun` when the run must end (budget,
-    time), so no call is sent once the run is over.
+    `before_call` runs before every model call (every attempt) and raises `StopRun` when the run
+    must end (budget, time), so no call is sent once the run is over.
     """
     bound = model.bind_tools([IMPLEMENT_TOOL], tool_choice=TOOL_NAME)
     conversation = list(messages)
     attempts = 0
+
+    def counted() -> None:
+        nonlocal attempts
+        before_call()
+        attempts += 1
+
     problem = "no answer"
-    for _ in range(policy.answer_retries + 1):
+    for _ in range(answer_retries + 1):
         try:
-            reply, calls = _invoke(bound, conversation, policy, before_call, sleep)
+            reply = _ask(bound, conversation, policy, deadline, counted)
         except _ModelCallFailed as failed:
-            return ProposalFailure("model_error", str(failed)[:2000], attempts + failed.attempts)
-        attempts += calls
+            return ProposalFailure("model_error", str(failed)[:2000], attempts)
         answer = read_answer(reply)
         if isinstance(answer, ImplementAlgorithm):
             return Proposal(code=answer.code, reasoning=answer.reasoning.strip(), attempts=attempts)
@@ -120,28 +110,27 @@ def request_program(
     return ProposalFailure("malformed", problem, attempts)
 
 
-def _invoke(model: Any, conversation: list[BaseMessage], policy: RetryPolicy, before_call: Callable[[], None],
-            sleep: Callable[[float], None]) -> tuple[AIMessage, int]:
-    """One answer, retrying transient provider errors; returns it with the number of calls made."""
-    for attempt in range(policy.transient_retries + 1):
-        before_call()
-        try:
-            reply = model.invoke(conversation)
-        except BudgetExceeded as exc:
-            raise StopRun(str(exc)) from None
-        except (EngramError, StopRun):
-            raise
-        except Exception as exc:
-            if (fatal := provider_error(exc)) is not None:  # a bad key or parameter fails every proposal alike
-                raise fatal from exc
-            if not is_retryable(exc) or attempt >= policy.transient_retries:
-                raise _ModelCallFailed(exc, attempt + 1) from exc
-            sleep(policy.delay(attempt))
-            continue
-        if not isinstance(reply, AIMessage):
-            raise _ModelCallFailed(TypeError(f"the model returned {type(reply).__name__}, not a message"), attempt + 1)
-        return reply, attempt + 1
-    raise AssertionError("unreachable")
+class _ModelCallFailed(Exception):
+    """The retries are spent, or the error was about this conversation only (its context window)."""
+
+
+def _ask(model: Any, conversation: list[BaseMessage], policy: RetryPolicy, deadline: Deadline | None,
+         before_attempt: Callable[[], None]) -> AIMessage:
+    """One answer through the retry layer; errors that end the run are raised as such."""
+    try:
+        reply = call_model(model, conversation, policy, deadline=deadline.instant if deadline else None,
+                           before_attempt=before_attempt)
+    except BudgetExceeded as exc:
+        raise StopRun(str(exc)) from None
+    except AgentStop:
+        raise StopRun(deadline.reason if deadline else "time limit") from None
+    except (EngramError, StopRun):
+        raise
+    except Exception as exc:
+        raise _ModelCallFailed(f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(reply, AIMessage):
+        raise _ModelCallFailed(f"TypeError: the model returned {type(reply).__name__}, not a message")
+    return reply
 
 
 _FENCE = re.compile(r"^\s*```[\w+-]*\s*\n(?P<body>.*?)\n\s*```\s*$", re.DOTALL)

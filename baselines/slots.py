@@ -23,9 +23,10 @@ from langchain_core.messages import BaseMessage
 from baselines.deadline import Deadline
 from baselines.population import Individual
 from baselines.prompting import first_sample_messages
-from baselines.proposals import Proposal, ProposalFailure, RetryPolicy, request_program
+from baselines.proposals import Proposal, ProposalFailure, request_program
 from engram.evaluation.result import Evaluation
 from engram.methods.context import MethodContext, StopRun
+from engram.models.calls import RetryPolicy
 from engram.runs.archive import Experiment, SeedArchive
 
 FAILED_EVENT = "proposal_failed"
@@ -58,7 +59,8 @@ class SlotOutcome:
 
 
 def retry_policy(ctx: MethodContext) -> RetryPolicy:
-    return RetryPolicy(answer_retries=ctx.spec.method.answer_retries, transient_retries=ctx.spec.model.max_retries)
+    """The agents' retry policy (`engram.models.calls`), with the spec's retries and call timeout."""
+    return RetryPolicy(max_retries=ctx.spec.model.max_retries, timeout_s=ctx.spec.model.timeout_s)
 
 
 def run_stop_reason(ctx: MethodContext, deadline: Deadline) -> str | None:
@@ -75,7 +77,8 @@ def run_slot(ctx: MethodContext, slot: Slot, deadline: Deadline, policy: RetryPo
     """Ask for the slot's program and score it; a failed proposal is logged as an event."""
     transcript = ctx.archive.agent_dir(slot.index) / "transcript.jsonl"
     model = ctx.model_factory(agent=slot.index, role="agent", transcript=transcript)
-    answer = request_program(model, slot.messages, policy, before_call=lambda: check_run(ctx, deadline))
+    answer = request_program(model, slot.messages, policy, answer_retries=ctx.spec.method.answer_retries,
+                             deadline=deadline, before_call=lambda: check_run(ctx, deadline))
     if isinstance(answer, ProposalFailure):
         ctx.archive.log(FAILED_EVENT, agent=slot.index, failure=answer.kind, error=answer.message,
                         attempts=answer.attempts, dollars=ctx.ledger.total_dollars, **slot.record)

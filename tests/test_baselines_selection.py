@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
+from typing import Any
 
 import litellm
 import pytest
@@ -30,12 +31,13 @@ from baselines.proposals import (
     ImplementAlgorithm,
     Proposal,
     ProposalFailure,
-    RetryPolicy,
     read_answer,
     request_program,
 )
 from engram.errors import ProviderError
 from engram.methods.context import StopRun
+from engram.models import calls
+from engram.models.calls import RetryPolicy
 from engram.models.llm import BudgetExceeded
 
 
@@ -165,7 +167,7 @@ class FakeModel:
         assert kwargs.get("tool_choice") == TOOL_NAME
         return self
 
-    def invoke(self, messages: list) -> AIMessage:
+    def invoke(self, messages: list, **options: Any) -> AIMessage:
         self.sent.append(list(messages))
         reply = self.replies.pop(0)
         if isinstance(reply, Exception):
@@ -175,47 +177,65 @@ class FakeModel:
 
 GOOD = AIMessage(content="", tool_calls=[call({"code": "x = 1\n", "reasoning": "because"})])
 NO_CALL = AIMessage(content="prose only")
-NO_WAIT = RetryPolicy(answer_retries=2, transient_retries=2, initial_delay_s=0)
+NO_WAIT = RetryPolicy(max_retries=2, initial_delay=0, jitter=False)
+
+
+def ask(model: FakeModel, policy: RetryPolicy = NO_WAIT, **options: Any) -> Proposal | ProposalFailure:
+    return request_program(model, [HumanMessage("task")], policy, answer_retries=2, **options)
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The retry layer's waits, recorded instead of slept."""
+    waited: list[float] = []
+    monkeypatch.setattr(calls, "pause", waited.append)
+    return waited
 
 
 def test_malformed_answers_are_sent_back_a_bounded_number_of_times():
     model = FakeModel([NO_CALL, AIMessage(content="", tool_calls=[call({"reasoning": "r"})]), GOOD])
-    assert request_program(model, [HumanMessage("task")], NO_WAIT) == Proposal("x = 1\n", "because", 3)
+    assert ask(model) == Proposal("x = 1\n", "because", 3)
     assert isinstance(model.sent[1][-1], HumanMessage) and "did not call" in model.sent[1][-1].content
     assert isinstance(model.sent[2][-1], ToolMessage) and model.sent[2][-1].tool_call_id == "c1"
 
     stubborn = FakeModel([NO_CALL] * 3)
-    failure = request_program(stubborn, [HumanMessage("task")], NO_WAIT)
+    failure = ask(stubborn)
     assert failure == ProposalFailure("malformed", failure.message, 3) and len(stubborn.sent) == 3
 
 
-def test_transient_errors_are_retried_and_a_refused_request_stops_the_run():
+def test_transient_errors_are_retried_and_a_refused_request_stops_the_run(waits: list[float]):
     rate_limit = litellm.RateLimitError("slow down", llm_provider="x", model="x")
-    sleeps: list[float] = []
     model = FakeModel([rate_limit, rate_limit, GOOD])
-    assert request_program(model, [HumanMessage("t")], NO_WAIT, sleep=sleeps.append).attempts == 3
-    assert len(sleeps) == 2
+    assert ask(model, RetryPolicy(max_retries=2, initial_delay=1.0, jitter=False)).attempts == 3
+    assert waits == [1.0, 2.0]  # the agents' backoff
 
-    exhausted = request_program(FakeModel([rate_limit] * 3), [HumanMessage("t")], NO_WAIT, sleep=sleeps.append)
+    exhausted = ask(FakeModel([rate_limit] * 3))
     assert isinstance(exhausted, ProposalFailure) and exhausted.kind == "model_error" and exhausted.attempts == 3
+    assert exhausted.message.startswith("RateLimitError")
     refusing = FakeModel([litellm.BadRequestError("no", model="x", llm_provider="x"), GOOD])
     with pytest.raises(ProviderError, match="retrying cannot help"):  # no retry cures a 400: the run stops
-        request_program(refusing, [HumanMessage("t")], NO_WAIT)
+        ask(refusing)
     assert len(refusing.sent) == 1
 
 
-def test_a_spent_budget_stops_the_run_instead_of_failing_the_proposal():
+def test_a_spent_budget_stops_the_run_instead_of_failing_the_proposal(waits: list[float]):
     over = BudgetExceeded(cap="max_dollars", limit=1.0, spent=1.5, calls=3)
     with pytest.raises(StopRun, match="budget exceeded"):
-        request_program(FakeModel([over]), [HumanMessage("t")], NO_WAIT)
+        ask(FakeModel([over]))
     model = FakeModel([GOOD])
 
     def refuse() -> None:
         raise StopRun("time budget reached")
 
     with pytest.raises(StopRun):
-        request_program(model, [HumanMessage("t")], NO_WAIT, before_call=refuse)
+        ask(model, before_call=refuse)
     assert model.sent == []  # nothing was sent
+
+    # A wait that would end after the time budget stops the run at once instead of sleeping.
+    slow = FakeModel([litellm.RateLimitError("slow down", llm_provider="x", model="x"), GOOD])
+    with pytest.raises(StopRun, match=r"time budget reached \(0.5 min\)"):
+        ask(slow, RetryPolicy(max_retries=2, initial_delay=3600), deadline=Deadline(0.5))
+    assert len(slow.sent) == 1 and waits == []
 
 
 # -- time budget ----------------------------------------------------------------------------------------
@@ -261,9 +281,32 @@ def test_workers_bound_the_jobs_in_flight_and_a_stop_waits_for_them():
         "time budget reached"
 
 
-def test_an_unexpected_error_in_a_job_is_raised():
+def test_an_unexpected_error_in_a_job_is_raised_once_the_jobs_in_flight_are_done():
+    gate, started, finished = threading.Event(), threading.Event(), []
+
+    def slow() -> int:
+        started.set()
+        gate.wait(60)
+        finished.append("slow")
+        return 1
+
     def broken() -> int:
+        started.wait(60)
         raise RuntimeError("evaluator broke")
 
-    with pytest.raises(RuntimeError, match="evaluator broke"):
-        run_parallel(iter([broken]), workers=2, stop_reason=lambda: None)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_parallel(iter([slow, broken, slow]), workers=2, stop_reason=lambda: None)
+        except RuntimeError as exc:
+            raised.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    started.wait(60)
+    runner.join(0.5)
+    assert runner.is_alive() and not raised  # still waiting for the job in flight
+    gate.set()
+    runner.join(60)
+    assert [str(e) for e in raised] == ["evaluator broke"] and finished == ["slow"]  # no third job started

@@ -18,7 +18,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.outputs import ChatGeneration, LLMResult
 
 from engram.cli import main
-from engram.models.calls import MalformedReply
+from engram.models.calls import MalformedReply, billed_tokens
 from engram.models.llm import UsageCallback, UsageLedger, is_retryable
 from engram.models.playback import RecordedModelError, _Player, recorded_calls, recorded_error, split_conversations
 from engram.runs.progress import QuietProgress
@@ -201,7 +201,13 @@ def test_recorded_errors_come_back_as_the_same_kind() -> None:
     assert isinstance(bridged, litellm.BadRequestError) and is_retryable(bridged)
     empty = recorded_error({"error_type": "engram.models.calls.MalformedReply", "error": "no choices",
                             "usage": {"input_tokens": 100, "output_tokens": 20}})
-    assert isinstance(empty, MalformedReply) and is_retryable(empty) and empty.tokens() == (100, 20)
+    assert isinstance(empty, MalformedReply) and is_retryable(empty) and billed_tokens(empty) == (100, 20)
+    # An empty Responses API reply: litellm's bridge fails on it, but the provider billed it.
+    bridged_empty = recorded_error({"error_type": "litellm.exceptions.APIConnectionError", "status_code": 500,
+                                    "error": "Unknown items in responses API response: []",
+                                    "usage": {"input_tokens": 100, "output_tokens": 20}})
+    assert isinstance(bridged_empty, litellm.APIConnectionError) and is_retryable(bridged_empty)
+    assert billed_tokens(bridged_empty) == (100, 20)
 
 
 def test_player_starts_the_most_similar_recorded_conversation(tmp_path: Path) -> None:

@@ -35,7 +35,6 @@ import contextlib
 import hashlib
 import importlib.metadata
 import io
-import itertools
 import logging
 import math
 import os
@@ -249,28 +248,42 @@ class Bridge:
             self.log.request(self.session, status)
 
     def _invoke(self, messages: list[Any]) -> ChatReply:
-        """One model call through the model layer, retrying transient provider errors with backoff."""
-        from engram.models.llm import BudgetExceeded, is_retryable, provider_error
+        """One model request through the agents' retry layer (`engram.models.calls`): transient provider
+        errors are retried as for any method, never past the run's time budget; every attempt is in
+        the transcript."""
+        from engram.errors import ProviderError
+        from engram.models.calls import AgentStop, RetryPolicy, call_model
+        from engram.models.llm import BudgetExceeded
 
-        for attempt in itertools.count():
-            try:
-                message = self.model.invoke(messages)
-                break
-            except BudgetExceeded as exc:
-                reason = self.ctx.stop_reason() or str(exc)
-                self.request_stop(reason)
-                raise Refused(reason) from exc
-            except Exception as exc:
-                if (fatal := provider_error(exc, self.ctx.spec.model.id)) is not None:  # e.g. a bad key
-                    self.fatal = fatal
-                    self.request_stop(f"error: {fatal}")
-                    raise Refused(str(fatal)) from exc
-                if not is_retryable(exc) or attempt >= self.ctx.spec.model.max_retries:
-                    raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
-                time.sleep(min(60.0, 2.0**attempt))
+        settings = self.ctx.spec.model
+        policy = RetryPolicy(max_retries=settings.max_retries, timeout_s=settings.timeout_s)
+        try:
+            message = call_model(self.model, messages, policy, deadline=self.deadline.instant,
+                                 before_attempt=self._refuse_when_stopping)
+        except Refused:
+            raise
+        except (BudgetExceeded, AgentStop) as exc:
+            reason = self.ctx.stop_reason() or self.deadline.stop_reason() or (
+                self.deadline.reason if isinstance(exc, AgentStop) else str(exc))
+            self.request_stop(reason)
+            raise Refused(reason) from exc
+        except ProviderError as fatal:  # e.g. a bad key: every later request would fail alike
+            self.fatal = fatal
+            self.request_stop(f"error: {fatal}")
+            raise Refused(str(fatal)) from fatal
+        except EngramError:
+            raise
+        except Exception as exc:
+            raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
         usage = getattr(message, "usage_metadata", None) or {}
         return ChatReply(content=_content_text(message.content), prompt_tokens=int(usage.get("input_tokens", 0)),
                          completion_tokens=int(usage.get("output_tokens", 0)))
+
+    def _refuse_when_stopping(self) -> None:
+        """Before each attempt: another worker may have spent the budget while this one waited."""
+        if reason := self.stop_reason():
+            self.request_stop(reason)
+            raise Refused(reason)
 
     # -- evaluations
 

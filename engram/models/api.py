@@ -11,6 +11,11 @@ litellm's model map also lacks `supports_system_messages` for o3, o4-mini and th
 litellm then sends the system prompt as a *user* message. These models take system (developer)
 messages, so the entries are completed through `litellm.register_model`, litellm's extension
 point for model data, once when this module is imported.
+
+A Responses API reply with an empty output makes litellm's bridge fail (an `APIConnectionError`),
+and the usage the provider billed for it would be lost with the reply. `BilledEmptyReplies`, a
+litellm failure callback, puts that usage on the error, where the transcript and the ledger find it
+(`engram.models.calls.billed_tokens`); the error is retried like any unusable reply.
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import json
 import re
 from typing import Any, Literal
 
 import litellm
+from litellm.integrations.custom_logger import CustomLogger
+
+from engram.models.calls import BILLED_USAGE
 
 ModelApi = Literal["auto", "chat", "responses"]
 
@@ -98,4 +107,37 @@ def responses_kwargs(model_kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+class BilledEmptyReplies(CustomLogger):
+    """Keeps the usage of a Responses API reply that litellm could not turn into a message.
+
+    litellm calls a failure callback synchronously, in the calling thread, before it raises; the
+    raw body it received is then in `original_response`."""
+
+    def log_failure_event(self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any) -> None:
+        error = kwargs.get("exception")
+        usage = _responses_usage(kwargs.get("original_response"))
+        if isinstance(error, Exception) and usage:
+            setattr(error, BILLED_USAGE, usage)
+
+
+def _responses_usage(body: Any) -> dict[str, Any] | None:
+    """The usage of a complete Responses API object (not an error body, not a stream)."""
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return None
+    if not isinstance(body, dict) or body.get("object") != "response":
+        return None
+    usage = body.get("usage")
+    return usage if isinstance(usage, dict) else None
+
+
+def register_failure_callback() -> None:
+    """Add `BilledEmptyReplies` to litellm's failure callbacks, once."""
+    if not any(isinstance(callback, BilledEmptyReplies) for callback in litellm.failure_callback):
+        litellm.logging_callback_manager.add_litellm_failure_callback(BilledEmptyReplies())
+
+
 register_capabilities()
+register_failure_callback()

@@ -51,16 +51,26 @@ class MalformedReply(Exception):
         super().__init__(message)
         self.usage = usage
 
-    def tokens(self) -> tuple[int, int] | None:
-        """(input, output) tokens the provider reported, if any."""
-        if self.usage is None:
-            return None
 
-        def read(name: str) -> int:
-            value = self.usage.get(name) if isinstance(self.usage, dict) else getattr(self.usage, name, None)
-            return int(value or 0)
+BILLED_USAGE = "engram_billed_usage"
+"""Attribute of a litellm error raised for a reply the provider billed although it held nothing usable
+(litellm's Responses API bridge fails on an empty output): the usage the provider reported."""
 
-        return read("prompt_tokens"), read("completion_tokens")
+
+def billed_tokens(error: BaseException) -> tuple[int, int] | None:
+    """(input, output) tokens the provider billed for the reply that `error` refused, if it said."""
+    usage = error.usage if isinstance(error, MalformedReply) else getattr(error, BILLED_USAGE, None)
+    if not usage:
+        return None
+
+    def read(*names: str) -> int:
+        for name in names:
+            value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
+            if value is not None:
+                return int(value)
+        return 0
+
+    return read("prompt_tokens", "input_tokens"), read("completion_tokens", "output_tokens")
 
 
 RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
@@ -174,8 +184,13 @@ class RetryPolicy:
         return min(self.max_delay, max(backoff, asked or 0.0))
 
 
+def pause(seconds: float) -> None:
+    """How the retry layer waits between attempts (a module function, so a test can watch the waits)."""
+    time.sleep(seconds)
+
+
 def retrying(attempt: Callable[[float], Any], policy: RetryPolicy, *, deadline: float | None = None,
-             model: str | None = None, sleep: Callable[[float], None] = time.sleep) -> Any:
+             model: str | None = None, sleep: Callable[[float], None] | None = None) -> Any:
     """`attempt(seconds_left)` until it succeeds: transient errors are retried as `policy` says (never
     waiting past `deadline`, a `time.monotonic()` value), errors no retry can cure raise
     `ProviderError`, and the deadline raises `AgentStop`."""
@@ -197,15 +212,36 @@ def retrying(attempt: Callable[[float], Any], policy: RetryPolicy, *, deadline: 
             wait = policy.delay(tries, retry_after(exc))
             if wait >= left():
                 raise AgentStop("time limit") from exc
-            sleep(wait)
+            (sleep or pause)(wait)
             tries += 1
+
+
+def call_model(model: Any, messages: list[Any], policy: RetryPolicy, *, deadline: float | None = None,
+               before_attempt: Callable[[], None] | None = None) -> Any:
+    """`model.invoke(messages)` through the retry layer, for calls made outside an agent loop (a
+    baseline's proposal, a summary, a digest distillation, OpenEvolve's requests): each attempt is
+    one call of `model`, and so one transcript entry.
+
+    With a `deadline` (a `time.monotonic()` value) each attempt gets the time left as its HTTP
+    timeout (or `policy.timeout_s`, if shorter) and is abandoned a moment after the deadline should
+    the client not return; reaching the deadline raises `AgentStop`. `before_attempt` runs before
+    every attempt, in the caller's thread, and may raise to stop (a spent budget)."""
+    name = getattr(model, "model", None)
+
+    def attempt(left: float) -> Any:
+        if before_attempt is not None:
+            before_attempt()
+        if deadline is None:
+            return model.invoke(messages)
+        timeout = min(policy.timeout_s, left)
+        return call_within(lambda: model.invoke(messages, timeout=timeout), left + GRACE_S)
+
+    return retrying(attempt, policy, deadline=deadline, model=name if isinstance(name, str) else None)
 
 
 def invoke_with_retries(model: Any, messages: list[Any], policy: RetryPolicy | None = None, *,
                         within: float | None = None) -> Any:
-    """`model.invoke(messages)` with the agents' retry layer, for calls made outside an agent loop
-    (a summary over an agent's history, a digest distillation). Each attempt is its own call, so
-    each is in the transcript.
+    """`call_model` for a one-off call (a summary over an agent's history, a digest distillation).
 
     All attempts together take at most `within` seconds (default: the model's own timeout for one
     call), so that a summary asked for after an agent's time limit cannot hold it much longer."""
@@ -213,12 +249,8 @@ def invoke_with_retries(model: Any, messages: list[Any], policy: RetryPolicy | N
         timeout = getattr(model, "request_timeout", None)
         within = float(timeout) if isinstance(timeout, int | float) else None
     deadline = None if within is None else time.monotonic() + within
-
-    def attempt(left: float) -> Any:
-        return model.invoke(messages) if deadline is None else model.invoke(messages, timeout=left)
-
     try:
-        return retrying(attempt, policy or RetryPolicy(), deadline=deadline, model=getattr(model, "model", None))
+        return call_model(model, messages, policy or RetryPolicy(), deadline=deadline)
     except AgentStop as stop:  # not an agent's limit here: the call's own
         raise TimeoutError(f"model call gave no answer within {within:g} s") from stop
 
@@ -230,7 +262,7 @@ class ModelCallMiddleware(AgentMiddleware):
     """
 
     def __init__(self, policy: RetryPolicy, *, deadline: float | None = None, model: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] | None = None) -> None:
         super().__init__()
         self.policy = policy
         self.deadline = deadline

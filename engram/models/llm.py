@@ -49,6 +49,7 @@ from engram.models.calls import (
     MalformedReply,
     ModelCallMiddleware,
     RetryPolicy,
+    billed_tokens,
     is_retryable,
     provider_error,
 )
@@ -428,7 +429,7 @@ class UsageCallback(BaseCallbackHandler):
         record: dict[str, Any] = {"type": "error", "run_id": str(run_id), "error": repr(error),
                                   "error_type": f"{type(error).__module__}.{type(error).__qualname__}",
                                   "status_code": getattr(error, "status_code", None)}
-        billed = error.tokens() if isinstance(error, MalformedReply) else None
+        billed = billed_tokens(error)
         if billed is not None:  # an empty reply the provider still counted: it costs like any other
             record["usage"] = {"input_tokens": billed[0], "output_tokens": billed[1]}
             record["dollars"] = self.dollars(*billed)

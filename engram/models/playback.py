@@ -355,17 +355,15 @@ def recorded_error(record: dict[str, Any]) -> Exception:
     """
     import litellm
 
-    from engram.models.calls import MalformedReply
+    from engram.models.calls import BILLED_USAGE, MalformedReply
 
     name = str(record.get("error_type") or "").rsplit(".", 1)[-1]
     text = str(record.get("error") or "")
     message = text.removeprefix(f"litellm.{name}: ")
     status = record.get("status_code")
-    if name == MalformedReply.__name__:  # an empty reply: retried, and billed as the recording was
-        usage = record.get("usage") or {}
-        return MalformedReply(message, usage={"prompt_tokens": usage.get("input_tokens", 0),
-                                              "completion_tokens": usage.get("output_tokens", 0)}
-                              if usage else None)
+    usage = record.get("usage") or None  # an empty reply the provider billed: billed as the recording was
+    if name == MalformedReply.__name__:
+        return MalformedReply(message, usage=usage)
     kind = getattr(litellm.exceptions, name, None) if name else None
     if isinstance(kind, type) and issubclass(kind, Exception):
         arguments: dict[str, Any] = {"message": message, "model": SCRIPTED, "llm_provider": SCRIPTED}
@@ -378,6 +376,8 @@ def recorded_error(record: dict[str, Any]) -> Exception:
         else:
             if isinstance(status, int):  # retries go by status too (a 429 litellm called a bad request)
                 error.status_code = status
+            if usage:
+                setattr(error, BILLED_USAGE, usage)
             return error
     return RecordedModelError(f"recorded error: {text}")
 
