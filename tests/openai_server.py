@@ -93,6 +93,8 @@ class FakeOpenAI:
         self._actions: list[Reply | Fault] = []
         self.requests: list[Request] = []
         self.served: list[Reply] = []
+        self.holding = 0
+        """Requests held open (`HANG`) and not yet released: a client that returned gave up on them."""
         """Every reply sent, in order: what the provider billed is the sum of their usage."""
         self._release = threading.Event()
         self._ids = itertools.count(1)
@@ -181,7 +183,11 @@ class FakeOpenAI:
                 request = Request(self.path, body, {k.lower(): v for k, v in self.headers.items()})
                 action = server._next(request)
                 if isinstance(action, Fault) and action.hang:
+                    with server._lock:
+                        server.holding += 1
                     server._release.wait(WAIT_S)
+                    with server._lock:
+                        server.holding -= 1
                     self._send(503, json.dumps({"error": {"message": "released"}}), {})
                     return
                 if isinstance(action, Fault):

@@ -202,6 +202,8 @@ def test_recorded_errors_come_back_as_the_same_kind() -> None:
     empty = recorded_error({"error_type": "engram.models.calls.MalformedReply", "error": "no choices",
                             "usage": {"input_tokens": 100, "output_tokens": 20}})
     assert isinstance(empty, MalformedReply) and is_retryable(empty) and billed_tokens(empty) == (100, 20)
+    recorded = repr(MalformedReply("the provider answered HTTP 200 without any choices"))
+    assert repr(recorded_error({"error_type": "engram.models.calls.MalformedReply", "error": recorded})) == recorded
     # An empty Responses API reply: litellm's bridge fails on it, but the provider billed it.
     bridged_empty = recorded_error({"error_type": "litellm.exceptions.APIConnectionError", "status_code": 500,
                                     "error": "Unknown items in responses API response: []",

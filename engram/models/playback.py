@@ -27,6 +27,7 @@ scripted agent's turns run out.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import threading
@@ -362,8 +363,8 @@ def recorded_error(record: dict[str, Any]) -> Exception:
     message = text.removeprefix(f"litellm.{name}: ")
     status = record.get("status_code")
     usage = record.get("usage") or None  # an empty reply the provider billed: billed as the recording was
-    if name == MalformedReply.__name__:
-        return MalformedReply(message, usage=usage)
+    if name == MalformedReply.__name__:  # recorded as its repr: the replay's must read the same
+        return MalformedReply(_repr_argument(text, name), usage=usage)
     kind = getattr(litellm.exceptions, name, None) if name else None
     if isinstance(kind, type) and issubclass(kind, Exception):
         arguments: dict[str, Any] = {"message": message, "model": SCRIPTED, "llm_provider": SCRIPTED}
@@ -380,6 +381,16 @@ def recorded_error(record: dict[str, Any]) -> Exception:
                 setattr(error, BILLED_USAGE, usage)
             return error
     return RecordedModelError(f"recorded error: {text}")
+
+
+def _repr_argument(text: str, name: str) -> str:
+    """The message inside `Name('message')`, the recorded repr of an exception outside litellm."""
+    if text.startswith(f"{name}(") and text.endswith(")"):
+        try:
+            return str(ast.literal_eval(text[len(name) + 1:-1]))
+        except (ValueError, SyntaxError):
+            pass
+    return text
 
 
 def playback_model(script: Path, agent: int, *, price_as: str | None, callbacks: list | None) -> BaseChatModel | None:
