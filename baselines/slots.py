@@ -60,7 +60,7 @@ class SlotOutcome:
 
 def retry_policy(ctx: MethodContext) -> RetryPolicy:
     """The agents' retry policy (`engram.models.calls`), with the spec's retries and call timeout."""
-    return RetryPolicy(max_retries=ctx.spec.model.max_retries, timeout_s=ctx.spec.model.timeout_s)
+    return RetryPolicy.of(ctx.spec.model)
 
 
 def run_stop_reason(ctx: MethodContext, deadline: Deadline) -> str | None:

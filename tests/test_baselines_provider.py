@@ -199,3 +199,33 @@ def test_a_billed_empty_reply_counts_against_the_dollar_cap_before_any_retry(ser
     result = outcome.seeds[0].result
     assert "budget" in result["stop_reason"] and len(server.requests) == 1
     assert result["dollars"] == pytest.approx(dollars(MODEL, *EMPTY_USAGE))
+
+
+OPENEVOLVE_DIFF = Reply(content="Keep the same routes.\n\n<<<<<<< SEARCH\n    graph = G.copy()\n=======\n"
+                                "    graph = G.copy()  # the same graph\n>>>>>>> REPLACE\n")
+
+
+def test_openevolves_model_requests_go_through_the_same_retry_layer(server: FakeOpenAI, tmp_path: Path,
+                                                                    waits: list[float]):
+    pytest.importorskip("openevolve", reason="the dev extra installs openevolve; pip install -e '.[dev]'")
+    server.default = OPENEVOLVE_DIFF
+    server.script(status(429, "slow down", Retry_After="7"), status(500), EMPTY_CHOICES, MALFORMED)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "provider",
+        "problem": {"name": "cloudcast", "scenarios": ["quick"]},
+        "method": {"name": "openevolve", "iterations": 1, "islands": 1, "workers": 1},
+        "model": {"id": MODEL, "api_base": server.api_base, "api": "chat"},
+        "sandbox": {"backend": "process"},
+        "tracking": {"mlflow": False},
+        "output": {"dir": str(tmp_path / "runs")},
+    }, sort_keys=False))
+    outcome = apply(spec, [], QuietProgress())
+    result = outcome.seeds[0].result
+    assert result["evaluations"] == 2 and result["details"]["model_errors"] == 0  # the seed program, the child
+    assert waits[0] == 7.0 and len(waits) == 4
+    assert kinds(transcript(outcome.run_dir, 1)) == ["request", "error"] * 4 + ["request", "response"]
+    assert result["dollars"] == pytest.approx(server.billed(MODEL) + dollars(MODEL, *EMPTY_USAGE))
+
+    replay = replay_run(outcome.run_dir, QuietProgress(), out=tmp_path / "replay")
+    assert replay.comparison.identical and replay.transcripts_identical, replay.transcript_notes

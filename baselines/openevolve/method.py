@@ -255,11 +255,9 @@ class Bridge:
         from engram.models.calls import AgentStop, RetryPolicy, call_model
         from engram.models.llm import BudgetExceeded
 
-        settings = self.ctx.spec.model
-        policy = RetryPolicy(max_retries=settings.max_retries, timeout_s=settings.timeout_s)
         try:
-            message = call_model(self.model, messages, policy, deadline=self.deadline.instant,
-                                 before_attempt=self._refuse_when_stopping)
+            message = call_model(self.model, messages, RetryPolicy.of(self.ctx.spec.model),
+                                 deadline=self.deadline.instant, before_attempt=self._refuse_when_stopping)
         except Refused:
             raise
         except (BudgetExceeded, AgentStop) as exc:

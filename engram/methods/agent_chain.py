@@ -36,7 +36,7 @@ from engram.methods.digest import (
     summary_request,
 )
 from engram.methods.workspace_backend import closing_shells
-from engram.models.calls import AgentStop
+from engram.models.calls import AgentStop, RetryPolicy
 from engram.runs.archive import write_atomic
 
 __all__ = ["AgentOutcome", "AgentStop", "run_chain"]
@@ -72,7 +72,8 @@ def run_chain(ctx: MethodContext) -> MethodResult:
             stop_reason = outcome.run_stop
             break
         if settings.digest:
-            distill_if_needed(ctx.archive, ctx.model_factory, max_tokens=settings.digest_max_tokens, ledger=ctx.ledger)
+            distill_if_needed(ctx.archive, ctx.model_factory, max_tokens=settings.digest_max_tokens, ledger=ctx.ledger,
+                              policy=RetryPolicy.of(ctx.spec.model))
     return MethodResult(stop_reason=stop_reason, best_score=ctx.best_score(), evaluations=ctx.evaluations_done())
 
 
@@ -421,7 +422,8 @@ def collect_summary(ctx: MethodContext, agent: int, model: Any, conversation: Co
     experiments = [e for e in ctx.archive.experiments() if e.agent == agent]
     if conversation.outcome.run_stop is None and ctx.stop_reason() is None:
         try:
-            text = fallback_summary(model, system=system, history=conversation.history, agent=agent)
+            text = fallback_summary(model, system=system, history=conversation.history, agent=agent,
+                                    policy=RetryPolicy.of(ctx.spec.model))
             if text:
                 return text
         except Exception as exc:

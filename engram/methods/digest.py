@@ -16,7 +16,7 @@ import re
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from engram.models.calls import invoke_with_retries
+from engram.models.calls import RetryPolicy, invoke_with_retries
 from engram.runs.archive import Experiment, SeedArchive, write_json
 
 if TYPE_CHECKING:
@@ -98,14 +98,15 @@ def summary_from_log(agent: int, experiments: list[Experiment], reason: str) -> 
     ])
 
 
-def fallback_summary(model: BaseChatModel, *, system: str, history: list[Any], agent: int) -> str:
+def fallback_summary(model: BaseChatModel, *, system: str, history: list[Any], agent: int,
+                     policy: RetryPolicy | None = None) -> str:
     """One model call over the agent's whole conversation (its system prompt first, the summary
     request last), as the reference does when an agent leaves no valid summary. Tool calls and
     their results are given as text, so that the call needs no tools."""
     from langchain_core.messages import HumanMessage, SystemMessage
 
     messages = [SystemMessage(content=system), *_plain_history(history), HumanMessage(content=summary_request(agent))]
-    reply = invoke_with_retries(model, messages)  # a rate limit here would lose the agent's whole summary
+    reply = invoke_with_retries(model, messages, policy)  # a rate limit here would lose the agent's whole summary
     return message_text(reply.content).strip()
 
 
@@ -166,7 +167,7 @@ def append_to_digest(archive: SeedArchive, agent: int, summary: str) -> str:
 
 
 def distill_if_needed(archive: SeedArchive, model_factory: Callable[..., BaseChatModel], *,
-                      max_tokens: int | None, ledger: UsageLedger) -> bool:
+                      max_tokens: int | None, ledger: UsageLedger, policy: RetryPolicy | None = None) -> bool:
     """Replace an over-long digest by a distilled one (one model call), recording input and output;
     `max_tokens` None never distils (the reference)."""
     from langchain_core.messages import HumanMessage
@@ -176,8 +177,8 @@ def distill_if_needed(archive: SeedArchive, model_factory: Callable[..., BaseCha
         return False
     model = model_factory(role="distill")
     before = ledger.total_dollars
-    reply = invoke_with_retries(model, [HumanMessage(content=prompt("distill").format(target_tokens=max_tokens // 2,
-                                                                                    digest=digest))])
+    request = HumanMessage(content=prompt("distill").format(target_tokens=max_tokens // 2, digest=digest))
+    reply = invoke_with_retries(model, [request], policy)
     distilled = message_text(reply.content).strip()
     if not distilled:
         return False

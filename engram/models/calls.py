@@ -177,6 +177,11 @@ class RetryPolicy:
     timeout_s: float = 600.0
     """HTTP timeout of one attempt, shortened to the time an agent has left."""
 
+    @classmethod
+    def of(cls, model: Any) -> RetryPolicy:
+        """The policy a spec's model settings (`max_retries`, `timeout_s`) give every method's calls."""
+        return cls(max_retries=model.max_retries, timeout_s=model.timeout_s)
+
     def delay(self, attempt: int, asked: float | None = None) -> float:
         backoff = self.initial_delay * self.backoff_factor**attempt
         if self.jitter:
