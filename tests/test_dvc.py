@@ -1,6 +1,7 @@
 """The DVC pipeline: in a fresh git repository holding the project's files, `dvc repro` of an offline
 stage runs with no API key and writes metrics and plots; a changed param shows in `dvc params diff`,
-re-runs only the stages that use it, and its effect shows in `dvc metrics diff`."""
+re-runs only the stages that use it, and its effect shows in `dvc metrics diff`. `dvc metrics` and
+`dvc plots` list the stages that have run, without errors for the many that have not."""
 
 from __future__ import annotations
 
@@ -18,16 +19,28 @@ from conftest import REPO
 
 STAGE = "offline@smoke"
 COPIED = ["engram", "baselines", "specs", "evaluators/__init__.py", "evaluators/cloudcast", "params.yaml", "dvc.yaml",
-          ".dvcignore", ".dvc/config", ".dvc/.gitignore"]
+          ".dvcignore", ".dvc/config", ".dvc/.gitignore", "results/metrics/.gitkeep", "results/plots/.gitkeep"]
 
 
-def command(repo: Path, *args: str) -> str:
+def outputs(repo: Path, *args: str) -> tuple[str, str]:
+    """stdout and stderr of a command that must succeed."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("OPENAI_API_KEY", None)
     done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    return done.stdout, done.stderr
+
+
+def command(repo: Path, *args: str) -> str:
+    return outputs(repo, *args)[0]
+
+
+def clean(repo: Path, *args: str) -> list[str]:
+    """The table lines a `dvc metrics`/`dvc plots` command prints, which must come with no complaint."""
+    stdout, stderr = outputs(repo, *args)
+    assert stderr == "", f"{' '.join(args)} complained: {stderr}"
+    return [line for line in stdout.splitlines() if line.strip()]
 
 
 def copy_of_project(repo: Path, relatives: list[str]) -> Path:
@@ -75,9 +88,19 @@ def commit_all(repo: Path, message: str) -> None:
 
 
 def test_repro_offline_stage_then_change_a_param(repo: Path) -> None:
+    # A fresh clone has run nothing: nothing to show or compare, and no error about the stages' files.
+    assert clean(repo, "dvc", "metrics", "show") == clean(repo, "dvc", "metrics", "diff") == []
+    assert clean(repo, "dvc", "plots", "show", "--json") == ['{}']
+
     set_param(repo, "offline", "max_evaluations", 1)
     commit_all(repo, "one evaluation")
     command(repo, "dvc", "repro", STAGE)
+    header, *rows = clean(repo, "dvc", "metrics", "show")
+    assert header.split()[:3] == ["Path", "best_natural", "best_score"]
+    assert [row.split()[0] for row in rows] == ["results/metrics/smoke.json"]  # the one stage that ran, alone
+    diffed = clean(repo, "dvc", "metrics", "diff")  # nothing committed yet: every value is new
+    assert {line.split()[0] for line in diffed[1:]} == {"results/metrics/smoke.json"}
+    assert list(json.loads(clean(repo, "dvc", "plots", "show", "--json")[0])["data"]) == ["results/plots/smoke.csv"]
 
     metrics = json.loads((repo / "results/metrics/smoke.json").read_text())
     assert metrics["spec"] == "smoke" and metrics["method"] == "engram" and metrics["problem"] == "cloudcast"
@@ -103,6 +126,7 @@ def test_repro_offline_stage_then_change_a_param(repo: Path) -> None:
     assert "offline.max_evaluations" in command(repo, "dvc", "status", STAGE)
 
     command(repo, "dvc", "repro", STAGE)
+    assert "results/metrics/smoke.json" in clean(repo, "dvc", "metrics", "diff")[1]
     moved = json.loads(command(repo, "dvc", "metrics", "diff", "--json"))["results/metrics/smoke.json"]
     assert moved["evaluations"] == {"old": 1, "new": 2, "diff": 1}
     assert moved["dollars"]["new"] > moved["dollars"]["old"]
