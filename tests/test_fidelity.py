@@ -234,6 +234,17 @@ def test_simulation_reply_is_laid_out_as_the_references(tmp_path: Path):
                           f"'search_algorithm'\n{stored}\n\n--- program output (stdout) ---\nhi\n")
 
 
+def test_simulation_refuses_relative_paths_and_empty_files_without_recording_them(tmp_path: Path):
+    spec = make_spec(tmp_path, [[{"tool_calls": [write_program("/blank.py", "\n   \n")]},
+                                 {"tool_calls": [simulate("initial_program.py")]},
+                                 {"tool_calls": [simulate("/blank.py")]}, {"content": SUMMARY}]],
+                     problem={"scenarios": ["intra_azure"]})
+    seed = _seed(run(spec).run_dir)
+    results = _tool_results(_requests(seed, 1)[-1])
+    assert "must be an absolute path" in results[1] and "is empty" in results[2]
+    assert not list((seed / "agents/agent-1/experiments").glob("exp-*"))
+
+
 # -- the summary protocol -----------------------------------------------------------------------------------
 
 

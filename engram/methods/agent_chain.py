@@ -309,16 +309,20 @@ def make_run_simulation(ctx: MethodContext, agent: int, remaining: Any, archive_
         """Score the program in `file_path` (a workspace path such as /new_algorithm.py) on the problem's
         scenarios. Records it as a new experiment and returns its score (or its error), where it is
         stored and the program's output (cut when long)."""
+        if not file_path.strip().startswith("/"):  # refused, as in the reference, before anything is recorded
+            return f"Error: file_path must be an absolute path such as /new_algorithm.py, not {file_path!r}."
         found = _workspace_file(workspace, file_path, archive_view)
         if found is None:
             return f"Error: {file_path!r} is not a file in your workspace. Write the program first, then pass its path."
         path, name = found
+        code = path.read_text(encoding="utf-8", errors="replace")
+        if not code.strip():
+            return f"Error: {file_path} is empty; nothing was run."
         left = remaining()
         if left <= 1:
             return "Not run: your time is up. Write your summary now."
         # A StopRun raised here (budget spent) propagates and ends the agent and the run.
-        experiment, evaluation = ctx.evaluate(path.read_text(encoding="utf-8", errors="replace"), agent=agent,
-                                              time_limit_s=left, program_name=name)
+        experiment, evaluation = ctx.evaluate(code, agent=agent, time_limit_s=left, program_name=name)
         return describe_evaluation(ctx, experiment, evaluation, archive_view)
 
     return StructuredTool.from_function(run_simulation, name="run_simulation")
