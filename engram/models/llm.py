@@ -5,7 +5,8 @@ place that knows about providers, so the rest of Engram sees a plain `BaseChatMo
 
 * `create_chat_model` builds the model named in a spec (`ChatLiteLLM`, or the `scripted` model that
   plays back a file so tests, the smoke spec and replays need no network);
-* `retry_middleware` retries transient provider errors with backoff, once, at the agent level;
+* `retry_middleware` puts an agent's calls through the one retry layer (`engram.models.calls`, whose
+  `call_model` serves every other caller: baselines, summaries, OpenEvolve);
 * `UsageCallback` and `UsageLedger` count tokens and dollars of every call, write a transcript and
   stop a run that goes over its dollar cap;
 * `price_per_token`, `price_snapshot` and `missing_api_keys` answer questions before a run starts,
