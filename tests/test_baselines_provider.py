@@ -167,6 +167,11 @@ def test_a_refused_key_stops_the_run_and_resume_finishes_it(server: FakeOpenAI, 
     assert kinds(transcript(run_dir, 1)) == ["request", "response"]  # not asked again
     assert kinds(transcript(run_dir, 2)) == ["request", "error", "request", "response"]
 
+    # The replay stops at the recorded refusal too, and resumes as the recording did.
+    replay = replay_run(run_dir, QuietProgress(), out=tmp_path / "replay")
+    assert replay.comparison.identical and replay.transcripts_identical, replay.transcript_notes
+    assert len(SeedArchive(tmp_path / "replay" / "seed-0").events("resume")) == 1
+
 
 def test_the_command_line_exits_2_with_the_cause_in_one_line(server: FakeOpenAI, tmp_path: Path):
     server.default = status(401, "Incorrect API key provided")

@@ -349,6 +349,12 @@ def test_an_error_no_retry_can_cure_stops_the_run_without_using_up_agents(server
     assert archive.finished_agents() == [1, 2, 3]
     assert [e["agent"] for e in archive.events("agent_start")] == [1, 1, 2, 3]
 
+    # Its replay stops at the recorded refusal as well, and resumes as the recording did.
+    from engram.runs.replay import replay_run
+
+    replay = replay_run(archive.root.parent, QuietProgress(), out=tmp_path / "replay")
+    assert replay.comparison.identical and replay.transcripts_identical, replay.transcript_notes
+
 
 def test_an_agent_stops_at_its_time_limit_on_a_hanging_provider(server: FakeOpenAI, tmp_path: Path):
     server.default = HANG

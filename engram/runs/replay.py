@@ -22,9 +22,15 @@ from typing import Any
 
 import yaml
 
-from engram.runs.archive import write_json
 from engram.errors import ConfigError
-from engram.models.playback import RecordedCall, forget_players, recorded_calls, split_conversations, write_playback_script
+from engram.models.playback import (
+    RecordedCall,
+    forget_players,
+    recorded_calls,
+    split_conversations,
+    write_playback_script,
+)
+from engram.runs.archive import write_json
 from engram.runs.progress import Progress
 from engram.runs.rescore import (
     ScoreComparison,
@@ -58,7 +64,7 @@ def replay_run(source: Path, progress: Progress, *, out: Path | None = None, pro
     from engram.evaluation.run_secrets import TrustedSecrets
     from engram.problems.problem import load_problem
     from engram.problems.record import check_problem, record_acceptance
-    from engram.runs.runner import execute, load_run_spec
+    from engram.runs.runner import load_run_spec
 
     source = source.resolve()
     seeds = seed_dirs(source)
@@ -71,7 +77,7 @@ def replay_run(source: Path, progress: Progress, *, out: Path | None = None, pro
     TrustedSecrets.of_run(source).copy_to(replay_dir)  # the same hidden data as the recorded run
     spec = replay_spec(source, replay_dir, seeds=sorted(seeds), problem=problem, mlflow=mlflow, sandbox=sandbox)
     try:
-        execute(spec, replay_dir, progress, source=None, overrides=[], resumed=False)
+        _execute_as_recorded(source, spec, replay_dir, progress)
     finally:
         forget_players(source)
     if accepted is not None:
@@ -88,6 +94,32 @@ def replay_run(source: Path, progress: Progress, *, out: Path | None = None, pro
         **comparison.as_dict(),
     })
     return outcome
+
+
+def _execute_as_recorded(source: Path, spec: Any, replay_dir: Path, progress: Progress) -> None:
+    """Run the replay, resuming it wherever the recording was stopped by a provider error (a refused
+    key) and then resumed: the recorded refusal stops the replay too, and the calls after it are
+    played back, in the same conversations, by the resumed replay."""
+    from engram.errors import ProviderError
+    from engram.runs.runner import execute
+
+    stops = sum(1 for seed_dir in seed_dirs(source).values() for line in _events(seed_dir)
+                if line.get("type") == "provider_error")
+    resumed = False
+    while True:
+        try:
+            execute(spec, replay_dir, progress, source=None, overrides=[], resumed=resumed)
+            return
+        except ProviderError:
+            if stops == 0:
+                raise
+            stops, resumed = stops - 1, True
+
+
+def _events(seed_dir: Path) -> list[dict[str, Any]]:
+    from engram.runs.archive import read_jsonl
+
+    return read_jsonl(seed_dir / "events.jsonl")
 
 
 def replay_spec(source: Path, replay_dir: Path, *, seeds: list[int], problem: str | None, mlflow: bool,
