@@ -95,6 +95,10 @@ int main() {  // right only when a helper left by an earlier case answers; then 
   return 0;
 }
 """
+LEFTOVER_AND_KILL_THE_LAUNCHER = LEFTOVER_PROCESS.replace(
+    "  return 0;\n}", "  if (!helped) kill(getppid(), SIGKILL);  // no launcher left to sweep up after it\n"
+                     "  return 0;\n}").replace(
+    "#include <cstdio>", "#include <cstdio>\n#include <signal.h>")
 LEFTOVER_FILES = r"""#include <cstdio>
 #include <unistd.h>
 int main() {  // right only when an earlier case left a file it can find; leaves them for the next
@@ -270,18 +274,27 @@ def one_case_at_a_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]
     yield containers
 
 
-@pytest.mark.parametrize("source", [LEFTOVER_PROCESS, LEFTOVER_FILES], ids=["process", "files"])
+@pytest.mark.parametrize(("source", "program_containers", "checker_containers"), [
+    (LEFTOVER_PROCESS, 1, 1),  # the launcher kills the helper: the container is clean for case 2
+    (LEFTOVER_FILES, 2, 1),  # a file in /tmp: the container is replaced
+    (LEFTOVER_AND_KILL_THE_LAUNCHER, 2, 0),  # no launcher's word that it is clean: replaced (and no checking)
+], ids=["process", "files", "kills-launcher"])
 def test_nothing_a_case_leaves_behind_reaches_the_next_case(sum_evaluator: CandidateEvaluator, backend: str,
-                                                            source: str, one_case_at_a_time: list[object]) -> None:
+                                                            source: str, program_containers: int,
+                                                            checker_containers: int,
+                                                            one_case_at_a_time: list[object]) -> None:
     if backend == "process":
         pytest.skip("the process backend isolates nothing, not even one case from the next (see the docs)")
     result = sum_evaluator.evaluate(source)
-    assert _verdicts(result) == ["WA", "WA"], result.scenarios
+    first, second = _verdicts(result)
+    assert first == second != "AC", result.scenarios  # a helped case 2 would be AC
+    if source is not LEFTOVER_AND_KILL_THE_LAUNCHER:
+        assert first == "WA"
     if backend == "docker":  # one container for the program's runs, one for the checker's
+        assert source is not LEFTOVER_AND_KILL_THE_LAUNCHER or first == "RE"
         program_container, checker_container = one_case_at_a_time
-        # A killed helper leaves the container clean for case 2; a file left in /tmp gets it replaced.
-        assert program_container.starts == (1 if source is LEFTOVER_PROCESS else 2)  # type: ignore[attr-defined]
-        assert checker_container.starts == 1  # type: ignore[attr-defined]
+        assert program_container.starts == program_containers  # type: ignore[attr-defined]
+        assert checker_container.starts == checker_containers  # type: ignore[attr-defined]
 
 
 def test_docker_judges_every_case_in_the_same_two_containers(sum_evaluator: CandidateEvaluator, backend: str,
