@@ -39,14 +39,14 @@ def test_engram_agent_compiles_and_scores_a_cpp_program(tmp_path: Path) -> None:
         {"content": SUMMARY},
     ]
     spec = make_spec(tmp_path, [turns], problem={"name": str(PROBLEMS / "sum"), "scenarios": None},
-                     sandbox={"backend": "bwrap"})
+                     sandbox={"backend": "bwrap"}, method={"simulation_details": True})
     outcome = run(spec)
     seed = outcome.run_dir / "seed-0"
     result = json.loads((seed / "result.json").read_text())
     assert result["best_score"] == 100.0
     transcript = (seed / "agents" / "agent-1" / "transcript.jsonl").read_text()
     assert "initial_program.cpp" in transcript and "compiled" in transcript and "g++ (" in transcript
-    assert "verdict=AC" in transcript and "ratio=1.0" in transcript  # per-case results in the tool's reply
+    assert "verdict=AC" in transcript and "ratio=1.0" in transcript  # per-case results (simulation_details)
     [experiment] = SeedArchive(seed).experiments()
     assert "cases.json" in experiment.evaluation().artifacts
 
