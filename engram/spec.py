@@ -68,6 +68,10 @@ class _AgentMethod(_MethodBase):
         default=False, description="run_simulation also reports the kind of error, the best score so far, each "
         "scenario's status and metrics, and the totals (the reference: the score or the error alone; all of it is "
         "in the experiment's evaluation.json)")
+    simulation_reply: Literal["report", "result_file"] = Field(
+        default="report", description="What run_simulation answers: a report (score or error, where the "
+        "experiment is stored, the program's output), as the reference's Engram and single agent; or, as its tree "
+        "search, only the path of a per-scenario results table copied into the workspace (or the error)")
 
 
 class EngramMethod(_AgentMethod):
@@ -119,6 +123,10 @@ class TreeSearchMethod(_AgentMethod):
                                                                       "nearest ancestors given to the agent")
     epsilon: float = Field(default=0.0, ge=0, le=1, description="Probability of expanding a uniformly random node "
                                                                 "instead of the best one (0: always the best)")
+    simulation_reply: Literal["report", "result_file"] = Field(
+        default="result_file", description="What run_simulation answers: as the reference's tree search, only the "
+        "path of a per-scenario results table copied into the workspace (or the error); report: Engram's report "
+        "(score or error, where the experiment is stored, the program's output)")
     parent_in_first_message: bool = Field(default=False, description="Engram's richer first message: the task "
                                           "first, then the summaries, then the expanded node's code (the "
                                           "reference's: the summaries, then the task; the code only as a file)")

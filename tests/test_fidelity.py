@@ -358,6 +358,31 @@ def test_tree_search_parent_code_in_the_first_message_is_a_named_setting(tmp_pat
     assert spec.method.name == "tree_search" and spec.method.parent_in_first_message
 
 
+def test_tree_search_agents_get_a_results_file_instead_of_a_report(tmp_path: Path):
+    """As the reference's tree search: no score in the reply, a per-scenario table in the workspace."""
+    spec = make_spec(tmp_path, [[{"tool_calls": [INITIAL_PROGRAM_CALL]},
+                                 {"tool_calls": [{"name": "read_file",
+                                                  "args": {"file_path": "/simulation_exp-0002.csv"}}]},
+                                 {"tool_calls": [write_program("/new_algorithm.py", "x = (\n")]},
+                                 {"tool_calls": [simulate("/new_algorithm.py")]}, {"content": SUMMARY}]],
+                     method={"name": "tree_search", "rounds": 1}, problem={"scenarios": ["intra_azure"]})
+    seed = _seed(run(spec).run_dir)
+    results = _tool_results(_requests(seed, 1)[-1])
+    assert results[0] == "Simulation finished; its results were copied into your files at /simulation_exp-0002.csv"
+    assert "scenario,cost," in results[1] and "\nintra_azure," in results[1]
+    assert results[3].startswith("Simulation failed: ") and 'File "/new_algorithm.py", line 1' in results[3]
+    system = str(_requests(seed, 1)[0][0]["content"])
+    assert "answers with the path of a table of its results per scenario" in system
+
+
+def test_tree_search_report_reply_is_a_named_setting(tmp_path: Path):
+    spec = make_spec(tmp_path, [[{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"content": SUMMARY}]],
+                     method={"name": "tree_search", "rounds": 1, "simulation_reply": "report"},
+                     problem={"scenarios": ["intra_azure"]})
+    [result] = _tool_results(_requests(_seed(run(spec).run_dir), 1)[-1])
+    assert result.startswith("Experiment exp-0002 finished.\nScore: 0.")
+
+
 # -- the agent's world on every backend ---------------------------------------------------------------------
 
 

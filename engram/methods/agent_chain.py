@@ -35,6 +35,7 @@ from engram.methods.digest import (
     summary_from_log,
     summary_request,
 )
+from engram.methods.result_file_reply import result_file_reply
 from engram.methods.workspace_backend import closing_shells
 from engram.models.calls import AgentStop, RetryPolicy
 from engram.runs.archive import write_atomic
@@ -307,8 +308,7 @@ def make_run_simulation(ctx: MethodContext, agent: int, remaining: Any, archive_
 
     def run_simulation(file_path: str) -> str:
         """Score the program in `file_path` (a workspace path such as /new_algorithm.py) on the problem's
-        scenarios. Records it as a new experiment and returns its score (or its error), where it is
-        stored and the program's output (cut when long)."""
+        scenarios. Records it as a new experiment and returns its results or its error."""
         if not file_path.strip().startswith("/"):  # refused, as in the reference, before anything is recorded
             return f"Error: file_path must be an absolute path such as /new_algorithm.py, not {file_path!r}."
         found = _workspace_file(workspace, file_path, archive_view)
@@ -323,6 +323,8 @@ def make_run_simulation(ctx: MethodContext, agent: int, remaining: Any, archive_
             return "Not run: your time is up. Write your summary now."
         # A StopRun raised here (budget spent) propagates and ends the agent and the run.
         experiment, evaluation = ctx.evaluate(code, agent=agent, time_limit_s=left, program_name=name)
+        if ctx.spec.method.simulation_reply == "result_file":
+            return result_file_reply(workspace, experiment.number, evaluation)
         return describe_evaluation(ctx, experiment, evaluation, archive_view)
 
     return StructuredTool.from_function(run_simulation, name="run_simulation")
