@@ -92,7 +92,23 @@ class _SpecPath(click.Path):
             self.fail(f"{exc.message.rstrip('.')}; did you mean {near}?", param, ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Command(click.Command):
+    """A command listed in its group's help by its whole first sentence, wrapped, never cut to "...":
+    the listing is where a newcomer learns what each command is for."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        if self.short_help:
+            return self.short_help
+        paragraph = (self.help or "").split("\f")[0].strip().split("\n\n")[0]
+        return re.split(r"(?<=\.)\s", " ".join(paragraph.split()), maxsplit=1)[0]
+
+
+class _Group(_Command, click.Group):
+    command_class = _Command
+    group_class = type  # subgroups (engram sandbox) list their commands the same way
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="engram")
 def main() -> None:
     """Engram: LLM agents that design algorithms for computer systems."""

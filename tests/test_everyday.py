@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -473,3 +474,14 @@ def test_a_mistyped_spec_path_names_the_spec_it_meant(typed: str, meant: str, mo
         result = CliRunner().invoke(main, [command, typed])
         assert result.exit_code == 2
         assert f"does not exist; did you mean {meant}?" in result.output, result.output
+
+
+@pytest.mark.parametrize("args", [["--help"], ["sandbox", "--help"]])
+def test_the_command_list_gives_each_commands_whole_first_sentence(args: list[str]) -> None:
+    """Cut to fit 80 columns, the listing read 'Run the experiment SPEC (or continue its unfinished...'."""
+    listing = CliRunner().invoke(main, args).output
+    assert not re.search(r"\w\.\.\.", listing), listing  # "[ARGS]..." of the usage line aside
+    group = main if args == ["--help"] else main.commands["sandbox"]
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        first = " ".join((command.help or "").split("\n\n")[0].split()).split(". ")[0].rstrip(".")
+        assert first in " ".join(listing.split()), f"{name}: {first!r} not listed whole"
