@@ -284,7 +284,7 @@ def status(paths: tuple[Path, ...], as_json: bool) -> None:
 
 @main.command()
 @click.option("--uri", default=None, help="Tracking URI (default: the project's SQLite store under ./mlruns).")
-@click.option("--port", default=5000, show_default=True)
+@click.option("--port", default=5000, show_default=True, help="Port of the UI on 127.0.0.1.")
 @_reports_errors
 def ui(uri: str | None, port: int) -> None:
     """Open the MLflow UI for this project's runs, on 127.0.0.1."""
@@ -439,7 +439,7 @@ def new_problem(path: Path) -> None:
 @main.command("check-problem")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--sandbox", "sandbox_name", type=click.Choice(list(SANDBOX_CHOICES)), default="auto",
-              show_default=True)
+              show_default=True, help="Where the initial program runs.")
 @click.option("--scenarios", default=None, metavar="A,B", help="Evaluate the initial program on these only.")
 @_reports_errors
 def check_problem(path: Path, sandbox_name: str, scenarios: str | None) -> None:

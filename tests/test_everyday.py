@@ -485,3 +485,20 @@ def test_the_command_list_gives_each_commands_whole_first_sentence(args: list[st
     for name, command in group.commands.items():  # type: ignore[attr-defined]
         first = " ".join((command.help or "").split("\n\n")[0].split()).split(". ")[0].rstrip(".")
         assert first in " ".join(listing.split()), f"{name}: {first!r} not listed whole"
+
+
+def _commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    found = []
+    for name, command in group.commands.items():
+        found += _commands(command, (*path, name)) if hasattr(command, "commands") else [((*path, name), command)]
+    return found
+
+
+@pytest.mark.parametrize("name", [" ".join(path) for path, _ in _commands(main)])
+def test_every_command_and_option_says_what_it_is_for(name: str) -> None:
+    import click
+
+    command = dict((" ".join(path), command) for path, command in _commands(main))[name]
+    assert command.help, f"engram {name} has no help"
+    silent = [option.opts[0] for option in command.params if isinstance(option, click.Option) and not option.help]
+    assert not silent, f"engram {name}: options without help: {silent}"
