@@ -254,10 +254,15 @@ def apply(specs: tuple[Path, ...], overrides: tuple[str, ...], new: bool, verbos
 @_accept_changed_problem
 @_reports_errors
 def resume(run_dir: Path, verbose: bool, quiet: bool, as_json: bool, accept_changed_problem: bool) -> None:
-    """Continue the interrupted run in RUN_DIR."""
+    """Continue the interrupted run in RUN_DIR (or the newest unfinished one in a folder such as runs/<spec>)."""
     from engram.runs.progress import make_progress
     from engram.runs.runner import resume as resume_run
+    from engram.runs.runner import run_to_resume
 
+    chosen = run_to_resume(run_dir)
+    if chosen != run_dir:
+        click.echo(f"resuming {chosen}", err=True)
+    run_dir = chosen
     progress = make_progress(verbose=verbose, quiet=quiet, as_json=as_json)
     try:
         outcome = resume_run(run_dir, progress, accept_changed_problem=accept_changed_problem)
@@ -266,15 +271,28 @@ def resume(run_dir: Path, verbose: bool, quiet: bool, as_json: bool, accept_chan
     _report_run(outcome, as_json)
 
 
+def _runs_folder(paths: tuple[Path, ...]) -> tuple[Path, ...]:
+    """What a command over runs reads when given none: ./runs, where specs put runs by default."""
+    from engram.spec import OutputSettings
+
+    if paths:
+        return paths
+    default = OutputSettings().dir
+    if not default.is_dir():
+        raise EngramError(f"no ./{default} folder here (where runs go by default): run from the folder you ran "
+                          f"`engram apply` in, or name the runs, e.g. path/to/{default}")
+    return (default,)
+
+
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per run.")
 @_reports_errors
 def status(paths: tuple[Path, ...], as_json: bool) -> None:
-    """Show each run under PATHS (run directories, seed folders or folders of runs such as runs/)."""
+    """Show each run under PATHS (run directories, seed folders or folders of runs; default: ./runs)."""
     from engram.runs.status import collect, find_seed_dirs, render
 
-    rows = collect(find_seed_dirs(paths))
+    rows = collect(find_seed_dirs(_runs_folder(paths)))
     if as_json:
         for row in rows:
             click.echo(json.dumps(row.as_json(), default=str))
@@ -354,7 +372,7 @@ def replay(run_dir: Path, out: Path | None, problem: str | None, sandbox_name: s
 
 
 @main.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"), show_default=True,
               help="Directory for the table, figures and HTML page.")
 @click.option("--group-by", type=click.Choice(["method", "spec"]), default="method", show_default=True,
@@ -367,10 +385,10 @@ def replay(run_dir: Path, out: Path | None, problem: str | None, sandbox_name: s
 @_reports_errors
 def report(run_dirs: tuple[Path, ...], out: Path, group_by: str, band: str, mlflow: bool,
            tracking_uri: str | None) -> None:
-    """Compare runs (run directories, or folders of them such as runs/) by problem and method."""
+    """Compare runs (run directories, or folders of them; default: ./runs) by problem and method."""
     from engram.results.report import build_report, format_table, log_to_mlflow
 
-    built = build_report(list(run_dirs), out, group_by=group_by, band=band)  # type: ignore[arg-type]
+    built = build_report(list(_runs_folder(run_dirs)), out, group_by=group_by, band=band)  # type: ignore[arg-type]
     click.echo(format_table(built))
     for note in built.notes:
         click.echo(f"note: {note}")

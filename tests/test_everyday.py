@@ -502,3 +502,49 @@ def test_every_command_and_option_says_what_it_is_for(name: str) -> None:
     assert command.help, f"engram {name} has no help"
     silent = [option.opts[0] for option in command.params if isinstance(option, click.Option) and not option.help]
     assert not silent, f"engram {name}: options without help: {silent}"
+
+
+def _fake_run(runs: Path, spec_name: str, stamp: str, *, finished: bool) -> Path:
+    from engram.spec import load_spec
+
+    run_dir = runs / spec_name / stamp
+    (run_dir / "seed-0").mkdir(parents=True)
+    spec = load_spec(REPO / "specs" / "smoke.yaml", [f"name={spec_name}"]).to_plain()
+    (run_dir / RESOLVED_SPEC).write_text(yaml.safe_dump({"spec": spec}))
+    if finished:
+        (run_dir / "seed-0" / "result.json").write_text("{}")
+    return run_dir
+
+
+def test_resume_of_a_folder_continues_its_newest_unfinished_run(tmp_path: Path) -> None:
+    from engram.errors import ConfigError
+    from engram.runs.runner import run_to_resume
+
+    runs = tmp_path / "runs"
+    older = _fake_run(runs, "smoke", "20261207-100000", finished=False)
+    newer = _fake_run(runs, "smoke", "20261207-110000", finished=False)
+    _fake_run(runs, "smoke", "20261207-120000", finished=True)
+    assert run_to_resume(runs / "smoke") == newer
+    assert run_to_resume(older / "seed-0") == older and run_to_resume(older) == older
+    assert run_to_resume(runs) == newer, "one spec with unfinished runs: no ambiguity"
+    other = _fake_run(runs, "other", "20261207-130000", finished=False)
+    with pytest.raises(ConfigError, match="unfinished runs of 2 specs; name one: ") as refused:
+        run_to_resume(runs)
+    assert f"engram resume {other}" in str(refused.value) and f"engram resume {newer}" in str(refused.value)
+    (other / "seed-0" / "result.json").write_text("{}")
+    (newer / "seed-0" / "result.json").write_text("{}")
+    (older / "seed-0" / "result.json").write_text("{}")
+    with pytest.raises(ConfigError, match="every run in it is finished"):
+        run_to_resume(runs)
+
+
+def test_status_and_report_read_the_runs_folder_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for command in ("status", "report"):
+        missing = CliRunner().invoke(main, [command])
+        assert missing.exit_code == 2 and "no ./runs folder here" in missing.output, missing.output
+        assert missing.output.count("\n") == 1
+    _fake_run(tmp_path / "runs", "smoke", "20261207-100000", finished=False)
+    shown = CliRunner().invoke(main, ["status"])
+    assert shown.exit_code == 0, shown.output
+    assert "smoke/20261207-100000/seed-0" in shown.output

@@ -155,6 +155,34 @@ def write_resolved_spec(run_dir: Path, spec: Spec, *, source: Path | None, overr
     write_atomic(run_dir / RESOLVED_SPEC, yaml.safe_dump({"spec": spec.to_plain(), "meta": meta}, sort_keys=False))
 
 
+def run_to_resume(path: Path) -> Path:
+    """The run `engram resume PATH` continues: PATH itself, the run of a seed folder, or the newest
+    unfinished run in a spec's folder (runs/<spec>), as `engram apply SPEC` would pick it. A folder
+    holding unfinished runs of several specs is refused with the commands that name one."""
+    if (path / RESOLVED_SPEC).is_file():
+        return path
+    if path.name.startswith("seed-") and (path.parent / RESOLVED_SPEC).is_file():
+        return path.parent
+    runs = sorted({p.parent for pattern in (f"*/{RESOLVED_SPEC}", f"*/*/{RESOLVED_SPEC}") for p in path.glob(pattern)})
+    if not runs:
+        raise ConfigError(f"{path} is not a run directory: neither it nor a folder below it has {RESOLVED_SPEC}")
+    unfinished = [run for run in runs if not _finished(run)]
+    if not unfinished:
+        raise ConfigError(f"{path}: every run in it is finished ({len(runs)}); nothing to resume")
+    newest = {run.parent: run for run in unfinished}  # sorted: the last one of each spec is its newest
+    if len(newest) > 1:
+        commands = "; ".join(f"engram resume {run}" for run in sorted(newest.values()))
+        raise ConfigError(f"{path} holds unfinished runs of {len(newest)} specs; name one: {commands}")
+    return next(iter(newest.values()))
+
+
+def _finished(run_dir: Path) -> bool:
+    try:
+        return run_is_finished(run_dir, load_run_spec(run_dir))
+    except EngramError:
+        return False  # resuming it reports what is wrong with it
+
+
 def load_run_spec(run_dir: Path) -> Spec:
     path = run_dir / RESOLVED_SPEC
     if not path.is_file():
