@@ -7,6 +7,7 @@ the file, the dotted path of the field and what was expected, not as a pydantic 
 from __future__ import annotations
 
 import difflib
+import re
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -98,14 +99,38 @@ def _message(item: Any, model: type[BaseModel] | None) -> str:
         return f"give its {str(context.get('discriminator', 'name')).strip(chr(39))}"
     if got is None and kind in ("model_type", "dict_type", "model_attributes_type"):
         return "is empty: write its fields indented under it"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"must be a section of fields{_section_example(model, list(item['loc']), got)} (got: {_short(got)})"
     if kind == "string_pattern_mismatch":
         return f"must match {context.get('pattern')} (got: {_short(got)})"
     if kind == "missing":
         return "missing (required)"
+    if kind == "literal_error" and isinstance(got, str):
+        choices = re.findall(r"'([^']*)'", str(context.get("expected", "")))
+        return f"must be one of {', '.join(choices)}{_did_you_mean(got, choices)} (got: {_short(got)})"
     if kind == "finite_number":
         return f"must be a finite number (got: {_short(got)})"
-    message = str(item["msg"]).removeprefix("Value error, ")
+    message = str(item["msg"]).removeprefix("Value error, ").replace("Input should be", "must be", 1)
     return message if isinstance(got, dict) else f"{message} (got: {_short(got)})"  # a section is too long to show
+
+
+def _section_example(model: type[BaseModel] | None, path: list[Any], got: Any) -> str:
+    """`, e.g. {name: cloudcast}` when the section has one required field and a bare value was given
+    (`problem: cloudcast`): the value most likely meant for that field."""
+    if model is None or isinstance(got, (dict, list)):
+        return ""
+    options = [option for option in _unwrap(_annotation_at(model, path)) if _is_model(option)]
+    required = [name for name, info in options[0].model_fields.items() if info.is_required()] if options else []
+    return f", e.g. {{{required[0]}: {got}}}" if len(required) == 1 else ""
+
+
+def _annotation_at(model: type[BaseModel], path: list[Any]) -> Any:
+    current: Any = model
+    for part in path:
+        current = _step(current, part)
+        if current is None:
+            return None
+    return current
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:

@@ -223,12 +223,12 @@ def test_validate_checks_every_spec_names_each_file_and_suggests(tmp_path: Path)
 
 
 @pytest.mark.parametrize("override, message", [
-    ("runs=1000000000000", "runs: Input should be less than or equal to 10000"),
+    ("runs=1000000000000", "runs: must be less than or equal to 10000"),
     ("name=..", "name: must match"),
     ("budget.target_score=.nan", "budget.target_score: must be a finite number"),
     ("problem.time_limit_s=.inf", "problem.time_limit_s: must be a finite number"),
     ("budget.minutes_per_agent=.inf", "budget.minutes_per_agent: must be a finite number"),
-    ("sandbox.shell_memory_mb=100000000000000000000", "sandbox.shell_memory_mb: Input should be less than"),
+    ("sandbox.shell_memory_mb=100000000000000000000", "sandbox.shell_memory_mb: must be less than"),
 ])
 def test_bad_values_are_one_clear_error(override: str, message: str) -> None:
     result = CliRunner().invoke(main, ["validate", str(REPO / "specs" / "smoke.yaml"), "--set", override])
@@ -270,7 +270,7 @@ def test_problem_limits_are_bounded(tmp_path: Path) -> None:
     CliRunner().invoke(main, ["new-problem", str(problem)])
     config = problem / "problem.yaml"
     config.write_text(config.read_text() + "limits: {memory_mb: 100000000000000000000}\n")
-    with pytest.raises(ConfigError, match=r"limits.memory_mb: Input should be less than or equal to"):
+    with pytest.raises(ConfigError, match=r"limits.memory_mb: must be less than or equal to"):
         load_problem(str(problem))
 
 
@@ -548,3 +548,13 @@ def test_status_and_report_read_the_runs_folder_by_default(tmp_path: Path, monke
     shown = CliRunner().invoke(main, ["status"])
     assert shown.exit_code == 0, shown.output
     assert "smoke/20261207-100000/seed-0" in shown.output
+
+
+def test_spec_errors_speak_of_sections_and_choices_not_pydantic_types(tmp_path: Path) -> None:
+    bare = _write(tmp_path, "bare.yaml", "problem: cloudcast\nmodel: openai/o3\nsandbox: {backend: dockr}\n")
+    result = CliRunner().invoke(main, ["validate", str(bare)])
+    assert result.exit_code == 2
+    assert "problem: must be a section of fields, e.g. {name: cloudcast} (got: 'cloudcast')" in result.output
+    assert "model: must be a section of fields, e.g. {id: openai/o3}" in result.output
+    assert "sandbox.backend: must be one of auto, docker, bwrap, process (did you mean 'docker'?)" in result.output
+    assert "Input should" not in result.output and "instance of" not in result.output, result.output
