@@ -558,3 +558,20 @@ def test_spec_errors_speak_of_sections_and_choices_not_pydantic_types(tmp_path: 
     assert "model: must be a section of fields, e.g. {id: openai/o3}" in result.output
     assert "sandbox.backend: must be one of auto, docker, bwrap, process (did you mean 'docker'?)" in result.output
     assert "Input should" not in result.output and "instance of" not in result.output, result.output
+
+
+def test_what_commands_write_by_default_in_a_checkout_is_ignored_by_git() -> None:
+    """`engram report runs/` in the checkout left report/ as an untracked folder."""
+    import shutil
+    import subprocess
+
+    from engram.results.tracking import DEFAULT_TRACKING_DIR
+    from engram.spec import OutputSettings
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.fail("needs git and a checkout (CI runs from one)")
+    report_out = next(p for p in main.commands["report"].params if p.name == "out").default  # type: ignore[attr-defined]
+    for folder in (OutputSettings().dir, Path(DEFAULT_TRACKING_DIR), Path(report_out)):
+        probe = f"{folder}/anything"
+        checked = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", probe], check=False)
+        assert checked.returncode == 0, f"{folder}/ is written by default but not in .gitignore"
