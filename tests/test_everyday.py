@@ -434,6 +434,22 @@ def test_the_last_status_line_shows_the_runs_final_dollars(capsys: pytest.Captur
     assert capsys.readouterr().err.splitlines()[-1].endswith("best 0.5  $0.1232")
 
 
+def test_the_status_line_is_per_seed_counts_a_resumed_seeds_earlier_evaluations_and_shows_agents_only_if_any(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    progress = RichProgress()
+    scored = SimpleNamespace(ok=True, score=0.5, error_kind=None)
+    progress.seed_started(0, resumed=False)
+    progress.experiment(1, scored, 0.5, 0.01)  # type: ignore[arg-type]
+    progress.seed_finished(0, {"dollars": 0.01, "best_score": 0.5, "evaluations": 1})
+    progress.seed_started(1, resumed=True)  # 2 evaluations before the resume, 1 after
+    progress.experiment(3, scored, 0.5, 0.03)  # type: ignore[arg-type]
+    progress.seed_finished(1, {"dollars": 0.03, "best_score": 0.5, "evaluations": 3})
+    progress.close()
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("seed 1  0:") and "agent" not in last, last  # one-shot and the like have no agents
+    assert "evaluations 3 " in last, last
+
+
 @pytest.mark.parametrize("model_id, hint", [("opneai/o3", "did you mean openai/...?"), ("mymodel", "PROVIDER/MODEL")])
 def test_a_model_id_litellm_cannot_place_is_refused_before_a_run(smoke_copy: Path, model_id: str, hint: str,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:

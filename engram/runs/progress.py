@@ -100,8 +100,9 @@ class RichProgress(QuietProgress):
 
         elapsed = int(time.monotonic() - self.started)
         best = "-" if self.state["best"] is None else f"{self.state['best']:.6g}"
+        agent = "" if self.state["agent"] == "-" else f"agent {self.state['agent']}  "  # methods without agents
         return Text(
-            f"seed {self.state['seed']}  agent {self.state['agent']}  {elapsed // 60:d}:{elapsed % 60:02d}  "
+            f"seed {self.state['seed']}  {agent}{elapsed // 60:d}:{elapsed % 60:02d}  "
             f"evaluations {self.state['evaluations']}  best {best}  ${self.state['dollars']:.4f}",
             style="bold",
         )
@@ -115,7 +116,7 @@ class RichProgress(QuietProgress):
             self.live.update(self._render())
 
     def seed_started(self, seed: int, *, resumed: bool) -> None:
-        self.state.update(seed=seed, agent="-")
+        self.state.update(seed=seed, agent="-", evaluations=0, best=None, dollars=0.0)  # the line is per seed
         self.console.print(f"[bold]seed {seed}[/]" + (" (resumed)" if resumed else ""))
         self._refresh()
 
@@ -148,9 +149,10 @@ class RichProgress(QuietProgress):
 
     def seed_finished(self, seed: int, result: dict[str, Any]) -> None:
         """The last line shows what the summary will: calls after the last evaluation (summaries, a
-        distillation) cost dollars too."""
+        distillation) cost dollars too, and a resumed seed's evaluations include those before the resume."""
         self.state.update(dollars=float(result.get("dollars") or 0.0),
-                          best=result.get("best_score", self.state["best"]))
+                          best=result.get("best_score", self.state["best"]),
+                          evaluations=result.get("evaluations", self.state["evaluations"]))
         self._refresh()
 
     def close(self) -> None:
