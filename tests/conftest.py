@@ -124,18 +124,61 @@ def evaluator_on(request: pytest.FixtureRequest, problem: Problem, **options: An
 
 
 def require_unprivileged_process_sandbox() -> None:
-    """Problems with hidden data run under `process` only when candidates get an unprivileged uid,
-    which needs the interpreter reachable by one (not e.g. under a closed /root). Where it is not,
-    the refusal itself is what `process` promises (tested per problem), so its runs are skipped."""
-    import sys
+    """Problems with hidden data run under `process` only where candidates get an unprivileged uid:
+    Engram is root and an unprivileged uid can reach its interpreter (`.ci/run` runs the suite from a
+    venv under /opt for that). Elsewhere the runs cannot happen: a skip saying why, a failure in CI.
+    Where the interpreter is closed, the refusal is tested on its own (`interpreter_behind_closed_directory`)."""
     import tempfile
 
     from engram.sandbox import identity
 
-    blocked = identity.reachable_by_others([Path(sys.executable).parent, Path(tempfile.gettempdir())])
-    if os.geteuid() == 0 and blocked is not None:
-        pytest.skip(f"process refuses problems with hidden data here: candidates would stay root ({blocked} is "
-                    f"closed to an unprivileged uid); the refusal is tested, the runs are on bwrap and docker")
+    if os.geteuid() != 0:
+        reason = "process runs candidates with hidden data only when Engram is root (they get a uid of their own)"
+    elif (blocked := identity.reachable_by_others([*identity.interpreter_paths(), Path(tempfile.gettempdir())])):
+        reason = (f"process refuses problems with hidden data here: candidates would stay root ({blocked} is closed "
+                  f"to an unprivileged uid); run the tests from an interpreter every user can reach, as .ci/run does")
+    else:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"in CI {reason}")
+    pytest.skip(reason)
+
+
+def link_interpreter_into(directory: Path) -> tuple[Path, Path | None]:
+    """Engram's interpreter reached through `directory`, closed to other users (mode 0700) as a
+    pyenv under /root is: a link there to the interpreter's prefix, so that a venv still finds its
+    pyvenv.cfg and packages. Returns the interpreter's path and the prefix's path through it."""
+    import sys
+
+    directory.chmod(0o700)
+    executable = Path(sys.executable)
+    if not executable.is_relative_to(sys.prefix):
+        (directory / executable.name).symlink_to(executable)
+        return directory / executable.name, None
+    prefix = directory / "prefix"
+    prefix.symlink_to(sys.prefix, target_is_directory=True)
+    return prefix / executable.relative_to(sys.prefix), prefix
+
+
+@pytest.fixture
+def interpreter_behind_closed_directory(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """This runner, for the test, as if started through an interpreter in a closed directory: the
+    path where `process`, started by root, cannot give candidates a uid of their own (they stay root
+    without capabilities, and problems with hidden data are refused). Yields the interpreter's path."""
+    import shutil
+    import sys
+    import tempfile
+
+    directory = Path(tempfile.mkdtemp(prefix="engram-closed-"))
+    try:
+        executable, prefix = link_interpreter_into(directory)
+        monkeypatch.setattr(sys, "executable", str(executable))
+        if prefix is not None:
+            monkeypatch.setattr(sys, "prefix", str(prefix))
+            monkeypatch.setattr(sys, "exec_prefix", str(prefix))
+        yield executable
+    finally:
+        shutil.rmtree(directory)
 
 
 @contextmanager

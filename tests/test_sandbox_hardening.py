@@ -12,19 +12,26 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import require_backend
+from conftest import REPO, private_data_mirror, require_backend, require_unprivileged_process_sandbox
 
 from engram.errors import SandboxError
 from engram.sandbox import Limits, Mount, SandboxResult, clean_environment, get_sandbox
 from engram.sandbox.base import MiB
 
-HOST_BACKENDS = ["process", "bwrap"]
+HOST_BACKENDS = ["process", "process-closed", "bwrap"]
+"""`process-closed`: the process backend with Engram's interpreter behind a closed directory, where
+as root it cannot give commands a uid of their own (they keep uid 0, without capabilities). Plain
+`process` runs from this interpreter: reachable by an unprivileged uid in CI (.ci/run)."""
+ROOT_WITHOUT_UID = "ran as root without capabilities"
 
 
 @pytest.fixture(params=HOST_BACKENDS)
 def sandbox(request: pytest.FixtureRequest):
-    require_backend(request.param)
-    return get_sandbox(request.param, quiet=True)
+    backend = request.param.removesuffix("-closed")
+    require_backend(backend)
+    if request.param.endswith("-closed"):
+        request.getfixturevalue("interpreter_behind_closed_directory")
+    return get_sandbox(backend, quiet=True)
 
 
 @pytest.fixture
@@ -319,3 +326,90 @@ def test_without_cgroups_the_result_says_which_limits_are_per_process(monkeypatc
     result = run_python(sandbox, "print('ran')", workdir, memory_bytes=256 * MiB, max_processes=8)
     assert result.returncode == 0 and result.stdout.text() == "ran\n"
     assert any("no memory/pids cgroup" in note and "per process only" in note for note in result.notes), result.notes
+
+
+# -- who a `process` command runs as, when Engram is root -----------------------------------------------------
+
+UID_PROBE = """
+    import os
+    print(os.getuid(), os.geteuid(), os.getgid())
+"""
+
+
+@needs_root
+def test_process_gives_each_command_a_uid_of_its_own_where_the_interpreter_is_reachable(workdir: Path):
+    from engram.sandbox.identity import UID_BASE
+
+    require_unprivileged_process_sandbox()
+    result = run_python(get_sandbox("process", quiet=True), UID_PROBE, workdir)
+    assert result.returncode == 0, result.stderr.text()
+    assert all(int(value) >= UID_BASE for value in lines(result)), lines(result)
+    assert not any(ROOT_WITHOUT_UID in note for note in result.notes), result.notes
+
+
+@needs_root
+def test_behind_a_closed_interpreter_process_commands_stay_root_and_every_result_says_so(
+        interpreter_behind_closed_directory: Path, workdir: Path):
+    sandbox = get_sandbox("process", quiet=True)
+    closed = _closed_directory(interpreter_behind_closed_directory)
+    for _ in range(2):
+        result = run_python(sandbox, UID_PROBE, workdir)
+        assert result.returncode == 0, result.stderr.text()
+        assert lines(result) == ["0", "0", "0"]
+        said = [note for note in result.notes if ROOT_WITHOUT_UID in note]
+        assert len(said) == 1 and str(closed) in said[0], result.notes
+
+
+def _closed_directory(interpreter: Path) -> Path:
+    return next(path for path in interpreter.parents if path.name.startswith("engram-closed-"))
+
+
+def _problems_with_hidden_data() -> list[str]:
+    from engram.problems.problem import list_problems
+
+    return [problem.name for problem in list_problems() if problem.config.hidden_data]
+
+
+@needs_root
+@pytest.mark.parametrize("name", _problems_with_hidden_data())
+def test_behind_a_closed_interpreter_process_refuses_problems_with_hidden_data(
+        name: str, interpreter_behind_closed_directory: Path):
+    """Even with the data store closed to other users: candidates would be root, who reads it anyway."""
+    from engram.evaluation.evaluator import CandidateEvaluator
+    from engram.problems.problem import load_problem
+
+    problem = load_problem(name)
+    closed = _closed_directory(interpreter_behind_closed_directory)
+    with private_data_mirror(problem), pytest.raises(SandboxError) as refused:
+        CandidateEvaluator(problem, get_sandbox("process", quiet=True))
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"candidates would run as root: {closed} is closed to an unprivileged uid" in message
+    assert "--sandbox bwrap or docker" in message
+
+
+@needs_root
+def test_a_runner_started_through_a_closed_interpreter_notes_it_and_refuses_hidden_data(
+        interpreter_behind_closed_directory: Path, tmp_path: Path):
+    """End to end: `engram` itself started through the closed path, as from a pyenv under /root."""
+    import json
+    import subprocess
+
+    from engram.problems.problem import load_problem
+
+    def engram(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(interpreter_behind_closed_directory), "-m", "engram.cli", *arguments],
+                              capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    done = engram("evaluate", "cloudcast", "evaluators/cloudcast/initial_program.py", "--sandbox", "process",
+                  "--scenarios", "intra_aws", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout[done.stdout.index("{"):])
+    assert result["ok"] and any(ROOT_WITHOUT_UID in note for note in result["notes"]), result["notes"]
+    with private_data_mirror(load_problem("telemetry_repair")):
+        refused = engram("evaluate", "telemetry_repair", "evaluators/telemetry_repair/initial_program.py",
+                         "--sandbox", "process")
+    assert refused.returncode == 2, refused.stderr
+    error = refused.stderr.strip().splitlines()[-1]  # after the warning every process run prints
+    assert error.startswith("engram: error: ") and "candidates would run as root" in error, refused.stderr

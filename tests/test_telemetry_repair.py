@@ -12,12 +12,18 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BACKENDS, REPO, evaluator_on, private_data_mirror, require_backend
+from conftest import (
+    BACKENDS,
+    REPO,
+    evaluator_on,
+    private_data_mirror,
+    require_backend,
+    require_unprivileged_process_sandbox,
+)
 from engram_runs import run
 
 from engram.errors import SandboxError
@@ -192,19 +198,11 @@ def test_the_process_sandbox_refuses_while_the_ground_truth_is_readable(problem:
     assert done.stderr.strip().count("\n") <= 1 and "bwrap or docker" in done.stderr
 
 
-def test_under_process_a_private_ground_truth_is_unreadable_or_the_problem_refused(problem: Problem):
-    """As root, with the data store closed to other users: where candidates get an unprivileged uid
-    the problem runs and its candidates cannot open the ground truth; where they cannot (the
-    interpreter under a closed /root, as on this machine) the process sandbox refuses it."""
-    from engram.sandbox import identity
-
+def test_under_process_a_private_ground_truth_is_unreadable(problem: Problem):
+    """As root, with the data store closed to other users and the interpreter reachable: the problem
+    runs under process, and its candidates (an unprivileged uid) cannot open the ground truth."""
+    require_unprivileged_process_sandbox()
     with private_data_mirror(problem) as mirror:
-        stays_root = os.geteuid() != 0 or identity.reachable_by_others(
-            [Path(sys.executable).parent, Path(tempfile.gettempdir())]) is not None
-        if stays_root:
-            with pytest.raises(SandboxError, match="could read under the 'process' sandbox"):
-                CandidateEvaluator(problem, get_sandbox("process", quiet=True), scenarios=["case_01"])
-            return
         truth = problem.data_file(DATA_FILE)
         assert mirror is not None and truth.is_relative_to(mirror)
         with CandidateEvaluator(problem, get_sandbox("process", quiet=True), scenarios=["case_01"]) as evaluator:

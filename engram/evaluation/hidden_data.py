@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 import tempfile
 from pathlib import Path
 
@@ -38,20 +37,23 @@ def check_hidden_data(problem: Problem, sandbox_name: str, scenarios: list[Scena
         if reason is not None:
             raise SandboxError(
                 f"problem {problem.name} scores candidates against {relative}, which a candidate could read "
-                f"under the 'process' sandbox ({reason}); use --sandbox bwrap or docker, or run Engram as root "
-                f"with ENGRAM_DATA_DIR in a directory closed to other users (chmod o-rwx)")
+                f"under the 'process' sandbox ({reason[0]}); use --sandbox bwrap or docker, or {reason[1]}")
 
 
-def _why_readable(path: Path) -> str | None:
+def _why_readable(path: Path) -> tuple[str, str] | None:
+    """Why a candidate could read `path`, and what else would close it to them; None if it cannot."""
     if os.geteuid() != 0:
-        return "candidates run as the same user as Engram"
-    unreachable = identity.reachable_by_others([Path(sys.executable).parent, Path(tempfile.gettempdir())])
+        return "candidates run as the same user as Engram", _CLOSED_STORE
+    unreachable = identity.reachable_by_others([*identity.interpreter_paths(), Path(tempfile.gettempdir())])
     if unreachable is not None:  # the sandbox then keeps candidates root, only without capabilities
-        return f"candidates would run as root: {unreachable} is closed to an unprivileged uid"
-    blocked = _first_closed(path)
-    if blocked is None:
-        return f"{path} is readable by every user"
+        return (f"candidates would run as root: {unreachable} is closed to an unprivileged uid",
+                "run Engram from an interpreter every user can reach (e.g. a venv of /usr/bin/python3 under /opt)")
+    if _first_closed(path) is None:
+        return f"{path} is readable by every user", _CLOSED_STORE
     return None
+
+
+_CLOSED_STORE = "run Engram as root with ENGRAM_DATA_DIR in a directory closed to other users (chmod o-rwx)"
 
 
 def _first_closed(path: Path) -> Path | None:

@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import os
 import stat
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -87,6 +88,23 @@ def reachable_by_others(paths: Iterable[Path]) -> Path | None:
             if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
                 return directory
     return None
+
+
+def interpreter_paths() -> list[Path]:
+    """What a command must be able to reach to start Engram's interpreter (`Sandbox.python`): the
+    directory it is named in, the one it resolves to (a venv's `python` links to its base
+    interpreter) and the prefixes holding the standard library, the site-packages and, for a shared
+    build, libpython (pyenv's find it through a run path under their prefix: an unprivileged uid that
+    cannot reach it would silently start another Python, or none)."""
+    executable = Path(sys.executable)
+    prefixes = (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)
+    return list(dict.fromkeys([executable.parent, executable.resolve().parent, *map(Path, prefixes)]))
+
+
+def closed_interpreter() -> Path | None:
+    """The first place on the way to Engram's interpreter that an unprivileged uid cannot pass, or
+    None. Where there is one, a sandboxed command started by root keeps uid 0 (without capabilities)."""
+    return reachable_by_others(interpreter_paths())
 
 
 def last_capability() -> int:

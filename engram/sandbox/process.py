@@ -20,7 +20,6 @@ import resource
 import selectors
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -106,7 +105,7 @@ class ProcessSandbox(Sandbox):
         command = self.command(argv, workdir, mounts)
         if not self.hardened or not identity.running_as_root():
             return Launch(command)
-        needed = [workdir.parent, Path(sys.executable).parent,
+        needed = [workdir.parent, *identity.interpreter_paths(),
                   *(m.path.parent if m.writable else m.path for m in mounts)]
         if command and os.path.isabs(command[0]):
             needed.append(Path(command[0]).parent)
