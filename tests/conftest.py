@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NoReturn
 
 import pytest
 
@@ -37,20 +39,42 @@ TIGHT = Limits(wall_seconds=4, memory_bytes=1 * GiB, max_processes=32, output_by
 """Limits for tests of misbehaving candidates: small enough to hit quickly."""
 
 
+def unavailable(reason: str) -> NoReturn:
+    """A prerequisite of the test is missing here: a skip that says why, or, in CI (where .ci/run
+    provides every prerequisite), a failure. No test is skipped in CI."""
+    if os.environ.get("CI"):
+        pytest.fail(f"in CI {reason}")
+    pytest.skip(reason)
+
+
+def require_module(name: str, hint: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        unavailable(f"{name} is not installed ({hint})")
+
+
+@pytest.fixture(scope="session")
+def cpp_compiler() -> str:
+    """g++, which the Frontier-CS judge compiles with (.ci/run installs it)."""
+    import shutil
+
+    found = shutil.which("g++")
+    if found is None:
+        unavailable("g++ is required (apt-get install g++; .ci/run installs it)")
+    return found
+
+
 def require_backend(name: str) -> None:
     if name == "docker":
         from engram.sandbox.docker import DockerSandbox
 
         reason = DockerSandbox.availability()
         if reason is not None:
-            if os.environ.get("CI"):
-                pytest.fail(f"a Docker engine must answer in CI: {reason}")
-            pytest.skip(f"docker unavailable here: {reason}")
+            unavailable(f"a Docker engine must answer: {reason}")
         ensure_sandbox_image()
-    if name == "bwrap" and BwrapSandbox.availability() is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"bwrap must work in CI: {BwrapSandbox.availability()}")
-        pytest.skip(f"bwrap unavailable here: {BwrapSandbox.availability()}")
+    if name == "bwrap" and (reason := BwrapSandbox.availability()) is not None:
+        unavailable(f"bwrap must work: {reason}")
 
 
 _image_checked = False
@@ -139,9 +163,7 @@ def require_unprivileged_process_sandbox() -> None:
                   f"to an unprivileged uid); run the tests from an interpreter every user can reach, as .ci/run does")
     else:
         return
-    if os.environ.get("CI"):
-        pytest.fail(f"in CI {reason}")
-    pytest.skip(reason)
+    unavailable(reason)
 
 
 def link_interpreter_into(directory: Path) -> tuple[Path, Path | None]:

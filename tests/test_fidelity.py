@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BACKENDS, REPO, require_backend
+from conftest import BACKENDS, REPO, require_backend, require_module
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, run, simulate, write_program
 
 from engram.methods.digest import has_summary_sections
@@ -76,7 +76,7 @@ def test_method_dollar_cap_and_budget_cap_take_the_lower():
 
 
 def test_openevolve_config_evaluates_with_the_reference_timeout_and_parallelism(tmp_path: Path):
-    pytest.importorskip("openevolve")
+    require_module("openevolve", "the dev extra installs it: pip install -e '.[dev]'")
     from baselines.openevolve.config import Connection, SessionPaths, build_config
 
     config = build_config(OpenEvolveMethod(), paths=SessionPaths(tmp_path),

@@ -19,13 +19,13 @@ from engram.frontier_cs.family import FrontierProblem, list_family, load, load_f
 from engram.frontier_cs.protocol import read_verdict
 from engram.problems.problem import load_problem
 from engram.sandbox import get_sandbox
-from tests.conftest import require_backend
+from tests.conftest import require_backend, unavailable
 
 PROBLEMS = Path(__file__).parent / "frontier_cs" / "problems"
 DATA = Path(os.environ.get("ENGRAM_DATA_DIR") or "/nonexistent") / "frontier-cs"
 if os.environ.get("CI") and not DATA.is_dir():
     raise RuntimeError(f"the Frontier-CS data copy must be in ENGRAM_DATA_DIR in CI ({DATA} is missing)")
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is required (installed by .ci/run)")
+pytestmark = pytest.mark.usefixtures("cpp_compiler")
 
 SUM = r"""#include <cstdio>
 int main() { long long a, b; scanf("%lld %lld", &a, &b); printf("%lld\n", a + b); }
@@ -147,9 +147,7 @@ def backend(request: pytest.FixtureRequest) -> str:
         try:
             compiler_identity(get_sandbox("docker", quiet=True))
         except SandboxError as exc:
-            if os.environ.get("CI"):
-                raise
-            pytest.skip(f"this engine's sandbox image predates g++ (`engram sandbox build` adds it): {exc}")
+            unavailable(f"this engine's sandbox image predates g++ (`engram sandbox build` adds it): {exc}")
     return request.param
 
 

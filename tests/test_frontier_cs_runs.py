@@ -5,7 +5,6 @@ sweeps that name a set of the family's problems."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from engram.runs.rescore import rescore_run
 from engram.runs.sweep import is_sweep, read_entries
 
 PROBLEMS = Path(__file__).parent / "frontier_cs" / "problems"
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is required (installed by .ci/run)")
+pytestmark = pytest.mark.usefixtures("cpp_compiler")
 
 SUM = '#include <cstdio>\nint main() { long long a, b; scanf("%lld %lld", &a, &b); printf("%lld\\n", a + b); }\n'
 

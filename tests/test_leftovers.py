@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
+from conftest import unavailable
 
 from engram.runs.leftovers import (
     TEMP_PREFIX,
@@ -81,7 +81,7 @@ def test_a_dead_roots_mounted_work_directories_are_unmounted_first(tmp_path: Pat
     import ctypes
 
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        unavailable("mounting a tmpfs needs root")
     root = tmp_path / f"{TEMP_PREFIX}1-dead"
     work = root / "engram-eval-x"
     work.mkdir(parents=True)

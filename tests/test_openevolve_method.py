@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, require_module
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec
 
 from engram.errors import ProviderError
@@ -27,7 +27,7 @@ from engram.runs.archive import SeedArchive, read_jsonl
 from engram.runs.progress import QuietProgress
 from engram.runs.runner import apply, load_run_spec, resume, run_is_finished
 
-pytest.importorskip("openevolve", reason="the dev extra installs openevolve; pip install -e '.[dev]'")
+require_module("openevolve", "the dev extra installs it: pip install -e '.[dev]'")
 
 SCRIPT = REPO / "specs" / "scripts" / "cloudcast_openevolve.yaml"
 INITIAL = (REPO / "evaluators" / "cloudcast" / "initial_program.py").read_text()

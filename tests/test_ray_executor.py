@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, unavailable
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, simulate, write_program
 
 from engram.runs.archive import read_jsonl
@@ -75,9 +75,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         import ray  # noqa: F401
     except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("Ray must be installed in CI (pip install -e '.[dev]')")
-        pytest.skip("Ray is not installed (pip install 'engram[ray]')")
+        unavailable("Ray is not installed (pip install -e '.[dev]' or 'engram[ray]')")
     token = secrets.token_hex(16)
     temp = tmp_path_factory.mktemp("ray")
     # These tests are about Ray, not Docker: `auto` resolves to bwrap on every node and the driver even

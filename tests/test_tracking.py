@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import mlflow_state_restored
+from conftest import mlflow_state_restored, require_module
 
 from engram.results.tracking import (
     RUN_ID_FILE,
@@ -245,7 +245,7 @@ def test_disabled_tracker_does_nothing(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_score_plot_is_logged_as_png(store: str, client: Any, tmp_path: Path):
-    pytest.importorskip("matplotlib")
+    require_module("matplotlib", "a dependency of engram: pip install -e .")
     tracker = Tracker(enabled=True, tracking_uri=store, experiment="plot")
     tracker.start(run_name="r", run_dir=_run_dir(tmp_path), tags={}, params={})
     tracker.log_score_plot([(1, 0.2, 0.2), (2, None, 0.2), (3, 0.5, 0.5), (4, 0.1, 0.5)])
