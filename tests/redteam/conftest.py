@@ -14,6 +14,7 @@ end the test session, while a dead or stopped decoy is a clean failure.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -27,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, require_backend
+from conftest import REPO, private_data_mirror, require_backend, require_unprivileged_process_sandbox
 
-from engram.errors import SandboxError
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.evaluation.result import Evaluation
 from engram.evaluation.run_secrets import TrustedSecrets
@@ -153,20 +153,31 @@ class Targets:
         """Per problem, one store of the values its scorer hides (eplb's seeds): every backend's
         evaluator and every attack is then scored on the same hidden data as the honest twin."""
 
-    def get(self, name: str, backend: str) -> Target | None:
-        """The target, or None when Engram refuses to score this problem on this backend at all:
-        `process` cannot hide scored data that every user may read (asserted to be the reason)."""
+    def get(self, name: str, backend: str) -> Target:
+        """The target, kept for the session. A problem with hidden data under `process` has none:
+        `process` scores it only from a data store closed to other users (`open`)."""
         key = (name, backend)
-        if key in self._refused:
-            return None
         if key not in self._targets:
-            try:
-                self._make(name, backend)
-            except SandboxError as exc:
-                assert backend == "process" and "which a candidate could read" in str(exc), exc
-                self._refused[key] = str(exc)
-                return None
+            assert not _needs_private_store(name, backend), f"use Targets.open for {name} on {backend}"
+            self._make(name, backend)
         return self._targets[key]
+
+    @contextlib.contextmanager
+    def open(self, name: str, backend: str) -> Iterator[Target]:
+        """The target for one test. Under `process`, a problem with hidden data is scored from a
+        private copy of it, with candidates on a uid of their own (else it is refused up front, which
+        tests/test_sandbox_hardening.py tests): a target of its own, made inside that store."""
+        if not _needs_private_store(name, backend):
+            yield self.get(name, backend)
+            return
+        require_unprivileged_process_sandbox()
+        private = Targets(self._sandboxes)
+        try:
+            with private_data_mirror(load_problem(name)):
+                private._make(name, backend)
+                yield private._targets[(name, backend)]
+        finally:
+            private.close()
 
     def _make(self, name: str, backend: str) -> None:
         key = (name, backend)
@@ -202,6 +213,10 @@ def targets(sandboxes: dict[str, Sandbox]) -> Iterator[Targets]:
     found = Targets(sandboxes)
     yield found
     found.close()
+
+
+def _needs_private_store(name: str, backend: str) -> bool:
+    return backend == "process" and name != "frontier" and bool(load_problem(name).config.hidden_data)
 
 
 def _host_paths(problem: Problem) -> list[Path]:

@@ -65,18 +65,16 @@ def bait(tmp_path: Path) -> Iterator[dict[str, object]]:
 @pytest.mark.parametrize("problem", [*PROBLEMS])
 def test_escape_battery(problem: str, backend: str, targets: Targets, decoy: subprocess.Popen[bytes],
                         bait: dict[str, object]) -> None:
-    target = targets.get(problem, backend)
-    if target is None:  # refused up front: nothing to attack
-        return
-    token = uuid.uuid4().hex
-    params = {"token": token, "decoy_pid": decoy.pid, **runner_identity(), "secret_name": SECRET_VARIABLE,
-              "targets": [str(p) for p in target.host_paths], **bait}
-    places = host_places(*target.host_paths, target.evaluator._session)
-    try:
-        result = evaluate(target.evaluator, target.honest_source + attack("escape", **params))
-    finally:
-        landed = markers(places, token)
-        remove(landed)
+    with targets.open(problem, backend) as target:
+        token = uuid.uuid4().hex
+        params = {"token": token, "decoy_pid": decoy.pid, **runner_identity(), "secret_name": SECRET_VARIABLE,
+                  "targets": [str(p) for p in target.host_paths], **bait}
+        places = host_places(*target.host_paths, target.evaluator._session)
+        try:
+            result = evaluate(target.evaluator, target.honest_source + attack("escape", **params))
+        finally:
+            landed = markers(places, token)
+            remove(landed)
     verdicts = reports(result.stdout)
     assert set(verdicts) == set(ESCAPES), f"the battery did not run to the end: {result.error}\n{result.stdout}"
     notes = "\n".join(result.notes)
@@ -131,7 +129,6 @@ def test_escape_battery_from_a_cpp_program(backend: str, targets: Targets, decoy
         (tmp_path / "probe").mkdir()
         _require_cpp_in_image(sandboxes, tmp_path / "probe")
     target = targets.get("frontier", backend)
-    assert target is not None
     token = uuid.uuid4().hex
     params = {"token": token, "decoy_pid": decoy.pid, **runner_identity(), "secret_name": SECRET_VARIABLE,
               "targets": [str(p) for p in target.host_paths], **bait}
@@ -184,8 +181,6 @@ def _assert_contained(target: Target, result: Evaluation) -> None:
 def test_answer_file_swaps(problem: str, backend: str, how: str, targets: Targets) -> None:
     """A FIFO must not hang the runner, a symlink must not be followed, a giant file must not be read whole."""
     target = targets.get(problem, backend)
-    if target is None:
-        return
     result = evaluate(target.evaluator, target.honest_source + attack("answer_files", **ANSWER_FILE_ATTACKS[how]))
     _assert_contained(target, result)
 
@@ -196,7 +191,6 @@ def test_poisoned_numbers(problem: str, backend: str, mode: str, targets: Target
     """NaN and infinities, integers beyond any float, absurd nesting and wrong types are the candidate's
     invalid output (or harmless), never a crash of the scorer and never a better score."""
     target = targets.get(problem, backend)
-    assert target is not None
     result = evaluate(target.evaluator, target.honest_source + attack("numbers", mode=mode))
     _assert_contained(target, result)
     assert f"REDTEAM numbers-{mode} armed" in result.stdout
@@ -223,7 +217,6 @@ def limited() -> Iterator[dict[str, CandidateEvaluator]]:
 
 def _limited(backend: str, made: dict[str, CandidateEvaluator], targets: Targets) -> tuple[Target, CandidateEvaluator]:
     target = targets.get(LIMITED, backend)
-    assert target is not None
     if backend not in made:
         made[backend] = CandidateEvaluator(target.problem, target.evaluator.sandbox, limits=LIMITS,
                                            scenarios=[PROBLEMS[LIMITED]], secrets=targets.secrets(LIMITED))
@@ -278,7 +271,6 @@ def test_many_files_are_one_limit(backend: str, folder: str, targets: Targets, l
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_eplb_windows_cannot_be_regenerated(backend: str, targets: Targets):
     target = targets.get("eplb", backend)
-    assert target is not None
     result = evaluate(target.evaluator, target.honest_source + attack("eplb_future"))
     assert "REDTEAM eplb-future BREACH" not in result.stdout, result.stdout[-1000:]
     assert target.not_better_than_honest(result), (result.score, target.honest_score)
@@ -286,10 +278,8 @@ def test_eplb_windows_cannot_be_regenerated(backend: str, targets: Targets):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_telemetry_ground_truth_cannot_be_read(backend: str, targets: Targets):
-    target = targets.get("telemetry_repair", backend)
-    if target is None:  # `process` refuses to score it at all while its ground truth is readable
-        return
-    data_dirs = [os.environ["ENGRAM_DATA_DIR"]] if os.environ.get("ENGRAM_DATA_DIR") else []
-    result = evaluate(target.evaluator, target.honest_source + attack("telemetry_truth", data_dirs=data_dirs))
+    with targets.open("telemetry_repair", backend) as target:
+        data_dirs = [os.environ["ENGRAM_DATA_DIR"]] if os.environ.get("ENGRAM_DATA_DIR") else []
+        result = evaluate(target.evaluator, target.honest_source + attack("telemetry_truth", data_dirs=data_dirs))
     assert "REDTEAM telemetry-truth BREACH" not in result.stdout, result.stdout[-1000:]
     assert target.not_better_than_honest(result), (result.score, target.honest_score)
