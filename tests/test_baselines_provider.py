@@ -23,6 +23,7 @@ import yaml
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from click.testing import CliRunner
+from conftest import require_module
 from openai_server import EMPTY_CHOICES, HANG, MALFORMED, FakeOpenAI, Reply, ToolCall, status
 
 from engram.cli import main
@@ -212,7 +213,7 @@ OPENEVOLVE_DIFF = Reply(content="Keep the same routes.\n\n<<<<<<< SEARCH\n    gr
 
 def test_openevolves_model_requests_go_through_the_same_retry_layer(server: FakeOpenAI, tmp_path: Path,
                                                                     waits: list[float]):
-    pytest.importorskip("openevolve", reason="the dev extra installs openevolve; pip install -e '.[dev]'")
+    require_module("openevolve", "the dev extra installs it: pip install -e '.[dev]'")
     server.default = OPENEVOLVE_DIFF
     server.script(status(429, "slow down", Retry_After="7"), status(500), EMPTY_CHOICES, MALFORMED)
     spec = tmp_path / "spec.yaml"
