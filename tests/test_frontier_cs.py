@@ -361,7 +361,14 @@ def test_config_units_and_byte_order_mark() -> None:
 
 # -- the real problems -------------------------------------------------------------------------------------
 
-real_data = pytest.mark.skipif(not DATA.is_dir(), reason="the Frontier-CS data copy is not beside the repository")
+@pytest.fixture
+def frontier_data() -> Path:
+    if not DATA.is_dir():
+        unavailable(f"the Frontier-CS data copy is not in ENGRAM_DATA_DIR ({DATA} is missing)")
+    return DATA
+
+
+real_data = pytest.mark.usefixtures("frontier_data")
 
 
 @real_data
