@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engram.runs.archive import Experiment, SeedArchive, write_atomic, write_json
 from engram.evaluation.result import Evaluation
+from engram.runs.archive import Experiment, SeedArchive, write_atomic, write_json
 
 SCORES_DIFFER_EXIT_CODE = 4
 """Exit code of `engram rescore` and `engram replay` when any experiment's score moved."""

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from engram import __version__
-from engram.runs.archive import SeedArchive, read_jsonl, write_atomic, write_json
 from engram.errors import ConfigError, EngramError, Interrupted, ProviderError
+from engram.runs.archive import SeedArchive, read_jsonl, write_atomic, write_json
 from engram.runs.leftovers import owned_temp_root, remove_dead_temp_roots
 from engram.runs.progress import Progress
 from engram.spec import SCRIPTED_MODEL, Spec, load_spec, parse_spec
@@ -236,8 +236,8 @@ def execute(spec: Spec, run_dir: Path | None, progress: Progress, *, source: Pat
     (see `engram.problems.record`)."""
     from engram.problems.problem import load_problem
     from engram.problems.record import check_problem, record_acceptance
-    from engram.sandbox import get_sandbox
     from engram.results.tracking import default_tracking_uri
+    from engram.sandbox import get_sandbox
 
     problem = load_problem(spec.problem.name)
     if resumed:
@@ -417,10 +417,10 @@ def repair_archive(archive: SeedArchive, evaluator: Any) -> None:
 def run_seed(spec: Spec, run_dir: Path, archive: SeedArchive, seed: int, problem: Any, evaluator: Any,
              sandbox: Any, progress: Progress, tracking_uri: str | None,
              shared_budget: SharedBudget | None = None) -> dict[str, Any]:
-    from engram.models.llm import UsageLedger
     from engram.methods.context import MethodContext, MethodResult
     from engram.methods.registry import run_method
     from engram.methods.workspace_backend import closing_shells
+    from engram.models.llm import UsageLedger
     from engram.results.tracking import Tracker, flatten_params
 
     started = time.time()

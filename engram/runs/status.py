@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
-from engram.runs.archive import read_jsonl
 from engram.errors import ConfigError
 from engram.executors.budget import read_usage
 from engram.executors.worker import read_lease
+from engram.runs.archive import read_jsonl
 from engram.runs.runner import RESOLVED_SPEC
 
 STALE_HEARTBEAT_S = 30.0

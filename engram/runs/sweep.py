@@ -29,11 +29,11 @@ import yaml
 from pydantic import ValidationError
 
 from engram.config_files import format_validation_error
-from engram.results.dvc_grid import dvc_runs, is_dvc_pipeline
 from engram.errors import ConfigError, EngramError, Interrupted
 from engram.executors.base import Executor, RunUnit, SweepCap, UnitOutcome
-from engram.spec import SCRIPTED_MODEL, ExecutorSettings, Spec, load_spec
+from engram.results.dvc_grid import dvc_runs, is_dvc_pipeline
 from engram.runs.status import RunStatus, collect, planned_agents, render
+from engram.spec import SCRIPTED_MODEL, ExecutorSettings, Spec, load_spec
 
 BUDGET_GRACE_S = 60.0
 """After the sweep's dollar cap is reached, runs get this long to stop by themselves before they are
@@ -195,9 +195,9 @@ def load_specs(entries: Sequence[SweepEntry]) -> list[Spec]:
 def plan(entries: Sequence[SweepEntry], specs: Sequence[Spec], *, new: bool, reuse_finished: bool,
          max_dollars: float | None) -> list[PlannedRun]:
     """One unit per (spec, seed) in a run directory found or created for each spec."""
+    from engram.results.tracking import default_tracking_uri
     from engram.runs.archive import SeedArchive
     from engram.runs.runner import find_run, prepare_run_dir
-    from engram.results.tracking import default_tracking_uri
 
     units: list[tuple[RunUnit, bool, int | None]] = []
     for entry, spec in zip(entries, specs, strict=True):
