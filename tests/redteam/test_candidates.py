@@ -66,26 +66,45 @@ def bait(tmp_path: Path) -> Iterator[dict[str, object]]:
 def test_escape_battery(problem: str, backend: str, targets: Targets, decoy: subprocess.Popen[bytes],
                         bait: dict[str, object]) -> None:
     with targets.open(problem, backend) as target:
-        token = uuid.uuid4().hex
-        params = {"token": token, "decoy_pid": decoy.pid, **runner_identity(), "secret_name": SECRET_VARIABLE,
-                  "targets": [str(p) for p in target.host_paths], **bait}
-        places = host_places(*target.host_paths, target.evaluator._session)
-        try:
-            result = evaluate(target.evaluator, target.honest_source + attack("escape", **params))
-        finally:
-            landed = markers(places, token)
-            remove(landed)
+        _escape_battery(target, decoy, bait)
+
+
+def test_escape_battery_behind_a_closed_interpreter(interpreter_behind_closed_directory: Path,
+                                                    sandboxes: dict[str, Sandbox],
+                                                    decoy: subprocess.Popen[bytes], bait: dict[str, object]) -> None:
+    """The other path of `process` as root: its interpreter closed to an unprivileged uid, the
+    command stays root without capabilities. Only what its note owns up to may break."""
+    closed = Targets(sandboxes)
+    try:
+        notes = _escape_battery(closed.get("cloudcast", "process"), decoy, bait)
+    finally:
+        closed.close()
+    assert ROOT_WITHOUT_UID in notes or os.geteuid() != 0, notes
+
+
+def _escape_battery(target: Target, decoy: subprocess.Popen[bytes], bait: dict[str, object]) -> str:
+    """Run the escape battery against `target`; returns the run's notes."""
+    token = uuid.uuid4().hex
+    params = {"token": token, "decoy_pid": decoy.pid, **runner_identity(), "secret_name": SECRET_VARIABLE,
+              "targets": [str(p) for p in target.host_paths], **bait}
+    places = host_places(*target.host_paths, target.evaluator._session)
+    try:
+        result = evaluate(target.evaluator, target.honest_source + attack("escape", **params))
+    finally:
+        landed = markers(places, token)
+        remove(landed)
     verdicts = reports(result.stdout)
     assert set(verdicts) == set(ESCAPES), f"the battery did not run to the end: {result.error}\n{result.stdout}"
     notes = "\n".join(result.notes)
-    expected = unexpected_breaches(result.stdout, backend, notes)
+    expected = unexpected_breaches(result.stdout, target.backend, notes)
     assert not expected, "\n".join(expected)
-    allowed = allowed_breaches(backend, notes)
+    allowed = allowed_breaches(target.backend, notes)
     assert not landed or "write-readonly" in allowed, f"files written on the host: {landed}"
     assert not leaked(result), "the runner's secret reached the evaluation"
     assert decoy_intact(decoy) or "signal-runner" in allowed, "the runner's stand-in was signalled or traced"
     assert "TracerPid:\t0" in Path("/proc/self/status").read_text()
     assert target.not_better_than_honest(result), (result.score, target.honest_score)
+    return notes
 
 
 FRONTIER_ATTACK = r"""#include <cstdio>
