@@ -101,12 +101,6 @@ def interpreter_paths() -> list[Path]:
     return list(dict.fromkeys([executable.parent, executable.resolve().parent, *map(Path, prefixes)]))
 
 
-def closed_interpreter() -> Path | None:
-    """The first place on the way to Engram's interpreter that an unprivileged uid cannot pass, or
-    None. Where there is one, a sandboxed command started by root keeps uid 0 (without capabilities)."""
-    return reachable_by_others(interpreter_paths())
-
-
 def last_capability() -> int:
     try:
         return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
