@@ -591,3 +591,28 @@ def test_what_commands_write_by_default_in_a_checkout_is_ignored_by_git() -> Non
         probe = f"{folder}/anything"
         checked = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", probe], check=False)
         assert checked.returncode == 0, f"{folder}/ is written by default but not in .gitignore"
+
+
+@pytest.mark.parametrize("statement, title", [
+    ("Time limit: 1 second   Memory limit:1024 megabytes\n\nBobo has a tree.\n", "Bobo has a tree."),
+    ("```markdown\n# Problem\n\n## Limited Shuffle Restoring\n", "Limited Shuffle Restoring"),
+    ("Problem Statement\n--------\nSort the array.", "Sort the array."),
+    ("Problem: Tree distance\n", "Tree distance"),
+    ("Problem F: Treasure Packing\n", "Problem F: Treasure Packing"),
+    ("Story\n" + "word " * 40, ("word " * 40)[:89].rstrip() + "…"),
+])
+def test_a_frontier_cs_listing_shows_the_line_that_names_the_problem(statement: str, title: str) -> None:
+    from engram.frontier_cs.family import statement_title
+
+    assert statement_title(statement) == title
+
+
+def test_engram_problems_lists_no_heading_or_limit_as_a_title() -> None:
+    """The first line of a statement was shown: 'Time limit:1 second', 'Story', '```markdown' for dozens."""
+    listed = CliRunner().invoke(main, ["problems"])
+    assert listed.exit_code == 0
+    titles = [line.split("] ", 1)[1] for line in listed.output.splitlines() if line.startswith("frontier_cs/")]
+    assert titles, "the family is listed"
+    bad = [t for t in titles if re.match(r"(?i)(time limit|story$|problem statement$|problem$|```|-+$)", t)]
+    assert not bad, bad
+    assert all(len(t.split(" [")[0]) <= 90 for t in titles)

@@ -178,6 +178,26 @@ def first_line(text: str) -> str:
     return ""
 
 
+_NOT_A_TITLE = re.compile(
+    r"^(```\w*|problem|problem statement|problem description|statement|story|title|description"
+    r"|problem type:.*|language:.*|this is an interactive (problem|question)\.?|.*\b(time|memory|space) limit.*)\s*:?$",
+    re.IGNORECASE)
+"""Statement lines that open many problems but name none (headings, limits, a notice, a code fence)."""
+TITLE_WIDTH = 90
+
+
+def statement_title(text: str) -> str:
+    """What `engram problems` shows for a statement: its first line that names the problem, markdown
+    marks dropped, cut to one listing line (the first line is often "Time limit: 1 second" or "Story")."""
+    for raw in text.splitlines():
+        line = raw.strip().lstrip("#").strip()
+        if not line or _NOT_A_TITLE.match(line) or not re.search(r"[^\W_]", line):  # a rule of ----
+            continue
+        line = re.sub(r"^(problem|title|problem name)\s*:\s*", "", line, flags=re.IGNORECASE)
+        return line if len(line) <= TITLE_WIDTH else line[: TITLE_WIDTH - 1].rstrip() + "…"
+    return first_line(text)
+
+
 def load(name: str) -> FrontierProblem:
     """`frontier_cs/<id>` or `frontier_cs/<id>/unbounded`."""
     match = _NAME.match(name.strip())
@@ -266,6 +286,6 @@ def list_family() -> list[Listed]:
             except ConfigError:
                 pass
         statement = source.cached_text("statement.txt")
-        title = first_line(statement) if statement else f"(not downloaded yet: engram data {FAMILY}/{problem_id})"
+        title = statement_title(statement) if statement else f"(not downloaded yet: engram data {FAMILY}/{problem_id})"
         listed.append(Listed(f"{FAMILY}/{problem_id}", kind, title, missing))
     return listed
