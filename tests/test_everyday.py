@@ -616,3 +616,10 @@ def test_engram_problems_lists_no_heading_or_limit_as_a_title() -> None:
     bad = [t for t in titles if re.match(r"(?i)(time limit|story$|problem statement$|problem$|```|-+$)", t)]
     assert not bad, bad
     assert all(len(t.split(" [")[0]) <= 90 for t in titles)
+
+
+def test_a_misspelt_scenario_gets_a_did_you_mean() -> None:
+    result = CliRunner().invoke(main, ["evaluate", "cloudcast", str(REPO / "evaluators" / "cloudcast" /
+                                                                     "initial_program.py"), "--scenarios", "intra_awz"])
+    assert result.exit_code == 2
+    assert "no scenario or scenario set 'intra_awz' (did you mean 'intra_aws'?)" in result.output, result.output

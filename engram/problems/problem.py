@@ -9,6 +9,7 @@ plain data), optional `baselines/*.py`, and a data manifest. Built-in problems l
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import inspect
@@ -222,7 +223,9 @@ class Problem:
                 wanted.update(by_name if item == "all" else [item])
             else:
                 choices = sorted([*by_name, *self.config.scenario_sets, "all"])
-                raise ConfigError(f"problem {self.name} has no scenario or scenario set {item!r}; "
+                close = difflib.get_close_matches(str(item), choices, n=1, cutoff=0.75)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"problem {self.name} has no scenario or scenario set {item!r}{hint}; "
                                   f"choose from: {', '.join(choices)}")
         return [s for s in self.config.scenarios if s.name in wanted]
 
