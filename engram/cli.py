@@ -263,12 +263,22 @@ def resume(run_dir: Path, verbose: bool, quiet: bool, as_json: bool, accept_chan
     if chosen != run_dir:
         click.echo(f"resuming {chosen}", err=True)
     run_dir = chosen
+    finished = _finished_run(run_dir)
     progress = make_progress(verbose=verbose, quiet=quiet, as_json=as_json)
     try:
         outcome = resume_run(run_dir, progress, accept_changed_problem=accept_changed_problem)
     finally:
         progress.close()
     _report_run(outcome, as_json)
+    if finished:
+        click.echo(f"engram: note: {run_dir} was already finished; nothing was run (engram apply SPEC --new "
+                   "starts another run of its spec)", err=True)
+
+
+def _finished_run(run_dir: Path) -> bool:
+    from engram.runs.runner import load_run_spec, run_is_finished
+
+    return run_is_finished(run_dir, load_run_spec(run_dir))
 
 
 def _runs_folder(paths: tuple[Path, ...]) -> tuple[Path, ...]:

@@ -520,12 +520,12 @@ def test_every_command_and_option_says_what_it_is_for(name: str) -> None:
     assert not silent, f"engram {name}: options without help: {silent}"
 
 
-def _fake_run(runs: Path, spec_name: str, stamp: str, *, finished: bool) -> Path:
+def _fake_run(runs: Path, spec_name: str, stamp: str, *, finished: bool, overrides: tuple[str, ...] = ()) -> Path:
     from engram.spec import load_spec
 
     run_dir = runs / spec_name / stamp
     (run_dir / "seed-0").mkdir(parents=True)
-    spec = load_spec(REPO / "specs" / "smoke.yaml", [f"name={spec_name}"]).to_plain()
+    spec = load_spec(REPO / "specs" / "smoke.yaml", [f"name={spec_name}", *overrides]).to_plain()
     (run_dir / RESOLVED_SPEC).write_text(yaml.safe_dump({"spec": spec}))
     if finished:
         (run_dir / "seed-0" / "result.json").write_text("{}")
@@ -623,3 +623,13 @@ def test_a_misspelt_scenario_gets_a_did_you_mean() -> None:
                                                                      "initial_program.py"), "--scenarios", "intra_awz"])
     assert result.exit_code == 2
     assert "no scenario or scenario set 'intra_awz' (did you mean 'intra_aws'?)" in result.output, result.output
+
+
+def test_resume_of_a_finished_run_says_so_and_needs_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    run_dir = _fake_run(tmp_path / "runs", "o3", "20261207-100000", finished=True,
+                        overrides=("model.id=openai/o3", "model.script=null"))
+    result = CliRunner().invoke(main, ["resume", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert f"{run_dir} was already finished; nothing was run" in result.output
+    assert "OPENAI_API_KEY" not in result.output

@@ -210,7 +210,8 @@ def apply(spec_path: Path, overrides: list[str], progress: Progress, *, new: boo
 
 def resume(run_dir: Path, progress: Progress, *, accept_changed_problem: bool = False) -> RunOutcome:
     spec = load_run_spec(run_dir)
-    check_preconditions(spec)
+    if not run_is_finished(run_dir, spec):  # a finished run only reports itself: no key or image needed
+        check_preconditions(spec)
     return execute(spec, run_dir, progress, source=None, overrides=[], resumed=True,
                    accept_changed_problem=accept_changed_problem)
 
