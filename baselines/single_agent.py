@@ -35,6 +35,7 @@ from engram.methods.agent_chain import (
 from engram.methods.context import MethodContext, MethodResult
 from engram.methods.conversation import REFERENCE_STREAM_ERRORS, AgentOutcome, Conversation, converse
 from engram.methods.digest import experiment_log, prompt, summary_from_log
+from engram.methods.result_file_reply import REPLY_DESCRIPTIONS
 from engram.methods.workspace_backend import closing_shells
 from engram.runs.archive import SeedArchive
 
@@ -153,6 +154,7 @@ def system_prompt(ctx: MethodContext, *, resumed: bool) -> str:
     return prompt("single_agent_system").format(
         minutes=f"{ctx.spec.method.max_minutes:g}", min_experiments=MIN_EXPERIMENTS_ADVICE,
         workspace_map=workspace_map(ctx, extra, archive=ARCHIVE), paths=PATHS,
+        simulation_reply=REPLY_DESCRIPTIONS[ctx.spec.method.simulation_reply],
     )
 
 

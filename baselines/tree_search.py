@@ -51,6 +51,7 @@ from engram.methods.agent_chain import (
 from engram.methods.context import MethodContext, MethodResult, StopRun
 from engram.methods.conversation import REFERENCE_STREAM_ERRORS, Conversation, converse
 from engram.methods.digest import prompt, summary_format
+from engram.methods.result_file_reply import REPLY_DESCRIPTIONS
 from engram.methods.workspace_backend import closing_shells
 from engram.runs.archive import Experiment, write_json
 
@@ -315,17 +316,8 @@ def system_prompt(ctx: MethodContext) -> str:
                                           "program, the node you expand"],
                                     archive=ARCHIVE_OWN),
         summary_format=summary_format(0),
-        simulation_reply=SIMULATION_REPLIES[ctx.spec.method.simulation_reply],
+        simulation_reply=REPLY_DESCRIPTIONS[ctx.spec.method.simulation_reply],
     )
-
-
-SIMULATION_REPLIES = {
-    "result_file": "answers with the path of a table of its results per scenario, copied into your workspace\n"
-                   "   (or with its error).",
-    "report": "returns its score (or its error), the folder holding its files (the per-scenario results\n"
-              "   among them) and the program's output (cut when long).",
-}
-"""How the system prompt describes run_simulation's reply, by `simulation_reply`."""
 
 
 def first_message(ctx: MethodContext, nodes: dict[int, Node], parent: Node) -> str:

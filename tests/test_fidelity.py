@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -373,6 +374,19 @@ def test_tree_search_agents_get_a_results_file_instead_of_a_report(tmp_path: Pat
     assert results[3].startswith("Simulation failed: ") and 'File "/new_algorithm.py", line 1' in results[3]
     system = str(_requests(seed, 1)[0][0]["content"])
     assert "answers with the path of a table of its results per scenario" in system
+
+
+def test_single_agent_is_told_what_its_reply_holds(tmp_path: Path):
+    from baselines.single_agent import system_prompt
+    from engram.methods.result_file_reply import REPLY_DESCRIPTIONS
+    from engram.problems.problem import load_problem
+
+    for reply in ("report", "result_file"):
+        spec = parse_spec({"name": "s", "problem": {"name": "cloudcast"}, "model": {"id": "openai/o3"},
+                           "method": {"name": "single_agent", "simulation_reply": reply}},
+                          source="test", base=tmp_path)
+        ctx = SimpleNamespace(spec=spec, problem=load_problem("cloudcast"))
+        assert REPLY_DESCRIPTIONS[reply] in system_prompt(ctx, resumed=False)
 
 
 def test_tree_search_report_reply_is_a_named_setting(tmp_path: Path):

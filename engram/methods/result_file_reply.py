@@ -17,6 +17,15 @@ from typing import Any
 
 from engram.runs.archive import write_atomic
 
+REPLY_DESCRIPTIONS = {
+    "result_file": "answers with the path of a table of its results per scenario, copied into your workspace\n"
+                   "   (or with its error).",
+    "report": "returns its score (or its error), the folder holding its files (the per-scenario results\n"
+              "   among them) and the program's output (cut when long).",
+}
+"""How a system prompt describes run_simulation's reply, by the method's `simulation_reply` (the
+text continues "Every call is recorded as an experiment and ...", indented as a list item)."""
+
 
 def result_file_reply(workspace: Path, experiment_number: int, evaluation: Any) -> str:
     if not evaluation.ok:
