@@ -312,7 +312,8 @@ def status(paths: tuple[Path, ...], as_json: bool) -> None:
 
 @main.command()
 @click.option("--uri", default=None, help="Tracking URI (default: the project's SQLite store under ./mlruns).")
-@click.option("--port", default=5000, show_default=True, help="Port of the UI on 127.0.0.1.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True,
+              help="Port of the UI on 127.0.0.1.")
 @_reports_errors
 def ui(uri: str | None, port: int) -> None:
     """Open the MLflow UI for this project's runs, on 127.0.0.1."""

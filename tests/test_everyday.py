@@ -633,3 +633,20 @@ def test_resume_of_a_finished_run_says_so_and_needs_no_key(tmp_path: Path, monke
     assert result.exit_code == 0, result.output
     assert f"{run_dir} was already finished; nothing was run" in result.output
     assert "OPENAI_API_KEY" not in result.output
+
+
+def test_ui_on_a_taken_port_is_one_line_before_anything_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import engram.results.ui as ui
+
+    started: list[object] = []
+    monkeypatch.setattr(ui.subprocess, "Popen", lambda *a, **k: started.append(a))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["ui", "--port", str(port), "--uri", f"sqlite:///{tmp_path}/mlflow.db"])
+    assert result.exit_code == 2, result.output
+    assert f"port {port} on 127.0.0.1 is taken" in result.output and f"engram ui --port {port + 1}" in result.output
+    assert result.output.count("\n") == 1 and not started

@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
 
+from engram.errors import EngramError
 from engram.runs.interrupts import signal_as_keyboard_interrupt
 
 STOP_GRACE_S = 10.0
@@ -41,6 +43,7 @@ def serve(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000,
     The UI listens on loopback unless another host is passed explicitly: it has no authentication,
     so exposing it must be a deliberate choice."""
     base_url = f"http://{host}:{port}"
+    check_port_free(host, port)
     try:
         urls = runs_view_urls(tracking_uri, base_url)
     except Exception as exc:  # the store is MLflow's to open; the server reports its own problems
@@ -61,6 +64,18 @@ def serve(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000,
         finally:
             if process.poll() is None:
                 stop_group(process)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on (often an `engram ui` left running): MLflow would
+    fail after the addresses of the runs were printed, and those would lead to the other service."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed server's TIME_WAIT is no owner
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise EngramError(f"port {port} on {host} is taken ({exc.strerror}; another `engram ui`?): stop that "
+                              f"one, or choose another port: engram ui --port {port + 1}") from None
 
 
 def stop_group(process: subprocess.Popen[bytes]) -> int:
