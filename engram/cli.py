@@ -257,12 +257,8 @@ def resume(run_dir: Path, verbose: bool, quiet: bool, as_json: bool, accept_chan
     """Continue the interrupted run in RUN_DIR (or the newest unfinished one in a folder such as runs/<spec>)."""
     from engram.runs.progress import make_progress
     from engram.runs.runner import resume as resume_run
-    from engram.runs.runner import run_to_resume
 
-    chosen = run_to_resume(run_dir)
-    if chosen != run_dir:
-        click.echo(f"resuming {chosen}", err=True)
-    run_dir = chosen
+    run_dir = _chosen_run(run_dir, "resuming", unfinished=True)
     finished = _finished_run(run_dir)
     progress = make_progress(verbose=verbose, quiet=quiet, as_json=as_json)
     try:
@@ -273,6 +269,16 @@ def resume(run_dir: Path, verbose: bool, quiet: bool, as_json: bool, accept_chan
     if finished:
         click.echo(f"engram: note: {run_dir} was already finished; nothing was run (engram apply SPEC --new "
                    "starts another run of its spec)", err=True)
+
+
+def _chosen_run(path: Path, doing: str, *, unfinished: bool = False) -> Path:
+    """PATH, or the run it stands for (a seed folder's run, a spec folder's newest), said when it differs."""
+    from engram.runs.runner import chosen_run
+
+    chosen = chosen_run(path, unfinished=unfinished)
+    if chosen != path:
+        click.echo(f"{doing} {chosen}", err=True)
+    return chosen
 
 
 def _finished_run(run_dir: Path) -> bool:
@@ -329,12 +335,14 @@ def ui(uri: str | None, port: int) -> None:
 @_reports_errors
 def rescore(run_dir: Path, problem: str | None, sandbox_name: str | None, tolerance: float,
             changes_only: bool, accept_changed_problem: bool) -> None:
-    """Evaluate every archived candidate of RUN_DIR again and compare with the recorded scores.
+    """Evaluate every archived candidate of RUN_DIR (or a spec folder's newest run) again and compare with the
+    recorded scores.
 
     New evaluations go next to the old ones (exp-<m>/rescores/<stamp>/); exit code 4 when a score moved.
     """
     from engram.runs.rescore import SCORES_DIFFER_EXIT_CODE, format_comparison, rescore_run
 
+    run_dir = _chosen_run(run_dir, "rescoring")
     outcome = rescore_run(run_dir, problem_path=problem, sandbox_name=sandbox_name, tolerance=tolerance,
                           accept_changed_problem=accept_changed_problem)
     click.echo(format_comparison(outcome.comparison, before="recorded", after="rescored", changes_only=changes_only))
@@ -357,7 +365,8 @@ def rescore(run_dir: Path, problem: str | None, sandbox_name: str | None, tolera
 def replay(run_dir: Path, out: Path | None, problem: str | None, sandbox_name: str | None, tolerance: float,
            mlflow: bool, strict: bool, changes_only: bool, verbose: bool, quiet: bool,
            accept_changed_problem: bool) -> None:
-    """Run RUN_DIR again from its recorded model replies (offline, no key, no cost) and compare every score.
+    """Run RUN_DIR (or a spec folder's newest run) again from its recorded model replies (offline, no key, no
+    cost) and compare every score.
 
     Exit code 4 when a score moved (or, with --strict, a model request differs).
     """
@@ -365,6 +374,7 @@ def replay(run_dir: Path, out: Path | None, problem: str | None, sandbox_name: s
     from engram.runs.replay import replay_run
     from engram.runs.rescore import SCORES_DIFFER_EXIT_CODE, format_comparison
 
+    run_dir = _chosen_run(run_dir, "replaying")
     progress = make_progress(verbose=verbose, quiet=quiet, as_json=False)
     try:
         outcome = replay_run(run_dir, progress, out=out, problem=problem, tolerance=tolerance, mlflow=mlflow,

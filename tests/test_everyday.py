@@ -546,7 +546,7 @@ def test_resume_of_a_folder_continues_its_newest_unfinished_run(tmp_path: Path) 
     other = _fake_run(runs, "other", "20261207-130000", finished=False)
     with pytest.raises(ConfigError, match="unfinished runs of 2 specs; name one: ") as refused:
         run_to_resume(runs)
-    assert f"engram resume {other}" in str(refused.value) and f"engram resume {newer}" in str(refused.value)
+    assert str(other) in str(refused.value) and str(newer) in str(refused.value)
     (other / "seed-0" / "result.json").write_text("{}")
     (newer / "seed-0" / "result.json").write_text("{}")
     (older / "seed-0" / "result.json").write_text("{}")
@@ -650,3 +650,18 @@ def test_ui_on_a_taken_port_is_one_line_before_anything_starts(tmp_path: Path, m
     assert result.exit_code == 2, result.output
     assert f"port {port} on 127.0.0.1 is taken" in result.output and f"engram ui --port {port + 1}" in result.output
     assert result.output.count("\n") == 1 and not started
+
+
+def test_replay_and_rescore_of_a_spec_folder_take_its_newest_run(tmp_path: Path) -> None:
+    from engram.runs.runner import chosen_run
+
+    runs = tmp_path / "runs"
+    _fake_run(runs, "smoke", "20261207-100000", finished=True)
+    newest = _fake_run(runs, "smoke", "20261207-110000", finished=True)
+    assert chosen_run(runs / "smoke") == newest, "finished runs count: a replay checks a finished run"
+    _fake_run(runs, "other", "20261207-120000", finished=True)
+    for command in ("replay", "rescore"):
+        refused = CliRunner().invoke(main, [command, str(runs)])
+        assert refused.exit_code == 2, refused.output
+        assert "holds runs of 2 specs; name one: " in refused.output and str(newest) in refused.output
+        assert "no seed-<k> directories" not in refused.output and "not a run directory" not in refused.output

@@ -157,8 +157,14 @@ def write_resolved_spec(run_dir: Path, spec: Spec, *, source: Path | None, overr
 
 def run_to_resume(path: Path) -> Path:
     """The run `engram resume PATH` continues: PATH itself, the run of a seed folder, or the newest
-    unfinished run in a spec's folder (runs/<spec>), as `engram apply SPEC` would pick it. A folder
-    holding unfinished runs of several specs is refused with the commands that name one."""
+    unfinished run in a spec's folder (runs/<spec>), as `engram apply SPEC` would pick it."""
+    return chosen_run(path, unfinished=True)
+
+
+def chosen_run(path: Path, *, unfinished: bool = False) -> Path:
+    """The run directory a command given PATH works on: PATH itself, the run of a seed folder, or the
+    newest run (with `unfinished`, the newest unfinished one) in a spec's folder such as runs/<spec>.
+    A folder holding runs of several specs is refused with the paths that name one."""
     if (path / RESOLVED_SPEC).is_file():
         return path
     if path.name.startswith("seed-") and (path.parent / RESOLVED_SPEC).is_file():
@@ -166,13 +172,14 @@ def run_to_resume(path: Path) -> Path:
     runs = sorted({p.parent for pattern in (f"*/{RESOLVED_SPEC}", f"*/*/{RESOLVED_SPEC}") for p in path.glob(pattern)})
     if not runs:
         raise ConfigError(f"{path} is not a run directory: neither it nor a folder below it has {RESOLVED_SPEC}")
-    unfinished = [run for run in runs if not _finished(run)]
-    if not unfinished:
+    candidates = [run for run in runs if not _finished(run)] if unfinished else runs
+    if not candidates:
         raise ConfigError(f"{path}: every run in it is finished ({len(runs)}); nothing to resume")
-    newest = {run.parent: run for run in unfinished}  # sorted: the last one of each spec is its newest
+    newest = {run.parent: run for run in candidates}  # sorted: the last one of each spec is its newest
     if len(newest) > 1:
-        commands = "; ".join(f"engram resume {run}" for run in sorted(newest.values()))
-        raise ConfigError(f"{path} holds unfinished runs of {len(newest)} specs; name one: {commands}")
+        which = "unfinished runs" if unfinished else "runs"
+        raise ConfigError(f"{path} holds {which} of {len(newest)} specs; name one: "
+                          + ", ".join(str(run) for run in sorted(newest.values())))
     return next(iter(newest.values()))
 
 
