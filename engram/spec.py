@@ -316,6 +316,9 @@ class ExecutorSettings(_Strict):
                                         "(it resumes from its archive)")
     max_dollars: PositiveFloat | None = Field(default=None, description="Cap on the dollars of all runs launched "
                                               "together (their sum), on top of each run's budget.max_dollars")
+    fork_server: bool = Field(default=True, description="Fork each run from a server that has imported Engram's "
+                              "libraries once (per sweep, or per Ray worker); false: a fresh Python per run (slower "
+                              "start; each run uses the Engram installed when it starts)")
 
 
 class Spec(_Strict):

@@ -1,8 +1,9 @@
 """The default executor: a bounded pool of worker processes on this machine.
 
-At most `jobs` runs at once, each in a fresh worker process (never a thread: a run installs signal
-handlers and owns process-wide MLflow and LangChain state), forked from a fork server that has
-imported the heavy libraries once. A worker that dies
+At most `jobs` runs at once, each in a worker process of its own (never a thread: a run installs
+signal handlers and owns process-wide MLflow and LangChain state), forked from a fork server that
+has imported the heavy libraries once (or a fresh Python, see `engram.executors.launch`). A worker
+that dies
 abnormally -- killed by a signal, out of memory, a crash -- is started again up to `max_retries`
 times and resumes from its archive. Ctrl-C stops every worker the way Ctrl-C stops a single run
 (running candidates and shell commands are killed, containers removed), then anything still alive
@@ -13,8 +14,6 @@ cancelled run's directory are removed.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import multiprocessing.process
 import os
 import signal
 import time
@@ -30,9 +29,9 @@ from engram.executors.base import (
     outcome_from_exit,
     retryable,
 )
-from engram.executors.worker import LOG_FILE, child_main, read_lease
+from engram.executors.launch import RunProcess, signal_group, start_run
+from engram.executors.worker import read_lease
 
-PRELOAD = "engram.executors.preload"
 STOP_GRACE_S = 20.0
 """How long cancelled workers get to stop cleanly before they are killed."""
 _POLL_S = 0.2
@@ -41,7 +40,7 @@ _POLL_S = 0.2
 @dataclass
 class _Running:
     unit: RunUnit
-    process: multiprocessing.process.BaseProcess
+    process: RunProcess
     attempt: int
 
     def exitcode(self) -> int | None:
@@ -51,14 +50,14 @@ class _Running:
 class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(self, jobs: int | None = None, max_retries: int = 2) -> None:
+    def __init__(self, jobs: int | None = None, max_retries: int = 2, *, fork_server: bool = True) -> None:
         self.jobs = jobs or os.cpu_count() or 1
         self.max_retries = max_retries
-        self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload([PRELOAD])
+        self.fork_server = fork_server
 
     def describe(self) -> str:
-        return f"local, at most {self.jobs} run{'s' if self.jobs != 1 else ''} at once"
+        start = "" if self.fork_server else ", a fresh Python per run"
+        return f"local, at most {self.jobs} run{'s' if self.jobs != 1 else ''} at once{start}"
 
     def run(self, units: Sequence[RunUnit], tick: Tick) -> list[UnitOutcome]:
         pending: deque[tuple[RunUnit, int]] = deque((unit, 1) for unit in units)
@@ -70,7 +69,8 @@ class LocalExecutor(Executor):
             while pending or running:
                 while pending and len(running) < self.jobs:
                     unit, attempt = pending.popleft()
-                    running.append(_Running(unit, self._start(unit), attempt))
+                    running.append(_Running(unit, start_run(unit, os.getpid(), fork_server=self.fork_server),
+                                            attempt))
                 time.sleep(_POLL_S)
                 for entry in [r for r in running if r.exitcode() is not None]:
                     running.remove(entry)
@@ -96,16 +96,6 @@ class LocalExecutor(Executor):
             raise
         return [outcomes[i] for i in range(len(units))]
 
-    def _start(self, unit: RunUnit) -> multiprocessing.process.BaseProcess:
-        """Fork the unit's worker from the fork server: importing LangChain, litellm and MLflow takes
-        seconds (tens on a busy machine), paid once per sweep instead of once per run."""
-        unit.seed_dir.mkdir(parents=True, exist_ok=True)
-        process = self._context.Process(target=child_main,
-                                        args=(unit.to_json(), str(unit.seed_dir / LOG_FILE), os.getpid()),
-                                        name=f"engram-{unit.name}")
-        process.start()
-        return process
-
     def _stop(self, running: list[_Running]) -> None:
         """Interrupt every worker like Ctrl-C, wait for them, kill what is left, remove its containers."""
         alive = [r for r in running if r.exitcode() is None]
@@ -120,13 +110,6 @@ class LocalExecutor(Executor):
                 signal_group(entry.process, signal.SIGKILL)
                 entry.process.join()
         remove_containers([r.unit for r in alive])
-
-
-def signal_group(process: multiprocessing.process.BaseProcess, signum: int) -> None:
-    if process.pid is None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signum)
 
 
 def _error(unit: RunUnit, returncode: int) -> str | None:

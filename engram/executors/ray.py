@@ -7,17 +7,16 @@ evaluations) at once -- and has `max_retries`: when its worker or node dies, Ray
 elsewhere and the run resumes from its archive, so a lost node costs only its unfinished work.
 
 Inside the task the run executes in a process forked from the Ray worker's fork server (the heavy
-libraries imported once per Ray worker), which stops like on Ctrl-C when the Ray worker dies (a
-forced cancellation, a lost node). All
-results go to the run directory -- on a filesystem every node sees -- and MLflow; the task returns
-only the worker's exit status. Cancelling (Ctrl-C, a sweep budget stop) first asks each worker
+libraries imported once per Ray worker; `fork_server=False`: a fresh Python per run), which stops
+like on Ctrl-C when the Ray worker dies (a forced cancellation, a lost node). All results go to
+the run directory -- on a filesystem every node sees -- and MLflow; the task returns only the
+worker's exit status. Cancelling (Ctrl-C, a sweep budget stop) first asks each worker
 through a `cancel` file to stop like on Ctrl-C, then force-cancels the tasks after a grace period.
 """
 
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import signal
 import time
@@ -25,24 +24,25 @@ from collections.abc import Sequence
 from typing import Any
 
 from engram.executors.base import Executor, ExecutorError, RunUnit, Tick, UnitOutcome, outcome_from_exit
-from engram.executors.local import PRELOAD, signal_group
-from engram.executors.worker import LOG_FILE, NODE_ENV, child_main, read_lease, request_cancel
+from engram.executors.launch import signal_group, start_run
+from engram.executors.worker import NODE_ENV, read_lease, request_cancel
 
 STOP_GRACE_S = 20.0
 _WAIT_S = 1.0
 
 
-def run_unit_task(unit_json: str) -> dict[str, Any]:
-    """The body of a run's Ray task: run the unit in a process forked from this Ray worker's fork
-    server and report its exit status."""
+def run_unit_task(unit_json: str, fork_server: bool = True) -> dict[str, Any]:
+    """The body of a run's Ray task: run the unit in a process of its own and report its exit status.
+
+    Ray reuses its workers for later tasks of the same job, so the worker's fork server, started at
+    its first run, serves its later runs too: they start without a fresh Python and its imports
+    (11-18 s on a busy machine). Every run inherits the worker's environment, which names the node."""
     import ray
 
     unit = RunUnit.from_json(unit_json)
     node = ray.get_runtime_context().get_node_id()
-    unit.seed_dir.mkdir(parents=True, exist_ok=True)
-    process = _fork_context(node).Process(target=child_main, name=f"engram-{unit.name}",
-                                          args=(unit_json, str(unit.seed_dir / LOG_FILE), os.getpid()))
-    process.start()
+    os.environ[NODE_ENV] = node
+    process = start_run(unit, os.getpid(), fork_server=fork_server)
     try:
         process.join()
     except BaseException:  # a non-forced cancellation interrupts the wait: stop the run like Ctrl-C
@@ -56,34 +56,20 @@ def run_unit_task(unit_json: str) -> dict[str, Any]:
     return {"returncode": process.exitcode, "node": node, "error": lease.get("error")}
 
 
-_context: Any = None
-
-
-def _fork_context(node: str) -> Any:
-    """This Ray worker's fork server, started at its first task with the heavy libraries imported:
-    Ray reuses the worker for later tasks, whose runs then start without a fresh Python (11-18 s on
-    a busy machine). The server's environment is what every run inherits, so it names the node."""
-    global _context
-    if _context is None:
-        os.environ[NODE_ENV] = node
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([PRELOAD])
-        _context = context
-    return _context
-
-
 class RayExecutor(Executor):
     name = "ray"
 
     def __init__(self, address: str | None = None, *, cpus_per_run: float = 1.0,
-                 docker_resource: str = "engram_docker", max_retries: int = 2) -> None:
+                 docker_resource: str = "engram_docker", max_retries: int = 2, fork_server: bool = True) -> None:
         self.address = address
+        self.fork_server = fork_server
         self.cpus_per_run = cpus_per_run
         self.docker_resource = docker_resource
         self.max_retries = max_retries
 
     def describe(self) -> str:
-        return f"ray at {self.address or 'auto'}, {self.cpus_per_run:g} CPU per run, {self.max_retries} retries"
+        start = "" if self.fork_server else ", a fresh Python per run"
+        return f"ray at {self.address or 'auto'}, {self.cpus_per_run:g} CPU per run, {self.max_retries} retries{start}"
 
     def run(self, units: Sequence[RunUnit], tick: Tick) -> list[UnitOutcome]:
         ray = _import_ray()
@@ -94,7 +80,8 @@ class RayExecutor(Executor):
         for i, unit in enumerate(units):
             resources = {self.docker_resource: 1} if unit.uses_docker() else {}
             ref = task.options(num_cpus=self.cpus_per_run, resources=resources, max_retries=self.max_retries,
-                               retry_exceptions=False, name=f"engram:{unit.name}").remote(unit.to_json())
+                               retry_exceptions=False, name=f"engram:{unit.name}"
+                               ).remote(unit.to_json(), self.fork_server)
             refs[ref] = i
         outcomes: dict[int, UnitOutcome] = {}
         try:

@@ -1,9 +1,11 @@
 """One run unit in its own process (`child_main`), forked from a fork server that has imported the
-heavy libraries once: the local pool's driver keeps one per sweep, each Ray worker one for all the
+heavy libraries once -- the local pool's driver keeps one per sweep, each Ray worker one for all the
 tasks Ray gives it (Ray reuses its workers), so a run starts in a second instead of paying for a
-fresh Python and its imports. Each run still has a process of its own, because a run owns
-process-wide state (signal handlers, MLflow's active run, LangChain autolog) that must not leak
-into the next run. The process:
+fresh Python and its imports -- or, with `executor.fork_server: false`, started as
+`python -m engram.executors.worker LOG LAUNCHER_PID` with the unit on stdin (see
+`engram.executors.launch`). Each run has a process of its own, because a run owns process-wide
+state (signal handlers, MLflow's active run, LangChain autolog) that must not leak into the next
+run. The process:
 
 * stops when what launched it dies (the pool's driver or the Ray worker, watched through a pidfd):
   it gets SIGINT, which stops the run like
@@ -88,8 +90,8 @@ def restore_interrupts() -> None:
 
 
 def child_main(unit_json: str, log_path: str, driver_pid: int) -> None:
-    """A child of the local pool's fork server (which has the heavy libraries imported already):
-    its own process group, output to `worker.log`, stopped like Ctrl-C when the driver dies.
+    """A run's process: its own process group, output to `worker.log`, stopped like Ctrl-C when the
+    process that launched it (`driver_pid`: the pool's driver, a Ray worker) dies.
 
     The fork server is its parent but no guide to the driver's life: every child of a fork server
     holds the pipe that would tell the server its driver is gone, so the server outlives the driver
@@ -228,3 +230,7 @@ class Lease:
                 self.record["heartbeat"] = time.time()
                 with contextlib.suppress(OSError):
                     write_json(self.seed_dir / LEASE_FILE, self.record)
+
+
+if __name__ == "__main__":  # a fresh Python per run (`executor.fork_server: false`)
+    child_main(sys.stdin.read(), sys.argv[1], int(sys.argv[2]))

@@ -167,10 +167,11 @@ def make_executor(settings: ExecutorSettings) -> Executor:
         from engram.executors.ray import RayExecutor
 
         return RayExecutor(settings.address, cpus_per_run=settings.cpus_per_run,
-                           docker_resource=settings.docker_resource, max_retries=settings.max_retries)
+                           docker_resource=settings.docker_resource, max_retries=settings.max_retries,
+                           fork_server=settings.fork_server)
     from engram.executors.local import LocalExecutor
 
-    return LocalExecutor(settings.jobs, max_retries=settings.max_retries)
+    return LocalExecutor(settings.jobs, max_retries=settings.max_retries, fork_server=settings.fork_server)
 
 
 # -- planning -------------------------------------------------------------------------------------------
