@@ -9,7 +9,9 @@ modes take turns, `--repeat` rounds:
 * ``sequential``: ``--jobs 1`` (the baseline);
 * ``local``: ``--jobs CPUS``, runs forked from the pool's fork server;
 * ``ray``: ``--executor ray`` on a cluster of one node with CPUS CPUs that this script starts
-  (and stops) itself, runs forked from each Ray worker's fork server;
+  (and stops) itself, runs forked from each Ray worker's fork server (Ray starts its workers at
+  niceness 15, and a run inherits it: ``--ray-niceness 0`` starts the node with
+  ``RAY_worker_niceness=0``);
 * ``ray-fresh``: the same with ``executor.fork_server: false``, a fresh Python per run;
 * ``local-fresh`` (only when asked for with ``--modes``): the local pool without its fork server.
 
@@ -62,10 +64,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def ray_cluster(temp: Path, cpus: int) -> Iterator[tuple[str, dict[str, str]]]:
+def ray_cluster(temp: Path, cpus: int, niceness: int | None) -> Iterator[tuple[str, dict[str, str]]]:
     """A one-node Ray cluster in a session of its own (so that stopping it touches no other cluster)."""
     ray = Path(sys.executable).parent / "ray"
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_ADDRESS": ""}
+    if niceness is not None:
+        env["RAY_worker_niceness"] = str(niceness)
     port = _free_port()
     started = time.monotonic()
     process = subprocess.Popen([str(ray), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
@@ -75,7 +79,8 @@ def ray_cluster(temp: Path, cpus: int) -> Iterator[tuple[str, dict[str, str]]]:
     output, _ = process.communicate(timeout=300)
     if process.returncode != 0:
         sys.exit(f"ray start failed:\n{output.decode(errors='replace')[-3000:]}")
-    print(f"ray cluster (1 node, {cpus} CPUs) started in {time.monotonic() - started:.1f} s", flush=True)
+    nice = f"worker niceness {niceness}" if niceness is not None else "Ray's default worker niceness (15)"
+    print(f"ray cluster (1 node, {cpus} CPUs, {nice}) started in {time.monotonic() - started:.1f} s", flush=True)
     try:
         yield f"127.0.0.1:{port}", env
     finally:
@@ -128,6 +133,8 @@ def main() -> None:
                         help="runs at once on the pool and CPUs of the Ray node (default: the number of cores)")
     parser.add_argument("--modes", default=DEFAULT_MODES, help=f"comma-separated, of {', '.join(MODES)} "
                         f"(default {DEFAULT_MODES}); the first is the baseline of the ratios")
+    parser.add_argument("--ray-niceness", type=int, default=None,
+                        help="start the Ray node with RAY_worker_niceness=N (default: Ray's own, 15)")
     parser.add_argument("--mlflow", action="store_true", help="track the runs in MLflow (a SQLite store per sweep)")
     args = parser.parse_args()
     modes = args.modes.split(",")
@@ -141,7 +148,7 @@ def main() -> None:
         grid = write_grid(Path(tmp), args.work)
         address, env = None, dict(os.environ)
         if any(mode.startswith("ray") for mode in modes):
-            address, env = stack.enter_context(ray_cluster(Path(tmp) / "ray", args.cpus))
+            address, env = stack.enter_context(ray_cluster(Path(tmp) / "ray", args.cpus, args.ray_niceness))
         for round_ in range(args.repeat):
             for mode in modes:
                 output = Path(tmp) / f"{mode}-{round_}" / "runs"

@@ -198,3 +198,32 @@ def test_a_killed_driver_loses_nothing_and_a_relaunch_finishes_only_the_unfinish
     assert json.loads((seeds["slow/seed-0"] / "agents/agent-1/experiments/exp-0002/evaluation.json").read_text())[
         "error_kind"] == "timeout"
     assert json.loads((seeds["slow/seed-0"] / "result.json").read_text())["evaluations"] == 2
+
+
+def test_without_the_fork_server_a_run_starts_as_a_fresh_python(tmp_path: Path):
+    agent = [{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"content": SUMMARY}]
+    grid = _grid(tmp_path, {"a": [agent]})
+    done = _engram("apply", str(grid), "--jobs", "2", "--json", "--set", "executor.fork_server=false")
+    assert done.returncode == 0, done.stderr
+    notes = [json.loads(line)["message"] for line in done.stdout.splitlines() if '"event": "note"' in line]
+    assert any("a fresh Python per run" in note for note in notes), notes
+    [seed_dir] = _seed_dirs(tmp_path).values()
+    assert _experiments(seed_dir) == [1]
+    assert json.loads((seed_dir / "worker.json").read_text())["state"] == "done"
+
+
+def test_a_fresh_python_worker_reads_its_unit_and_reports_bad_input(tmp_path: Path):
+    """The fresh-Python entry point (`python -m engram.executors.worker`) gets the unit on stdin and
+    exits like a forked worker: here with the bad-input status and the reason in its lease."""
+    from engram.executors.base import WORKER_EXIT_BAD_INPUT, RunUnit
+    from engram.executors.launch import FreshPython, start_run
+
+    unit = RunUnit(spec={"name": "t", "problem": {"name": "cloudcast"}, "model": {"id": "scripted"}},  # no script
+                   spec_file=None, overrides=(), run_dir=str(tmp_path / "run"), seed=0)
+    process = start_run(unit, os.getpid(), fork_server=False)
+    assert isinstance(process, FreshPython)
+    process.join(timeout=120)
+    assert process.exitcode == WORKER_EXIT_BAD_INPUT, (unit.seed_dir / "worker.log").read_text()
+    lease = json.loads((unit.seed_dir / "worker.json").read_text())
+    assert lease["state"] == "failed" and "needs `script:`" in lease["error"]
+    assert "needs `script:`" in (unit.seed_dir / "worker.log").read_text()

@@ -80,8 +80,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     temp = tmp_path_factory.mktemp("ray")
     # These tests are about Ray, not Docker: `auto` resolves to bwrap on every node and the driver even
     # where an engine runs (CI's, for the Docker tests), as the nodes offer no `engram_docker` resource.
+    # Ray starts its workers at niceness 15, and a run inherits it: on a loaded machine the runs would
+    # wait behind every other process (docs/scale-out.md); the tests start their nodes at 0.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_ADDRESS": "",
-           "DOCKER_HOST": f"unix://{temp / 'no-docker-engine.sock'}"}
+           "RAY_worker_niceness": "0", "DOCKER_HOST": f"unix://{temp / 'no-docker-engine.sock'}"}
     port = _free_port()
     groups = [_ray_start(["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false"], env)]
     try:
@@ -118,7 +120,7 @@ def test_runs_spread_over_two_nodes_and_survive_losing_one(tmp_path: Path, clust
     spec = make_spec(tmp_path, [
         [{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"tool_calls": [write_program("/slow.py", SLEEPY)]},
          {"tool_calls": [simulate("/slow.py")]}, {"content": SUMMARY}],
-        [{"tool_calls": [INITIAL_PROGRAM_CALL]}, {"content": SUMMARY}],
+        [{"content": SUMMARY}],  # the second agent shows the resumed run goes on; it need not evaluate
     ], problem={"time_limit_s": 4})
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({"specs": [{"spec": str(spec), "set": {"runs": 2}}],
@@ -142,7 +144,7 @@ def test_runs_spread_over_two_nodes_and_survive_losing_one(tmp_path: Path, clust
             driver.kill()
     assert driver.returncode == 0, stderr
     for seed_dir in seeds:
-        assert _experiments(seed_dir) == [1, 2, 3]  # nothing lost, nothing twice
+        assert _experiments(seed_dir) == [1, 2]  # nothing lost, nothing twice
         assert json.loads((seed_dir / "result.json").read_text())["agents"] == 2
     attempts = [a["node"] for a in read_jsonl(lost / "attempts.jsonl")]
     assert attempts[0] == second_node and attempts[-1] != second_node  # retried on the head
@@ -172,7 +174,7 @@ def test_ctrl_c_stops_ray_runs_cleanly(tmp_path: Path, cluster: Cluster):
     """Ray's workers block SIGINT; Engram's worker takes it back, so the cancel file stops each run like
     Ctrl-C (shell commands killed, lease closed as interrupted) instead of by the forced kill."""
     shell = {"tool_calls": [{"name": "execute", "args": {"command": "sleep 62.5"}}]}
-    spec = make_spec(tmp_path, [[{"tool_calls": [INITIAL_PROGRAM_CALL]}, shell, {"content": SUMMARY}]])
+    spec = make_spec(tmp_path, [[shell, {"content": SUMMARY}]])
     grid = tmp_path / "grid.yaml"
     # One run: the module's first test took the second node away, and the head has one CPU.
     grid.write_text(yaml.safe_dump({"specs": [{"spec": str(spec)}],
