@@ -665,3 +665,20 @@ def test_replay_and_rescore_of_a_spec_folder_take_its_newest_run(tmp_path: Path)
         assert refused.exit_code == 2, refused.output
         assert "holds runs of 2 specs; name one: " in refused.output and str(newest) in refused.output
         assert "no seed-<k> directories" not in refused.output and "not a run directory" not in refused.output
+
+
+@pytest.mark.parametrize("model_id, wanted", [
+    ("gemini/gemini-2.5-pro", "needs one of GOOGLE_API_KEY or GEMINI_API_KEY"),  # either key works
+    ("bedrock/anthropic.claude-3-sonnet-20240229-v1:0", "needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+])
+def test_a_missing_key_message_asks_for_one_key_or_all_as_the_provider_needs(
+        model_id: str, wanted: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engram.errors import EngramError
+    from engram.runs.runner import check_credentials
+    from engram.spec import load_spec
+
+    for key in ("GOOGLE_API_KEY", "GEMINI_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    spec = load_spec(REPO / "specs" / "smoke.yaml", [f"model.id={model_id}", "model.script=null"])
+    with pytest.raises(EngramError, match=wanted):
+        check_credentials(spec)

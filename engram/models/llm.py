@@ -308,6 +308,18 @@ def missing_api_keys(model_id: str, api_key_env: str | None = None, api_base: st
     return missing
 
 
+def any_one_suffices(model_id: str, keys: Sequence[str], api_base: str | None = None) -> bool:
+    """Whether setting any single one of `keys` satisfies litellm (gemini: GEMINI_API_KEY or
+    GOOGLE_API_KEY), so that a message asks for one of them, not all. Called before a run starts."""
+    from unittest import mock
+
+    for key in keys:
+        with mock.patch.dict(os.environ, {key: "probe"}):
+            if missing_api_keys(model_id, api_base=api_base):
+                return False
+    return len(keys) > 1
+
+
 def unknown_model(model_id: str, api_base: str | None = None) -> str | None:
     """Why litellm cannot call this model id, or None when it can tell the provider.
 

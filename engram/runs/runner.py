@@ -58,14 +58,15 @@ class RunOutcome:
 def check_credentials(spec: Spec) -> None:
     """Fail before any agent starts when litellm cannot tell the model's provider or its API key is
     missing, naming what to write or set."""
-    from engram.models.llm import missing_api_keys, unknown_model
+    from engram.models.llm import any_one_suffices, missing_api_keys, unknown_model
 
     unknown = unknown_model(spec.model.id, spec.model.api_base)
     if unknown:
         raise ConfigError(unknown)
     missing = missing_api_keys(spec.model.id, spec.model.api_key_env, spec.model.api_base)
     if missing:
-        names = " and ".join(missing)
+        either = not spec.model.api_key_env and any_one_suffices(spec.model.id, missing, spec.model.api_base)
+        names = f"one of {' or '.join(missing)}" if either else " and ".join(missing)
         raise EngramError(
             f"model {spec.model.id} needs {names}: set it (export {missing[0]}=...) and run again, or choose "
             f"another model, e.g. --set model.id=ollama/llama3 --set model.api_base=http://127.0.0.1:11434"
