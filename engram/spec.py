@@ -460,6 +460,7 @@ def check_spec(path: Path, overrides: list[str] = ()) -> str:
         except EngramError as exc:
             raise ConfigError(f"{path}: model.script: {exc}") from None
     budget = spec.budget
-    chain = (f", up to {budget.max_agents} agents of {budget.minutes_per_agent:g} min"
+    agents = "agent" if budget.max_agents == 1 else "agents"
+    chain = (f", up to {budget.max_agents} {agents} of {budget.minutes_per_agent:g} min"
              if spec.method.name == "engram" else "")  # other methods do not run a chain of agents
     return f"{spec.name}: {problem.name}, {spec.method.name}, {spec.model.id}, {spec.runs} seed(s){chain}"

@@ -682,3 +682,8 @@ def test_a_missing_key_message_asks_for_one_key_or_all_as_the_provider_needs(
     spec = load_spec(REPO / "specs" / "smoke.yaml", [f"model.id={model_id}", "model.script=null"])
     with pytest.raises(EngramError, match=wanted):
         check_credentials(spec)
+
+
+def test_validate_counts_one_agent_in_the_singular() -> None:
+    result = CliRunner().invoke(main, ["validate", str(REPO / "specs" / "smoke.yaml"), "--set", "budget.max_agents=1"])
+    assert result.exit_code == 0 and "up to 1 agent of 5 min" in result.output, result.output
