@@ -409,20 +409,12 @@ class DockerShell(Shell):
             options = self._sandbox._create_options(_IDLE.split(), self._workdir, self._mounts,
                                                     self._limits, self._env)
             options["auto_remove"] = True
-            container = self._sandbox._client.containers.create(self._sandbox.resolved.image_id, **options)
-            _active[container.id] = self._sandbox.image
-            try:
-                container.start()
-            except Exception:
-                _active.pop(container.id, None)
-                _remove(container)
-                raise
-            self._container_id = container.id
+            self._container_id = container_id = _start_long_lived(self._sandbox, options)
             if self._lost:
                 notes.append(self.RESTARTED)
                 self._lost = False
-            self._pids, self._memory = _pids_cgroup(container.id), _memory_cgroup(container.id)
-            return container.id
+            self._pids, self._memory = _pids_cgroup(container_id), _memory_cgroup(container_id)
+            return container_id
 
     def _wait(self, exec_id: str, deadline: float) -> tuple[dict[str, Any], bool]:
         """Poll the exec until it ends; past the deadline (timeout(1) failed to end it) kill the container."""
@@ -514,17 +506,23 @@ class ExecContainer:
         options = self._sandbox._container_options(self._mounts, self._limits, {})
         options.update(command=["sleep", f"{math.ceil(self._lifetime_s)}"], user=self.user, init=False,
                        ipc_mode="none", auto_remove=True)
-        container = self._sandbox._client.containers.create(self._sandbox.resolved.image_id, **options)
-        _active[container.id] = self._sandbox.image
-        try:
-            container.start()
-        except Exception:
-            _active.pop(container.id, None)
-            _remove(container)
-            raise
-        self._container_id = container.id
+        self._container_id = container_id = _start_long_lived(self._sandbox, options)
         self.starts += 1
-        return container.id
+        return container_id
+
+
+def _start_long_lived(sandbox: DockerSandbox, options: dict[str, Any]) -> str:
+    """Create and start a container that outlives one command (an agent's shell, a judge's slot),
+    registered for clean-up first, so a failed start leaves nothing behind."""
+    container = sandbox._client.containers.create(sandbox.resolved.image_id, **options)
+    _active[container.id] = sandbox.image
+    try:
+        container.start()
+    except Exception:
+        _active.pop(container.id, None)
+        _remove(container)
+        raise
+    return container.id
 
 
 class _CapWatch:
