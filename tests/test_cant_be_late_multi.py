@@ -112,9 +112,11 @@ def test_switching_to_a_region_that_does_not_exist_fails(small: CandidateEvaluat
 
 
 def test_tampered_trace_files_are_restored_before_they_are_read(problem: Problem, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch):
-    """A candidate run without isolation (the process backend) can write into the cache. It rewrites
-    every unpacked trace to "spot always available"; the next scorer notices and unpacks afresh."""
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 interpreter_behind_closed_directory: Path):
+    """A candidate that stays root (`process` behind a closed interpreter, where no unprivileged uid can
+    be used) can write into the cache. It rewrites every unpacked trace to "spot always available";
+    the next scorer notices and unpacks afresh."""
     monkeypatch.setenv(data_files.CACHE_DIR_ENV, str(tmp_path / "cache"))
     index = sys.modules[problem.scorer_class.__module__].trace_index
     entry = problem.config.data[0]

@@ -246,8 +246,10 @@ def test_agents_get_the_problems_exploration_files(tmp_path: Path):
     assert experiment["ok"]
 
 
-def test_tampered_problem_files_stop_the_run_with_a_clear_error(tmp_path: Path):
-    """Without isolation a candidate can overwrite the evaluator; the run must stop, not go on."""
+def test_tampered_problem_files_stop_the_run_with_a_clear_error(tmp_path: Path,
+                                                                interpreter_behind_closed_directory: Path):
+    """A candidate that stays root (`process` behind a closed interpreter, where no unprivileged uid can
+    be used) can overwrite the evaluator; the run must stop, not go on."""
     import shutil
 
     from engram.errors import IntegrityError

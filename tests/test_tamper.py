@@ -17,7 +17,7 @@ import pytest
 from conftest import BACKENDS, INITIAL_SCORE, REPO, TIGHT, require_backend
 
 from engram.errors import DataError, IntegrityError
-from engram.evaluation import ErrorKind
+from engram.evaluation import ErrorKind, Evaluation
 from engram.evaluation.evaluator import CandidateEvaluator
 from engram.problems.problem import Problem, load_problem
 from engram.sandbox import get_sandbox
@@ -167,19 +167,42 @@ for name, path in targets.items():
 '''
 
 
+STAYED_ROOT = "ran as root without capabilities"
+"""The note `process` adds to a result when it could not give the command an unprivileged uid."""
+
+
 def test_overwriting_trusted_files_never_pays_off(isolated_copy, initial_source: str):
+    """Isolated (bwrap, docker) or under an unprivileged uid (process where one can reach the
+    interpreter), the writes cannot land."""
     backend, evaluator, problem_dir, data_dir = isolated_copy
     attack = f"PROBLEM_DIR = {str(problem_dir)!r}\nDATA_DIR = {str(data_dir)!r}\n" + OVERWRITE + initial_source
     result = evaluator.evaluate(attack)
     assert result.score == INITIAL_SCORE, result.error
-    if backend in ("bwrap", "docker"):  # isolated: the writes cannot land
-        assert "overwrote" not in result.stdout
-        assert evaluator.evaluate(initial_source).score == INITIAL_SCORE
-    else:
-        # Without isolation the writes land, and the next evaluation refuses to run on them.
-        assert "overwrote evaluator" in result.stdout
-        with pytest.raises((IntegrityError, DataError)):
-            evaluator.evaluate(initial_source)
+    if backend == "process" and any(STAYED_ROOT in note for note in result.notes):
+        _writes_landed_and_are_refused(result, evaluator, initial_source)
+        return
+    assert "overwrote" not in result.stdout
+    assert "could not write evaluator" in result.stdout
+    assert evaluator.evaluate(initial_source).score == INITIAL_SCORE
+
+
+@pytest.mark.parametrize("isolated_copy", ["process"], indirect=True)
+def test_writes_of_a_candidate_that_stays_root_are_refused_by_the_next_evaluation(
+        interpreter_behind_closed_directory: Path, isolated_copy, initial_source: str):
+    """`process` behind a closed interpreter keeps candidates root (no capabilities): their writes
+    land, and the next evaluation refuses to run on what they changed."""
+    _, evaluator, problem_dir, data_dir = isolated_copy
+    attack = f"PROBLEM_DIR = {str(problem_dir)!r}\nDATA_DIR = {str(data_dir)!r}\n" + OVERWRITE + initial_source
+    result = evaluator.evaluate(attack)
+    assert result.score == INITIAL_SCORE, result.error
+    assert any(STAYED_ROOT in note for note in result.notes), result.notes
+    _writes_landed_and_are_refused(result, evaluator, initial_source)
+
+
+def _writes_landed_and_are_refused(result: Evaluation, evaluator: CandidateEvaluator, initial_source: str) -> None:
+    assert "overwrote evaluator" in result.stdout
+    with pytest.raises((IntegrityError, DataError)):
+        evaluator.evaluate(initial_source)
 
 
 def test_corrupt_data_is_reported_with_file_and_fix(isolated_copy, initial_source: str):
