@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -257,3 +258,16 @@ def evaluator(request: pytest.FixtureRequest, cloudcast: Problem) -> Iterator[Ca
 def tight_evaluator(request: pytest.FixtureRequest, cloudcast: Problem) -> Iterator[CandidateEvaluator]:
     """An evaluator with small limits, for candidates that misbehave on purpose."""
     yield from evaluator_on(request, cloudcast, limits=TIGHT)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now, for a server a test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_answers(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:`port`: the event tests wait for after starting a server."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import free_port, port_answers
 
 from engram.cli import _report_run, main
 from engram.runs.progress import RichProgress
@@ -127,21 +128,6 @@ def test_rich_progress_off_a_terminal_does_not_redraw() -> None:
     assert text.count("seed 0  agent") == 1 and "\r" not in text and "\x1b[" not in text
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _group_alive(pgid: int) -> bool:
     import os
 
@@ -167,14 +153,14 @@ def test_ui_prints_the_runs_view_and_sigterm_stops_every_mlflow_process(tmp_path
     client = mlflow.tracking.MlflowClient(tracking_uri=store)
     experiment = client.create_experiment("cloudcast")
     client.create_run(experiment)
-    port = _free_port()
+    port = free_port()
     ui = subprocess.Popen([sys.executable, "-m", "engram", "ui", "--uri", store, "--port", str(port)],
                           stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         assert ui.stdout is not None
         lines = [ui.stdout.readline() for _ in range(2)]
         assert f"runs of cloudcast: http://127.0.0.1:{port}/#/experiments/{experiment}/runs" in lines[1]
-        while not _answers(port):  # the event waited for: the server listens (pytest-timeout bounds it)
+        while not port_answers(port):  # the event waited for: the server listens (pytest-timeout bounds it)
             assert ui.poll() is None, "engram ui exited before the server listened"
             time.sleep(0.2)
         server_groups = {int(line.split()[1]) for line in subprocess.run(
@@ -182,7 +168,7 @@ def test_ui_prints_the_runs_view_and_sigterm_stops_every_mlflow_process(tmp_path
             if int(line.split()[2]) == ui.pid}
         ui.send_signal(signal.SIGTERM)
         assert ui.wait(timeout=120) == 0
-        assert not _answers(port)
+        assert not port_answers(port)
         for pgid in server_groups:
             assert not _group_alive(pgid), "a process of MLflow's group survived"
     finally:

@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, unavailable
+from conftest import REPO, free_port, unavailable
 from engram_runs import INITIAL_PROGRAM_CALL, SUMMARY, make_spec, simulate, write_program
 
 from engram.runs.archive import read_jsonl
@@ -53,12 +52,6 @@ class Cluster:
         raise AssertionError(f"no raylet in process group {group}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _ray_start(args: list[str], env: dict[str, str]) -> int:
     """Run `ray start` in a session of its own; its daemons stay in that process group."""
     ray = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
@@ -84,7 +77,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # wait behind every other process (docs/scale-out.md); the tests start their nodes at 0.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_ADDRESS": "",
            "RAY_worker_niceness": "0", "DOCKER_HOST": f"unix://{temp / 'no-docker-engine.sock'}"}
-    port = _free_port()
+    port = free_port()
     groups = [_ray_start(["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false"], env)]
     try:
         groups.append(_ray_start([f"--address=127.0.0.1:{port}"], env))

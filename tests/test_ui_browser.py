@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, free_port, port_answers
 from engram_runs import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -70,17 +69,6 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
                     {m: r.info.run_name for m, r in parents.items()}, results)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @dataclass(frozen=True)
 class Ui:
     runs_table: str
@@ -90,7 +78,7 @@ class Ui:
 @pytest.fixture
 def ui(recorded: Recorded) -> Iterator[Ui]:
     """`engram ui` started as a user would, with the two addresses it printed, once it listens."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "engram", "ui", "--uri", recorded.uri, "--port", str(port)],
                                stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
@@ -99,7 +87,7 @@ def ui(recorded: Recorded) -> Iterator[Ui]:
         runs = re.search(r"runs of cloudcast: (\S+)", printed)
         charts = re.search(r"charts of cloudcast: (\S+)", printed)
         assert runs and charts, printed
-        while not _answers(port):  # the event waited for: the server listens (pytest-timeout bounds it)
+        while not port_answers(port):  # the event waited for: the server listens (pytest-timeout bounds it)
             assert process.poll() is None, "engram ui exited before the server listened"
             time.sleep(0.2)
         yield Ui(runs.group(1), charts.group(1))
